@@ -1,0 +1,238 @@
+"""Inventory of prunable weights, with a role and a stage per layer.
+
+Prunable: the >=2-D weights of Conv and Linear layers (and transformers' ``Conv1D``, whose weight is
+stored transposed), including patch embeddings and the classifier. Never norms, biases, position
+tables, class tokens or relative-position tables — those are not Conv/Linear weights, so they are
+never listed.
+
+Roles come from ordered name patterns (data, below), refined by module structure (depthwise convs,
+the classifier found by its output size). Both transformers and timm naming schemes are covered.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+ROLES = (
+    "stem",
+    "patch_embed",
+    "conv",
+    "depthwise",
+    "downsample",
+    "attn_qkv",
+    "attn_proj",
+    "mlp_up",
+    "mlp_down",
+    "patch_merging",
+    "classifier",
+    "linear",
+)
+
+# (regex on the module name, role). First match wins. Covers transformers ViT/DeiT/Swin/ResNet/ConvNeXt
+# and timm vit/deit/swin/resnet/convnext naming.
+ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"(^|\.)patch_embed(dings)?(\.|$)", "patch_embed"),
+    (r"(^|\.)embeddings\.patch_embeddings", "patch_embed"),
+    (r"(^|\.)(downsample|downsampling_layer)\.reduction$", "patch_merging"),
+    (r"(^|\.)(downsample|shortcut|downsampling_layer)(\.|$)", "downsample"),
+    (r"(^|\.)(embedder|stem)(\.|$)", "stem"),
+    (r"(^|\.)attn\.qkv$", "attn_qkv"),
+    (r"(^|\.)attention\.(attention|self)\.(query|key|value)$", "attn_qkv"),
+    (r"(^|\.)attn\.(q|k|v|q_proj|k_proj|v_proj)$", "attn_qkv"),
+    (r"(^|\.)attention\.(q_proj|k_proj|v_proj|query|key|value)$", "attn_qkv"),
+    (r"(^|\.)attn\.proj$", "attn_proj"),
+    (r"(^|\.)(attention|attn)\.(o_proj|out_proj)$", "attn_proj"),
+    (r"(^|\.)attention\.output\.dense$", "attn_proj"),
+    (r"(^|\.)mlp\.fc1$", "mlp_up"),
+    (r"(^|\.)intermediate\.dense$", "mlp_up"),
+    (r"(^|\.)pwconv1$", "mlp_up"),
+    (r"(^|\.)mlp\.fc2$", "mlp_down"),
+    (r"(^|\.)output\.dense$", "mlp_down"),
+    (r"(^|\.)pwconv2$", "mlp_down"),
+)
+
+# Where the stage index is read from the module name (first match wins).
+STAGE_PATTERNS: tuple[str, ...] = (
+    r"(?:^|\.)stages\.(\d+)\.",
+    r"(?:^|\.)layers\.(\d+)\.(?:blocks|downsample)\.",  # transformers and timm Swin
+    r"(?:^|\.)layer(\d+)\.",  # timm ResNet layer1..layer4 (1-based)
+)
+BLOCK_PATTERNS: tuple[str, ...] = (
+    r"(?:^|\.)encoder\.layer\.(\d+)\.",  # transformers ViT
+    r"(?:^|\.)blocks\.(\d+)\.",  # timm ViT
+    r"(?:^|\.)layers\.(\d+)\.",  # transformers >= 5 ViT
+)
+_ONE_BASED = r"(?:^|\.)layer(\d+)\."
+
+
+@dataclass
+class LayerInfo:
+    """One prunable weight tensor."""
+
+    name: str  # module name; the weight is f"{name}.weight"
+    role: str  # one of ROLES
+    stage: int  # 0-based stage; ViTs: depth quartile; stem/patch embed: 0; classifier: last stage
+    numel: int
+    shape: tuple[int, ...]
+    kind: str = "linear"  # "conv" | "linear" | "conv1d_t" (transformers Conv1D: weight is (in, out))
+
+    @property
+    def param_name(self) -> str:
+        return f"{self.name}.weight"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerInfo":
+        return cls(**{**d, "shape": tuple(d["shape"])})
+
+
+def _is_conv1d_t(module: nn.Module) -> bool:
+    # transformers.pytorch_utils.Conv1D without importing transformers here
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def _kind(module: nn.Module) -> str | None:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if _is_conv1d_t(module):
+        return "conv1d_t"
+    return None
+
+
+def _role_from_name(name: str) -> str | None:
+    for pattern, role in ROLE_PATTERNS:
+        if re.search(pattern, name):
+            return role
+    return None
+
+
+def _stage_from_name(name: str) -> int | None:
+    for pattern in STAGE_PATTERNS:
+        m = re.search(pattern, name)
+        if m:
+            idx = int(m.group(1))
+            return idx - 1 if pattern == _ONE_BASED else idx
+    return None
+
+
+def _block_from_name(name: str) -> int | None:
+    for pattern in BLOCK_PATTERNS:
+        m = re.search(pattern, name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _find_classifier(model: nn.Module, candidates: list[tuple[str, nn.Module]], num_labels: int | None) -> str | None:
+    """The classifier: the last Linear whose output size is the label count (or the last Linear)."""
+    getter = getattr(model, "get_classifier", None)  # timm
+    if callable(getter):
+        try:
+            head = getter()
+        except Exception:  # noqa: BLE001 - some timm heads raise for odd configs
+            head = None
+        for name, module in candidates:
+            if module is head:
+                return name
+    linears = [(n, m) for n, m in candidates if _kind(m) in ("linear", "conv1d_t")]
+    if num_labels is not None:
+        for name, module in reversed(linears):
+            out = module.out_features if isinstance(module, nn.Linear) else module.nf
+            if out == num_labels:
+                return name
+    return linears[-1][0] if linears else None
+
+
+def list_prunable(model: nn.Module, *, num_labels: int | None = None) -> list[LayerInfo]:
+    """All prunable layers of ``model`` in module order, each with a role and a stage."""
+    if num_labels is None:
+        config = getattr(model, "config", None)
+        num_labels = getattr(config, "num_labels", None) or getattr(model, "num_classes", None)
+    candidates = [(n, m) for n, m in model.named_modules() if _kind(m) is not None]
+    candidates = [(n, m) for n, m in candidates if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]
+    classifier = _find_classifier(model, candidates, num_labels)
+
+    layers: list[LayerInfo] = []
+    for idx, (name, module) in enumerate(candidates):
+        kind = _kind(module)
+        role = _role_from_name(name)
+        if name == classifier:
+            role = "classifier"
+        elif role is None:
+            if kind == "conv" and module.groups > 1 and module.groups == module.in_channels:
+                role = "depthwise"
+            elif kind == "conv":
+                role = "stem" if idx == 0 else "conv"
+            else:
+                role = "linear"
+        elif role == "downsample" and kind != "conv":
+            role = "patch_merging"
+        elif role == "mlp_up" and kind == "conv" and module.groups == module.in_channels and module.groups > 1:
+            role = "depthwise"
+        weight = module.weight
+        layers.append(
+            LayerInfo(
+                name=name,
+                role=role,
+                stage=-1,  # filled below
+                numel=weight.numel(),
+                shape=tuple(weight.shape),
+                kind=kind,
+            )
+        )
+    _assign_stages(layers)
+    return layers
+
+
+def _assign_stages(layers: list[LayerInfo]) -> None:
+    stages = [_stage_from_name(layer.name) for layer in layers]
+    blocks = [_block_from_name(layer.name) for layer in layers]
+    if any(s is not None for s in stages):
+        last = max(s for s in stages if s is not None)
+        for layer, stage in zip(layers, stages):
+            if stage is not None:
+                layer.stage = stage
+            elif layer.role == "classifier":
+                layer.stage = last
+            else:
+                layer.stage = 0
+        return
+    if any(b is not None for b in blocks):
+        n_blocks = max(b for b in blocks if b is not None) + 1
+        for layer, block in zip(layers, blocks):
+            if block is not None:
+                layer.stage = min(3, block * 4 // n_blocks)
+            elif layer.role == "classifier":
+                layer.stage = 3
+            else:
+                layer.stage = 0
+        return
+    # no structure in names: quartiles of the execution order
+    n = len(layers)
+    for i, layer in enumerate(layers):
+        layer.stage = min(3, i * 4 // max(n, 1))
+
+
+def get_weight(model: nn.Module, layer: LayerInfo) -> torch.Tensor:
+    """The live weight parameter of ``layer`` in ``model``."""
+    return model.get_submodule(layer.name).weight
+
+
+def weights_of(model: nn.Module, layers: list[LayerInfo]) -> dict[str, torch.Tensor]:
+    """``{layer name: weight tensor}`` (live parameters, not copies)."""
+    return {layer.name: get_weight(model, layer) for layer in layers}
+
+
+def is_transformer_like(layers: list[LayerInfo]) -> bool:
+    """True when the model has attention layers (used to pick strategy 10's variant)."""
+    return any(layer.role in ("attn_qkv", "attn_proj") for layer in layers)
