@@ -1,0 +1,212 @@
+"""Phase 1 of Mix-and-Match: a sparsity range [rho_min, rho_max] per layer, with a reason.
+
+Two sources:
+- ``observed`` (the paper): run global baseline criteria (magnitude, SNIP, GraSP) at global targets
+  (default 0.7/0.8/0.9), record each layer's resulting sparsity, take min/max over the runs, then clamp
+  with architecture rules (small layers, patch embeddings).
+- ``preset`` (the authors' released code): declarative per-family rules in ``presets/*.json``.
+A JSON file written by :meth:`RangeTable.save` can be passed back in as well.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import RangeError
+from .layers import LayerInfo
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_TARGETS = (0.7, 0.8, 0.9)
+OBSERVED_CRITERIA = ("magnitude", "snip", "grasp")
+
+# Architecture clamps applied to observed ranges (the paper's rules), first match wins.
+SMALL_LAYER_PARAMS = 10_000
+CLAMPS = (
+    {"role": "patch_embed", "range": (0.15, 0.30), "reason": "patch embedding: paper's fixed range [0.15, 0.30]"},
+    {"max_params": SMALL_LAYER_PARAMS, "range": (0.0, 0.10),
+     "reason": "fewer than 10K weights: little to save, much to lose (paper's rule [0, 0.10])"},
+)
+
+
+@dataclass
+class LayerRange:
+    min: float
+    max: float
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.min <= self.max <= 1.0):
+            raise RangeError(f"a range needs 0 <= min <= max <= 1, got [{self.min}, {self.max}] ({self.reason})")
+
+    @property
+    def delta(self) -> float:
+        return self.max - self.min
+
+
+@dataclass
+class RangeTable:
+    """Per-layer ranges plus where they came from."""
+
+    ranges: dict[str, LayerRange]
+    source: str  # "observed" | "preset:<family>" | "file:<path>"
+
+    def __getitem__(self, name: str) -> LayerRange:
+        return self.ranges[name]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "ranges": {k: [v.min, v.max, v.reason] for k, v in self.ranges.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RangeTable":
+        try:
+            ranges = {k: LayerRange(float(v[0]), float(v[1]), str(v[2]) if len(v) > 2 else "") for k, v in d["ranges"].items()}
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise RangeError('a range file needs {"ranges": {layer: [min, max, reason]}}') from exc
+        return cls(ranges=ranges, source=d.get("source", "file"))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RangeTable":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RangeError(f"cannot read range file {path}: {exc}") from exc
+        table = cls.from_dict(d)
+        table.source = f"file:{path}"
+        return table
+
+    def check(self, layers: list[LayerInfo]) -> None:
+        missing = [layer.name for layer in layers if layer.name not in self.ranges]
+        if missing:
+            raise RangeError(f"the range table has no entry for {len(missing)} layer(s), e.g. {missing[:3]}: add them")
+
+
+# -------------------------------------------------------------------------------------------- observed
+
+
+def layer_sparsities_at_global_threshold(scores: dict[str, torch.Tensor], target: float) -> dict[str, float]:
+    """Per-layer sparsity when the ``target`` fraction of all weights with the lowest score is removed."""
+    from .allocators import global_threshold
+
+    return global_threshold(scores, target)
+
+
+def observed_ranges(
+    layers: list[LayerInfo],
+    scores: dict[str, dict[str, torch.Tensor]],
+    *,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+    criteria: tuple[str, ...] = OBSERVED_CRITERIA,
+    clamps: tuple[dict, ...] = CLAMPS,
+) -> RangeTable:
+    """The paper's Phase 1: min/max per layer over global criteria x targets, then the clamps."""
+    missing = [c for c in criteria if c not in scores]
+    if missing:
+        raise RangeError(f"observed ranges need the {missing} scores: compute them first (signals.compute_scores)")
+    if not targets or any(not 0.0 < t < 1.0 for t in targets):
+        raise RangeError(f"range targets must be in (0, 1), got {targets}")
+    runs: dict[str, list[float]] = {layer.name: [] for layer in layers}
+    for crit in criteria:
+        per = {layer.name: scores[crit][layer.name] for layer in layers}
+        for t in targets:
+            for name, s in layer_sparsities_at_global_threshold(per, t).items():
+                runs[name].append(s)
+    table: dict[str, LayerRange] = {}
+    label = "/".join(criteria)
+    tlabel = "/".join(f"{t:g}" for t in targets)
+    for layer in layers:
+        lo, hi = min(runs[layer.name]), max(runs[layer.name])
+        rng = LayerRange(lo, hi, f"observed: min/max over global {label} at {tlabel}")
+        for rule in clamps:
+            if _clamp_matches(rule, layer):
+                rng = LayerRange(*rule["range"], rule["reason"])
+                break
+        table[layer.name] = rng
+    return RangeTable(table, source="observed")
+
+
+def _clamp_matches(rule: dict, layer: LayerInfo) -> bool:
+    if "role" in rule and rule["role"] != layer.role:
+        return False
+    if "max_params" in rule and layer.numel >= rule["max_params"]:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------- presets
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def detect_family(layers: list[LayerInfo]) -> str:
+    roles = {layer.role for layer in layers}
+    if "patch_merging" in roles:
+        return "swin"
+    if roles & {"attn_qkv", "attn_proj"}:
+        return "vit"
+    if "depthwise" in roles and roles & {"mlp_up", "mlp_down"}:
+        return "convnext"
+    return "resnet"
+
+
+def _rule_matches(rule: dict, layer: LayerInfo) -> bool:
+    if "role" in rule and layer.role != rule["role"]:
+        return False
+    if "stage" in rule and layer.stage != rule["stage"]:
+        return False
+    if "stage_min" in rule and layer.stage < rule["stage_min"]:
+        return False
+    if "name" in rule and not re.search(rule["name"], layer.name):
+        return False
+    return True
+
+
+def preset_ranges(layers: list[LayerInfo], family: str | None = None) -> RangeTable:
+    """Ranges from the family's declarative rule file (first matching rule wins)."""
+    family = family or detect_family(layers)
+    path = PRESET_DIR / f"{family}.json"
+    if not path.is_file():
+        raise RangeError(f"no preset for family '{family}': choose from {available_presets()}")
+    spec = json.loads(path.read_text())
+    table = {}
+    for layer in layers:
+        rule = next((r for r in spec["rules"] if _rule_matches(r, layer)), spec["default"])
+        table[layer.name] = LayerRange(rule["range"][0], rule["range"][1], f"preset {family}: {rule['reason']}")
+    return RangeTable(table, source=f"preset:{family}")
+
+
+def resolve_ranges(
+    spec: str,
+    layers: list[LayerInfo],
+    scores: dict[str, dict[str, torch.Tensor]] | None = None,
+    *,
+    targets: tuple[float, ...] = DEFAULT_TARGETS,
+) -> RangeTable:
+    """``observed`` | ``preset`` | ``preset:<family>`` | path to a JSON range file."""
+    if spec == "observed":
+        if scores is None:
+            raise RangeError("observed ranges need scores")
+        table = observed_ranges(layers, scores, targets=targets)
+    elif spec == "preset":
+        table = preset_ranges(layers)
+    elif spec.startswith("preset:"):
+        table = preset_ranges(layers, spec.split(":", 1)[1])
+    elif Path(spec).is_file():
+        table = RangeTable.load(spec)
+    else:
+        raise RangeError(f"--ranges must be observed, preset, preset:<family> ({available_presets()}) or a JSON file; got '{spec}'")
+    table.check(layers)
+    return table
+
+
+def as_dict(table: RangeTable) -> dict:
+    return {k: asdict(v) for k, v in table.ranges.items()}

@@ -1,0 +1,175 @@
+"""Sensitivity signals, computed in one calibration pass and shared across processes with Accelerate.
+
+Per prunable layer (lower score = pruned first):
+- ``magnitude``  |w|
+- ``gradient``   mean over calibration batches of |dL/dw|   (E_b|g_b|, not |E_b g_b|)
+- ``hybrid``     |w| * mean_b |dL/dw|
+- ``snip``       |w * mean_b dL/dw|                        (used by Phase-1 ranges and the SNIP baseline)
+- ``grasp``      w * (H g)                                  (GraSP removes the highest -w*Hg first)
+
+Each process takes its share of a fixed list of calibration batches; per-batch sums are reduced across
+processes, so the result equals the single-process result up to float summation order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from .layers import LayerInfo, weights_of
+from .models import logits as default_forward
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = ("magnitude", "gradient", "hybrid")
+EXTRA_SIGNALS = ("snip", "grasp")
+ALL_SIGNALS = SIGNALS + EXTRA_SIGNALS
+
+Scores = dict[str, dict[str, torch.Tensor]]  # signal -> layer name -> score tensor
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _reduce_sum(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+    if accelerator is None or accelerator.num_processes == 1:
+        return tensors
+    return [accelerator.reduce(t, reduction="sum") for t in tensors]
+
+
+def compute_scores(
+    model: nn.Module,
+    layers: list[LayerInfo],
+    calib: TensorDataset,
+    *,
+    signals: tuple[str, ...] = ALL_SIGNALS,
+    batch_size: int = 64,
+    accelerator=None,
+    train_mode: bool = False,
+    forward: Callable = default_forward,
+    progress: bool = True,
+) -> Scores:
+    """Compute the requested signals for every prunable layer (returned on CPU, float32)."""
+    unknown = set(signals) - set(ALL_SIGNALS)
+    if unknown:
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown signal(s) {sorted(unknown)}: choose from {list(ALL_SIGNALS)}")
+    weights = weights_of(model, layers)
+    names = [layer.name for layer in layers]
+    params = [weights[n] for n in names]
+    out: Scores = {}
+    if "magnitude" in signals:
+        out["magnitude"] = {n: w.detach().abs().float().cpu() for n, w in zip(names, params)}
+    needs_grad = any(s in signals for s in ("gradient", "hybrid", "snip", "grasp"))
+    if not needs_grad:
+        return out
+
+    device = params[0].device
+    x_all, y_all = calib.tensors
+    all_batches = _batches(len(x_all), batch_size)
+    if accelerator is not None and accelerator.num_processes > 1:
+        my_batches = all_batches[accelerator.process_index :: accelerator.num_processes]
+    else:
+        my_batches = all_batches
+    is_main = accelerator is None or accelerator.is_main_process
+    was_training = model.training
+    model.train(train_mode)
+    requires = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    loss_fn = nn.CrossEntropyLoss()
+    try:
+        abs_sum = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        sum_g = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        for s, e in tqdm(my_batches, desc="scoring (gradients)", unit="batch", leave=False,
+                         disable=not (progress and is_main)):
+            x, y = x_all[s:e].to(device), y_all[s:e].to(device)
+            loss = loss_fn(forward(model, x), y)
+            grads = torch.autograd.grad(loss, params)
+            for a, g_sum, g in zip(abs_sum, sum_g, grads):
+                a.add_(g.abs().float())
+                g_sum.add_(g.float())
+        abs_sum = _reduce_sum(abs_sum, accelerator)
+        sum_g = _reduce_sum(sum_g, accelerator)
+        nb = float(len(all_batches))
+        mean_abs = [a / nb for a in abs_sum]
+        mean_g = [g / nb for g in sum_g]
+        if "gradient" in signals:
+            out["gradient"] = {n: a.cpu() for n, a in zip(names, mean_abs)}
+        if "hybrid" in signals:
+            out["hybrid"] = {n: (p.detach().abs().float() * a).cpu() for n, p, a in zip(names, params, mean_abs)}
+        if "snip" in signals:
+            out["snip"] = {n: (p.detach().float() * g).abs().cpu() for n, p, g in zip(names, params, mean_g)}
+        if "grasp" in signals:
+            hg_sum = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+            for s, e in tqdm(my_batches, desc="scoring (GraSP Hg)", unit="batch", leave=False,
+                             disable=not (progress and is_main)):
+                x, y = x_all[s:e].to(device), y_all[s:e].to(device)
+                loss = loss_fn(forward(model, x), y)
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
+                hg = torch.autograd.grad(z, params, allow_unused=True)
+                for acc, h in zip(hg_sum, hg):
+                    if h is not None:
+                        acc.add_(h.detach().float())
+            hg_sum = _reduce_sum(hg_sum, accelerator)
+            out["grasp"] = {n: (p.detach().float() * (h / nb)).cpu() for n, p, h in zip(names, params, hg_sum)}
+    finally:
+        for p, r in zip(params, requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- caching
+
+
+def fingerprint(model: nn.Module, layers: list[LayerInfo], calib: TensorDataset, **options) -> str:
+    """A hash of the prunable weights, the calibration tensors and the scoring options."""
+    h = hashlib.sha256()
+    for layer in layers:
+        w = model.get_submodule(layer.name).weight.detach().float().cpu()
+        h.update(layer.name.encode())
+        h.update(w.numpy().tobytes())
+    for t in calib.tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def save_scores(scores: Scores, path: str | Path, *, fingerprint: str) -> None:
+    from safetensors.torch import save_file
+
+    flat = {f"{sig}/{layer}": t.contiguous() for sig, per in scores.items() for layer, t in per.items()}
+    tmp = Path(str(path) + ".tmp")
+    save_file(flat, str(tmp), metadata={"fingerprint": fingerprint, "format": "hf_mixmatch.scores.v1"})
+    tmp.replace(path)
+
+
+def load_scores(path: str | Path, *, fingerprint: str | None = None) -> Scores | None:
+    """Scores saved by :func:`save_scores`, or None when absent or computed for other inputs."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            return None
+        out: Scores = {}
+        for key in f.keys():
+            sig, layer = key.split("/", 1)
+            out.setdefault(sig, {})[layer] = f.get_tensor(key)
+    return out
