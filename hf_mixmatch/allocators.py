@@ -1,0 +1,403 @@
+"""Standard baselines as *allocators*: how much of each layer to prune.
+
+An allocator turns the prunable weights (and, for some, the signal scores) into an
+:class:`Allocation`: per-layer sparsities plus the name of the score that ranks weights inside each
+layer. The mask stage then zeroes, per layer, the ``floor(rho * n)`` lowest-scoring weights.
+
+Registered by name in :data:`ALLOCATORS` (the names the CLI, config and card use):
+
+- ``global_magnitude``: one ``|w|`` threshold over all prunable weights (MAG).
+- ``uniform``: every layer pruned by the same fraction.
+- ``uniform_plus``: uniform, but the first conv / patch embedding is dense and the classifier keeps
+  at least 20% of its weights; the other layers are re-solved to meet the target.
+- ``erk``: Erdős–Rényi-Kernel densities, ``density ∝ sum(shape) / numel``; over-full layers dense.
+- ``lamp``: LAMP scores ``w_u^2 / sum_{v >= u} w_v^2`` (ascending ``|w|`` within a layer), one
+  global threshold; every layer keeps its largest weight.
+- ``snip`` / ``grasp``: one global threshold on the ``"snip"`` / ``"grasp"`` signal.
+- ``rd``: the rate-distortion / dynamic-programming allocator (:mod:`hf_mixmatch.rd`); it needs
+  distortion curves, see :class:`RDAllocator`.
+
+Every allocator meets the target exactly in whole weights: the number of pruned weights,
+``sum_l floor(rho_l * n_l)``, equals ``floor(target * N)`` (``rd``: at least that minus
+``N / buckets``), and each ``rho_l`` is chosen so that ``floor(rho_l * n_l)`` in float64 is the
+intended count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from .errors import ConfigError
+from .layers import LayerInfo
+
+__all__ = [
+    "ALLOCATORS",
+    "Allocation",
+    "Allocator",
+    "RDAllocator",
+    "achieved_sparsity",
+    "allocate",
+    "erk_densities",
+    "global_threshold",
+    "lamp_scores",
+]
+
+
+@dataclass
+class Allocation:
+    """Per-layer sparsities chosen by an allocator, and the score that ranks weights in a layer."""
+
+    method: str
+    sparsities: dict[str, float]
+    rank_by: str = "magnitude"
+    info: dict = field(default_factory=dict)  # method-specific extras (e.g. rd: predicted distortion)
+
+    def __post_init__(self) -> None:
+        for name, rho in self.sparsities.items():
+            if not (0.0 <= rho <= 1.0) or math.isnan(rho):
+                raise ConfigError(f"allocation {self.method!r}: sparsity of layer {name!r} is {rho}, expected a value in [0, 1]")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "sparsities": dict(self.sparsities), "rank_by": self.rank_by, "info": dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Allocation":
+        return cls(method=d["method"], sparsities=dict(d["sparsities"]), rank_by=d.get("rank_by", "magnitude"), info=dict(d.get("info", {})))
+
+
+class Allocator(Protocol):
+    def __call__(
+        self,
+        *,
+        weights: dict[str, torch.Tensor],
+        layers: list[LayerInfo],
+        target: float,
+        scores: dict[str, dict[str, torch.Tensor]] | None = None,
+    ) -> Allocation: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# counting helpers
+
+
+def _check_target(target: float) -> None:
+    if not isinstance(target, (int, float)) or math.isnan(target) or not (0.0 <= target < 1.0):
+        raise ConfigError(f"target sparsity must be in [0, 1), got {target!r}; e.g. --target 0.5 prunes half the weights")
+
+
+def _target_count(target: float, total: int) -> int:
+    """``floor(target * total)``, robust to float error such as ``0.29 * 100 = 28.999...``."""
+    return int(math.floor(target * total + 1e-9 * max(1.0, target * total)))
+
+
+def _fraction(count: int, n: int) -> float:
+    """A float ``rho`` with ``floor(rho * n) == count`` exactly (float64)."""
+    if n == 0 or count <= 0:
+        return 0.0
+    if count >= n:
+        return 1.0
+    rho = count / n
+    while math.floor(rho * n) < count:
+        rho = math.nextafter(rho, 2.0)
+    while math.floor(rho * n) > count:
+        rho = math.nextafter(rho, -1.0)
+    return rho
+
+
+def achieved_sparsity(sparsities: dict[str, float], numels: dict[str, int]) -> float:
+    """Zeros / all prunable weights that the mask stage produces: ``sum floor(rho*n) / sum n``."""
+    total = sum(numels.values())
+    pruned = sum(math.floor(sparsities.get(name, 0.0) * n) for name, n in numels.items())
+    return pruned / total if total else 0.0
+
+
+def _counts_to_sparsities(counts: dict[str, int], numels: dict[str, int]) -> dict[str, float]:
+    return {name: _fraction(int(counts[name]), numels[name]) for name in numels}
+
+
+def _round_counts(ideal: dict[str, float], numels: dict[str, int], max_counts: dict[str, int], total: int) -> dict[str, int]:
+    """Integer pruned counts close to ``ideal`` (real counts) that sum to ``total`` exactly.
+
+    Largest-remainder rounding within ``[0, max_counts]``.
+    """
+    counts = {name: min(max_counts[name], max(0, math.floor(ideal[name] + 1e-9))) for name in numels}
+    remainder = total - sum(counts.values())
+    # layers by fractional part, largest first; then any layer with room
+    order = sorted(numels, key=lambda name: -(ideal[name] - math.floor(ideal[name] + 1e-9)))
+    while remainder != 0:
+        step = 1 if remainder > 0 else -1
+        moved = False
+        for name in order if step > 0 else reversed(order):
+            if remainder == 0:
+                break
+            new = counts[name] + step
+            if 0 <= new <= max_counts[name]:
+                counts[name] = new
+                remainder -= step
+                moved = True
+        if not moved:
+            raise ConfigError(f"cannot place {total} pruned weights under the per-layer limits; lower the target")
+    return counts
+
+
+def _waterfill(slopes: dict[str, float], caps: dict[str, float], numels: dict[str, int], total: float) -> dict[str, float]:
+    """Per-layer fractions ``f_l = min(cap_l, lam * slope_l)`` with ``sum f_l * n_l = total``.
+
+    Layers whose ``lam * slope_l`` would pass their cap are fixed at the cap and ``lam`` is re-solved
+    over the others, until no layer passes its cap.
+    """
+    capacity = sum(caps[name] * numels[name] for name in numels if slopes[name] > 0)
+    if total > capacity * (1 + 1e-12) + 1e-9:
+        raise ConfigError(f"infeasible: the layer limits allow at most {capacity:.0f} of the requested {total:.0f} weights")
+    saturated: set[str] = {name for name in numels if slopes[name] <= 0}
+    while True:
+        free = [name for name in numels if name not in saturated]
+        fixed = sum(caps[name] * numels[name] for name in saturated if slopes[name] > 0)
+        denom = sum(slopes[name] * numels[name] for name in free)
+        lam = (total - fixed) / denom if denom > 0 else 0.0
+        over = [name for name in free if lam * slopes[name] > caps[name]]
+        if not over:
+            break
+        saturated.update(over)
+    out = {}
+    for name in numels:
+        if slopes[name] <= 0:
+            out[name] = 0.0
+        elif name in saturated:
+            out[name] = caps[name]
+        else:
+            out[name] = lam * slopes[name]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the shared global-threshold helper
+
+
+def global_threshold(scores_by_layer: dict[str, torch.Tensor], target: float) -> dict[str, float]:
+    """Per-layer sparsities from one threshold over all scores (lowest pruned first).
+
+    Exactly ``floor(target * N)`` weights are pruned in total: weights strictly below the k-th
+    smallest score are pruned, and weights tied with it are taken in layer order until the count is
+    reached (the mask stage ranks within a layer, so the tied ones it picks inside a layer may
+    differ, but the count per layer is exact). ``+inf`` scores are never pruned; raise
+    :class:`ConfigError` if the target needs them.
+    """
+    _check_target(target)
+    names = list(scores_by_layer)
+    if not names:
+        raise ConfigError("no prunable layers: nothing to allocate")
+    flats = [scores_by_layer[name].detach().reshape(-1).to(torch.float64).cpu() for name in names]
+    numels = {name: f.numel() for name, f in zip(names, flats)}
+    for name, f in zip(names, flats):
+        if torch.isnan(f).any():
+            raise ConfigError(f"scores of layer {name!r} contain NaN; recompute the signal (check the calibration data)")
+    total = sum(numels.values())
+    k = _target_count(target, total)
+    if k == 0:
+        return {name: 0.0 for name in names}
+    flat = torch.cat(flats)
+    kth = flat.kthvalue(k).values
+    if torch.isinf(kth) and kth > 0:
+        n_finite = int(torch.isfinite(flat).sum()) + int((flat == -math.inf).sum())
+        raise ConfigError(
+            f"target {target} needs {k} pruned weights but only {n_finite} may be pruned "
+            f"(the rest are protected); lower the target to at most {n_finite / total:.6f}"
+        )
+    below = torch.stack([(f < kth).sum() for f in flats])
+    ties = torch.stack([(f == kth).sum() for f in flats])
+    needed = k - int(below.sum())
+    before = torch.cumsum(ties, 0) - ties
+    take = (needed - before).clamp(min=0)
+    take = torch.minimum(take, ties)
+    counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
+    return _counts_to_sparsities(counts, numels)
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP score of every weight: ``w_u^2 / sum_{v >= u} w_v^2`` over ascending ``|w|`` (float64)."""
+    sq = weight.detach().reshape(-1).to(torch.float64).cpu() ** 2
+    sorted_sq, order = torch.sort(sq, stable=True)
+    suffix = torch.flip(torch.cumsum(torch.flip(sorted_sq, [0]), 0), [0])
+    sorted_scores = torch.where(suffix > 0, sorted_sq / suffix.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(sq))
+    scores = torch.empty_like(sorted_scores)
+    scores[order] = sorted_scores
+    return scores.reshape(weight.shape)
+
+
+def erk_densities(layers: list[LayerInfo], target: float) -> dict[str, float]:
+    """ERK densities: ``d_l = min(1, eps * sum(shape_l) / numel_l)`` with ``sum d_l n_l = (1 - target) N``."""
+    _check_target(target)
+    numels = {layer.name: layer.numel for layer in layers}
+    slopes = {layer.name: sum(layer.shape) / layer.numel for layer in layers}
+    kept = (1.0 - target) * sum(numels.values())
+    return _waterfill(slopes, {name: 1.0 for name in numels}, numels, kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# the allocators
+
+
+def _numels(layers: list[LayerInfo]) -> dict[str, int]:
+    if not layers:
+        raise ConfigError("no prunable layers: nothing to allocate")
+    return {layer.name: layer.numel for layer in layers}
+
+
+def _signal(scores: dict[str, dict[str, torch.Tensor]] | None, name: str, layers: list[LayerInfo]) -> dict[str, torch.Tensor]:
+    if not scores or name not in scores:
+        raise ConfigError(f"allocator {name!r} needs the {name!r} signal; compute it first (signals=[..., {name!r}])")
+    missing = [layer.name for layer in layers if layer.name not in scores[name]]
+    if missing:
+        raise ConfigError(f"the {name!r} signal lacks layers {missing[:3]}; recompute signals for this model")
+    return {layer.name: scores[name][layer.name] for layer in layers}
+
+
+def global_magnitude(*, weights, layers, target, scores=None) -> Allocation:
+    """MAG: one ``|w|`` threshold over all prunable weights."""
+    _numels(layers)
+    mags = {layer.name: weights[layer.name].detach().abs() for layer in layers}
+    return Allocation("global_magnitude", global_threshold(mags, target), "magnitude")
+
+
+def uniform(*, weights, layers, target, scores=None) -> Allocation:
+    """Every layer at ``target`` (counts rounded so the total is exact)."""
+    _check_target(target)
+    numels = _numels(layers)
+    total = _target_count(target, sum(numels.values()))
+    ideal = {name: target * n for name, n in numels.items()}
+    counts = _round_counts(ideal, numels, numels, total)
+    return Allocation("uniform", _counts_to_sparsities(counts, numels), "magnitude")
+
+
+UNIFORM_PLUS_CLASSIFIER_MAX = 0.8
+
+
+def _first_layer(layers: list[LayerInfo]) -> LayerInfo:
+    for layer in layers:
+        if layer.kind == "conv" or layer.role in ("stem", "patch_embed"):
+            return layer
+    return layers[0]
+
+
+def _classifier(layers: list[LayerInfo]) -> LayerInfo:
+    for layer in reversed(layers):
+        if layer.role == "classifier":
+            return layer
+    return layers[-1]
+
+
+def uniform_plus(*, weights, layers, target, scores=None) -> Allocation:
+    """Uniform+, Gale et al.: first conv / patch embedding dense, classifier sparsity <= 0.8."""
+    _check_target(target)
+    numels = _numels(layers)
+    first, head = _first_layer(layers).name, _classifier(layers).name
+    caps = {name: 1.0 for name in numels}
+    caps[head] = UNIFORM_PLUS_CLASSIFIER_MAX
+    caps[first] = 0.0
+    slopes = {name: (0.0 if name == first else 1.0) for name in numels}
+    total = _target_count(target, sum(numels.values()))
+    try:
+        fractions = _waterfill(slopes, caps, numels, total)
+    except ConfigError as err:
+        raise ConfigError(f"uniform_plus cannot reach target {target}: the first layer stays dense and the classifier keeps 20% ({err})") from None
+    max_counts = {name: math.floor(caps[name] * numels[name] + 1e-9) for name in numels}
+    counts = _round_counts({name: fractions[name] * numels[name] for name in numels}, numels, max_counts, total)
+    return Allocation("uniform_plus", _counts_to_sparsities(counts, numels), "magnitude", {"dense": [first], "classifier": head})
+
+
+def erk(*, weights, layers, target, scores=None) -> Allocation:
+    """ERK: density proportional to ``sum(shape) / numel``; over-full layers are kept dense."""
+    numels = _numels(layers)
+    densities = erk_densities(layers, target)
+    total = _target_count(target, sum(numels.values()))
+    ideal = {name: (1.0 - densities[name]) * numels[name] for name in numels}
+    counts = _round_counts(ideal, numels, numels, total)
+    return Allocation("erk", _counts_to_sparsities(counts, numels), "magnitude")
+
+
+def lamp(*, weights, layers, target, scores=None) -> Allocation:
+    """LAMP: one threshold on LAMP scores; the largest weight of every layer is kept."""
+    _numels(layers)
+    lamp_by_layer = {}
+    for layer in layers:
+        s = lamp_scores(weights[layer.name]).reshape(-1)
+        s[s.argmax()] = math.inf  # the layer's largest weight (score 1) always survives
+        lamp_by_layer[layer.name] = s
+    # LAMP is monotone in |w| inside a layer, so magnitude ranks the same weights
+    return Allocation("lamp", global_threshold(lamp_by_layer, target), "magnitude")
+
+
+def snip(*, weights, layers, target, scores=None) -> Allocation:
+    """SNIP: one threshold on ``|w * g|`` (the ``"snip"`` signal)."""
+    return Allocation("snip", global_threshold(_signal(scores, "snip", layers), target), "snip")
+
+
+def grasp(*, weights, layers, target, scores=None) -> Allocation:
+    """GraSP: one threshold on ``w * Hg`` (the ``"grasp"`` signal; lowest pruned first)."""
+    return Allocation("grasp", global_threshold(_signal(scores, "grasp", layers), target), "grasp")
+
+
+class RDAllocator:
+    """Rate-distortion / DP allocator (Xu et al., ICCV 2023), see :mod:`hf_mixmatch.rd`.
+
+    Needs per-layer distortion curves. Either
+
+    - ``ALLOCATORS["rd"].prepare(model, calib_inputs, forward=..., grid=..., cache_dir=...)``, which
+      measures (or loads cached) curves and returns a *new* prepared allocator (the registered one
+      stays stateless), then call it like any allocator; or
+    - ``RDAllocator(curves=..., grid=...)`` with curves you already have; or
+    - pass the curves as ``scores["rd"]`` (layer -> curve on ``linspace(0, 1, K)``).
+    """
+
+    def __init__(self, curves: dict[str, torch.Tensor] | None = None, *, grid: torch.Tensor | None = None, buckets: int = 10000):
+        self.curves = curves
+        self.grid = grid
+        self.buckets = buckets
+
+    def prepare(self, model, calib_inputs, *, forward=None, grid=None, reduction: str = "mean", cache_dir=None, batch_size: int = 64, layers=None) -> "RDAllocator":
+        from .layers import list_prunable
+        from .rd import default_grid, distortion_curves
+
+        layers = layers if layers is not None else list_prunable(model)
+        grid = default_grid() if grid is None else grid
+        curves = distortion_curves(model, layers, calib_inputs, grid=grid, reduction=reduction, forward=forward, cache_dir=cache_dir, batch_size=batch_size)
+        return RDAllocator(curves, grid=grid, buckets=self.buckets)
+
+    def __call__(self, *, weights, layers, target, scores=None) -> Allocation:
+        from .rd import rd_strategy
+
+        curves = self.curves
+        if curves is None and scores and "rd" in scores:
+            curves = scores["rd"]
+        if curves is None:
+            raise ConfigError("the 'rd' allocator needs distortion curves: use ALLOCATORS['rd'].prepare(model, calib_inputs) first")
+        sparsities, info = rd_strategy(curves, layers, target, grid=self.grid, buckets=self.buckets, return_info=True)
+        return Allocation("rd", sparsities, "magnitude", info)
+
+
+ALLOCATORS: dict[str, Allocator] = {
+    "global_magnitude": global_magnitude,
+    "uniform": uniform,
+    "uniform_plus": uniform_plus,
+    "erk": erk,
+    "lamp": lamp,
+    "snip": snip,
+    "grasp": grasp,
+    "rd": RDAllocator(),
+}
+
+
+def allocate(method: str, *, weights, layers, target, scores=None) -> Allocation:
+    """Run the allocator registered as ``method``."""
+    if method not in ALLOCATORS:
+        import difflib
+
+        close = difflib.get_close_matches(method, ALLOCATORS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown allocator {method!r}; choose one of {sorted(ALLOCATORS)}.{hint}")
+    return ALLOCATORS[method](weights=weights, layers=layers, target=target, scores=scores)

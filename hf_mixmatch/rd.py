@@ -1,0 +1,307 @@
+"""Layer-adaptive sparsity by rate–distortion and dynamic programming (Xu et al., ICCV 2023).
+
+1. :func:`distortion_curves`: for every prunable layer ``l`` and every pruning amount ``a`` of a grid,
+   prune only layer ``l`` by magnitude to fraction ``a``, run the calibration inputs and record
+   ``D_l(a)``, the MSE between pruned and dense logits (mean over samples, or the worst sample).
+   Curves are made non-decreasing (cumulative max) and can be cached as safetensors.
+2. :func:`solve_dp`: with additivity ``D ≈ sum_l D_l(a_l)``, a knapsack DP over the layers in order
+   picks one grid amount per layer minimizing the total distortion under the survivor budget
+   ``(1 - target) * N``.
+
+Zero-data mode: feed :func:`gaussian_inputs` as calibration inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .layers import LayerInfo, get_weight
+
+__all__ = [
+    "default_grid",
+    "distortion_curves",
+    "gaussian_inputs",
+    "make_monotone",
+    "rd_strategy",
+    "solve_dp",
+]
+
+REDUCTIONS = ("mean", "worst")
+
+
+def default_grid(step: float = 0.01) -> torch.Tensor:
+    """Pruning amounts ``0, step, ..., 1`` (float64)."""
+    if not (0 < step <= 1):
+        raise ConfigError(f"grid step must be in (0, 1], got {step}")
+    k = round(1.0 / step)
+    return torch.linspace(0.0, 1.0, k + 1, dtype=torch.float64)
+
+
+def gaussian_inputs(n: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """Zero-data calibration inputs: ``n`` standard-normal samples of ``shape`` (e.g. ``(3, 224, 224)``)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *shape), generator=gen)
+
+
+def make_monotone(curves: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each curve replaced by its running maximum (non-decreasing in the pruning amount)."""
+    return {name: torch.cummax(c.to(torch.float64), dim=0).values for name, c in curves.items()}
+
+
+def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _batches(calib_inputs, batch_size: int) -> list[torch.Tensor]:
+    if isinstance(calib_inputs, torch.Tensor):
+        if calib_inputs.dim() < 2 or len(calib_inputs) == 0:
+            raise ConfigError("calibration inputs must be a non-empty (N, C, H, W) tensor or an iterable of batches")
+        return list(calib_inputs.split(batch_size))
+    batches = []
+    for batch in calib_inputs:
+        if isinstance(batch, dict):
+            batch = batch["pixel_values"]
+        elif isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        batches.append(batch)
+    if not batches:
+        raise ConfigError("calibration inputs are empty; give at least one batch")
+    return batches
+
+
+def _cache_key(model: nn.Module, layers: list[LayerInfo], batches: list[torch.Tensor], grid: torch.Tensor, reduction: str) -> str:
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps([layer.name for layer in layers]).encode())
+    for b in batches:
+        h.update(b.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(grid.to(torch.float64).numpy().tobytes())
+    h.update(reduction.encode())
+    return h.hexdigest()
+
+
+def _per_sample_mse(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (out.float() - ref.float()).pow(2).reshape(len(out), -1).mean(dim=1)
+
+
+@torch.no_grad()
+def distortion_curves(
+    model: nn.Module,
+    layers: list[LayerInfo],
+    calib_inputs: torch.Tensor | Iterable,
+    *,
+    grid: torch.Tensor | None = None,
+    step: float | None = None,
+    reduction: str = "mean",
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    monotone: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-layer output distortion ``D_l(a)`` on ``grid`` (float64 tensors, one value per grid point).
+
+    ``reduction="mean"``: mean over samples of the per-sample logits MSE; ``"worst"``: the largest
+    per-sample MSE (the paper's runs). Weights are restored after each layer. With ``cache_dir`` the
+    curves are saved to / loaded from ``rd_curves_<hash>.safetensors`` keyed by the model's state,
+    the layers, the inputs, the grid and the reduction (raw curves are cached; ``monotone`` is
+    applied after loading).
+    """
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if grid is None:
+        grid = default_grid(step if step is not None else 0.01)
+    grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    if grid.dim() != 1 or len(grid) == 0 or grid.min() < 0 or grid.max() > 1 or (grid.diff() <= 0).any():
+        raise ConfigError("grid must be a strictly increasing 1-D sequence of amounts in [0, 1]")
+    forward = forward or _default_forward
+    batches = _batches(calib_inputs, batch_size)
+
+    cache_path = None
+    if cache_dir is not None:
+        from safetensors.torch import load_file, save_file
+
+        key = _cache_key(model, layers, batches, grid, reduction)
+        cache_path = Path(cache_dir) / f"rd_curves_{key[:32]}.safetensors"
+        if cache_path.exists():
+            curves = load_file(str(cache_path))
+            if all(layer.name in curves for layer in layers):
+                curves = {layer.name: curves[layer.name] for layer in layers}
+                return make_monotone(curves) if monotone else curves
+
+    was_training = model.training
+    model.eval()
+    if device is None:
+        device = next(model.parameters()).device
+    batches = [b.to(device) for b in batches]
+    dense = [forward(model, b) for b in batches]
+
+    curves: dict[str, torch.Tensor] = {}
+    iterator = layers
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(layers, desc="distortion curves")
+    for layer in iterator:
+        weight = get_weight(model, layer)
+        original = weight.detach().clone()
+        flat = weight.data.view(-1) if weight.data.is_contiguous() else None
+        order = original.reshape(-1).abs().argsort(stable=True)
+        n = order.numel()
+        values = torch.zeros(len(grid), dtype=torch.float64)
+        pruned = 0
+        try:
+            for i, a in enumerate(grid.tolist()):
+                k = min(n, math.floor(a * n + 1e-9))
+                if k == 0:
+                    continue  # nothing pruned: zero distortion
+                if flat is not None:
+                    flat[order[pruned:k]] = 0  # grid is increasing: extend the pruned prefix
+                else:
+                    w = weight.data.reshape(-1).clone()
+                    w[order[:k]] = 0
+                    weight.data.copy_(w.reshape(weight.shape))
+                pruned = k
+                per_sample = torch.cat([_per_sample_mse(forward(model, b), ref) for b, ref in zip(batches, dense)])
+                values[i] = per_sample.mean() if reduction == "mean" else per_sample.max()
+        finally:
+            weight.data.copy_(original)
+        curves[layer.name] = values
+    model.train(was_training)
+
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in curves.items()}, str(cache_path), metadata={"grid": json.dumps(grid.tolist()), "reduction": reduction})
+    return make_monotone(curves) if monotone else curves
+
+
+def _survivors(grid: torch.Tensor, n: int) -> torch.Tensor:
+    """Surviving weights of an ``n``-weight layer at each grid amount (mask stage: floor(a*n) pruned)."""
+    return n - torch.floor(grid * n + 1e-9).clamp(max=n).to(torch.int64)
+
+
+def solve_dp(
+    curves: dict[str, torch.Tensor],
+    layer_numels: dict[str, int],
+    target: float,
+    *,
+    grid: torch.Tensor | None = None,
+    buckets: int = 10000,
+    refill: bool = True,
+    return_info: bool = False,
+):
+    """Per-layer sparsities minimizing ``sum_l D_l(a_l)`` with overall sparsity >= ``target``.
+
+    Knapsack over the layers in the order of ``layer_numels``: the state is the number of survivor
+    buckets used so far (``buckets`` buckets over all ``N`` weights), ``dp[l][b]`` the least total
+    distortion with ``b`` buckets used by layers ``<= l``; each layer picks one grid amount. Vectorized
+    over states and grid choices: O(L·K·B).
+
+    Budget guarantee: a layer's survivors are rounded *up* to whole buckets and the budget
+    ``floor(S / u)`` (``S = N - floor(target*N)`` survivors, ``u = N / buckets``) is rounded *down*,
+    so the real survivors never exceed ``S``: the overall sparsity is >= ``floor(target*N)/N``. The
+    rounding can leave up to ``L·u`` survivors unused; with ``refill`` they are handed back greedily
+    (to the layers whose curve drops most per restored weight, between the chosen grid point and the
+    previous one), so the overall sparsity is then exactly ``floor(target*N)/N`` when the grid allows.
+    With ``refill=False`` every sparsity is a grid point and the result is the optimum over the grid
+    under the bucketed budget (the exact optimum when ``buckets == N``).
+    """
+    if not (0.0 <= target < 1.0) or math.isnan(target):
+        raise ConfigError(f"target sparsity must be in [0, 1), got {target!r}")
+    if buckets < 1:
+        raise ConfigError(f"buckets must be >= 1, got {buckets}")
+    names = list(layer_numels)
+    missing = [n for n in names if n not in curves]
+    if missing:
+        raise ConfigError(f"no distortion curve for layers {missing[:3]}; recompute curves for this model")
+    k_points = len(curves[names[0]])
+    if grid is None:
+        grid = torch.linspace(0.0, 1.0, k_points, dtype=torch.float64)
+    grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    if any(len(curves[n]) != len(grid) for n in names):
+        raise ConfigError(f"every curve must have one value per grid point ({len(grid)})")
+    mono = make_monotone({n: curves[n].cpu() for n in names})
+
+    total = sum(layer_numels.values())
+    pruned_target = math.floor(target * total + 1e-9 * max(1.0, target * total))
+    budget = total - pruned_target
+    unit = total / buckets
+    budget_b = math.floor(budget / unit + 1e-9)
+
+    inf = torch.tensor(math.inf, dtype=torch.float64)
+    dp = torch.full((budget_b + 1,), math.inf, dtype=torch.float64)
+    dp[0] = 0.0
+    states = torch.arange(budget_b + 1)
+    choices = []
+    costs = []
+    for name in names:
+        surv = _survivors(grid, layer_numels[name])
+        cost = torch.ceil(surv.to(torch.float64) / unit - 1e-9).to(torch.int64)  # buckets, rounded up
+        prev = states[None, :] - cost[:, None]  # (K, B+1): state before adding this layer
+        valid = prev >= 0
+        cand = torch.where(valid, dp[prev.clamp(min=0)], inf) + mono[name][:, None]
+        dp, choice = cand.min(dim=0)
+        choices.append(choice)
+        costs.append(cost)
+    if torch.isinf(dp).all():
+        raise ConfigError(f"target {target} is infeasible on this grid (largest amount {grid.max().item():.2f}); extend the grid to 1.0")
+    b = int(torch.argmin(dp))
+    best = float(dp[b])
+    picks = [0] * len(names)
+    for li in range(len(names) - 1, -1, -1):
+        k = int(choices[li][b])
+        picks[li] = k
+        b -= int(costs[li][k])
+
+    pruned = {name: int(layer_numels[name] - _survivors(grid, layer_numels[name])[k]) for name, k in zip(names, picks)}
+    if refill:
+        slack = sum(pruned.values()) - pruned_target
+        if slack > 0:
+            moves = []
+            for name, k in zip(names, picks):
+                if k == 0:
+                    continue
+                lower = int(layer_numels[name] - _survivors(grid, layer_numels[name])[k - 1])
+                room = pruned[name] - lower
+                if room > 0:
+                    gain = float(mono[name][k] - mono[name][k - 1]) / room
+                    moves.append((gain, name, room))
+            for gain, name, room in sorted(moves, key=lambda m: -m[0]):
+                if slack == 0:
+                    break
+                give = min(room, slack)
+                pruned[name] -= give
+                slack -= give
+
+    from .allocators import _fraction
+
+    sparsities = {name: _fraction(pruned[name], layer_numels[name]) for name in names}
+    if return_info:
+        return sparsities, {"predicted_distortion": best, "grid_indices": dict(zip(names, picks)), "buckets": buckets}
+    return sparsities
+
+
+def rd_strategy(
+    curves: dict[str, torch.Tensor],
+    layers: list[LayerInfo],
+    target: float,
+    *,
+    grid: torch.Tensor | None = None,
+    buckets: int = 10000,
+    return_info: bool = False,
+):
+    """RD/DP per-layer sparsities for ``layers`` at ``target`` (a Mix-and-Match strategy hook)."""
+    numels = {layer.name: layer.numel for layer in layers}
+    return solve_dp(curves, numels, target, grid=grid, buckets=buckets, return_info=return_info)
