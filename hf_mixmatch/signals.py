@@ -36,6 +36,13 @@ ALL_SIGNALS = SIGNALS + EXTRA_SIGNALS
 Scores = dict[str, dict[str, torch.Tensor]]  # signal -> layer name -> score tensor
 
 
+def _double_backward_attention():
+    """Force the math SDPA kernel, the only one with a second derivative (GraSP's Hessian-gradient product)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
@@ -115,10 +122,11 @@ def compute_scores(
             for s, e in tqdm(my_batches, desc="scoring (GraSP Hg)", unit="batch", leave=False,
                              disable=not (progress and is_main)):
                 x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-                loss = loss_fn(forward(model, x), y)
-                grads = torch.autograd.grad(loss, params, create_graph=True)
-                z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
-                hg = torch.autograd.grad(z, params, allow_unused=True)
+                with _double_backward_attention():  # fused attention kernels have no second derivative
+                    loss = loss_fn(forward(model, x), y)
+                    grads = torch.autograd.grad(loss, params, create_graph=True)
+                    z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
+                    hg = torch.autograd.grad(z, params, allow_unused=True)
                 for acc, h in zip(hg_sum, hg):
                     if h is not None:
                         acc.add_(h.detach().float())

@@ -1,0 +1,162 @@
+"""``hf-mixmatch`` command line. Thin: it parses arguments into the same config objects the Python API takes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import warnings
+
+from .errors import HfMixmatchError
+
+# Modules that add their own subcommands through ``add_cli(subparsers)``.
+SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.loading", "hf_mixmatch.structured")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_prune_parser(subparsers) -> None:
+    from .ranges import available_presets
+    from .signals import SIGNALS
+    from .strategies import STRATEGIES
+
+    p = subparsers.add_parser(
+        "prune",
+        help="prune a classifier with Mix-and-Match (3 signals x 10 strategies), evaluate, keep the Pareto front",
+        description=(
+            "Score the model once on calibration data, derive per-layer sparsity ranges, build every "
+            "signal x strategy variant, evaluate each on the evaluation split, and write results.json, "
+            "report.md, pareto.png and one Hub-ready folder per saved variant."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", help="Hub id (org/name, timm/name, hf-hub:org/name), local model folder, or 'default' "
+                                 "(the embedded digits model)")
+    p.add_argument("--dataset", help="Hub id or local folder that datasets.load_dataset opens (parquet, arrow, "
+                                     "imagefolder) or a save_to_disk folder; 'default' = embedded digits")
+    p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
+    p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
+    p.add_argument("--strategies", type=_names, default=tuple(STRATEGIES),
+                   help=f"comma-separated, from {','.join(STRATEGIES)}")
+    p.add_argument("--ranges", default="observed",
+                   help=f"observed (paper's Phase 1), preset (family auto-detected), preset:<family> "
+                        f"({', '.join(available_presets())}), or a JSON range file")
+    p.add_argument("--range-targets", type=_floats, default=(0.7, 0.8, 0.9),
+                   help="global targets of the observed-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")
+    p.add_argument("--calib-split", help="split to calibrate on (default: train)")
+    p.add_argument("--eval-split", help="split to evaluate on (default: test, then validation)")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (from the training split)")
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples (default: the whole split)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation subsampling")
+    p.add_argument("--image-column", help="image column (default: auto-detected)")
+    p.add_argument("--label-column", help="label column (default: auto-detected)")
+    p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
+    p.add_argument("--grad-train-mode", action="store_true",
+                   help="compute gradients in train mode (BatchNorm batch statistics, dropout on)")
+    p.add_argument("--revision", help="model revision on the Hub")
+    p.add_argument("--push-to", metavar="NAMESPACE", help="after the run, push the saved variants to this Hub namespace")
+    p.add_argument("--private", action="store_true", help="with --push-to: create private repos")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args) -> int:
+    from .pipeline import PruneConfig, run_mixmatch
+
+    config = PruneConfig(
+        model=args.model, dataset=args.dataset, output_dir=args.output_dir, signals=args.signals,
+        strategies=args.strategies, ranges=args.ranges, range_targets=args.range_targets,
+        calib_split=args.calib_split, eval_split=args.eval_split, calib_samples=args.calib_samples,
+        eval_samples=args.eval_samples, batch_size=args.batch_size, seed=args.seed, image_column=args.image_column,
+        label_column=args.label_column, save=args.save, overwrite=args.overwrite, grad_train_mode=args.grad_train_mode,
+        revision=args.revision, progress=not args.quiet,
+    )
+    run = run_mixmatch(config)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(summary(run.results, run.output_dir))
+        if args.push_to:
+            from .hub import push_run
+
+            push_run(run.output_dir, namespace=args.push_to, private=args.private)
+    return 0
+
+
+def summary(results: dict, output_dir) -> str:
+    """The one-screen summary printed at the end of a run."""
+    d = results["dense"]
+    lines = [
+        f"hf-mixmatch: {results['base_model']} on {results['dataset']} ({results['eval_split']}, "
+        f"{results['eval_samples']} samples)",
+        f"dense: top-1 {d['accuracy']:.4f}" + (f"  top-5 {d['top5']:.4f}" if d.get("top5") is not None else ""),
+        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}):",
+        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}",
+    ]
+    by_id = {v["id"]: v for v in results["variants"]}
+    for vid in results["pareto"]:
+        v = by_id[vid]
+        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}")
+    lines.append(f"results: {output_dir}/results.json  report: {output_dir}/report.md")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hf-mixmatch",
+        description="Mix-and-Match pruning for Hugging Face transformers and timm vision classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"hf-mixmatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_prune_parser(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # a part of the package not installed in this build
+            continue
+        add = getattr(module, "add_cli", None)
+        if add is not None:
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("default")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        return int(args.func(args) or 0)
+    except HfMixmatchError as exc:
+        if args.verbose:
+            raise
+        print(f"hf-mixmatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hf-mixmatch: interrupted (no results.json was written for an unfinished run)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

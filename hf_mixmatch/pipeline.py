@@ -1,0 +1,335 @@
+"""The Mix-and-Match run: load -> layers -> scores -> ranges -> strategies -> masks -> evaluate ->
+Pareto front -> variant folders, report and ``results.json`` (written last, atomically)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import PreparedData, load_data
+from .errors import ConfigError, OutputDirError
+from .evaluate import evaluate, make_loader
+from .layers import LayerInfo, list_prunable
+from .masks import WeightStash, apply_sparsities, measure_sparsity
+from .models import LoadedModel, load_model
+from .pareto import pareto_front
+from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
+from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
+from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
+
+logger = logging.getLogger(__name__)
+
+SAVE_CHOICES = ("pareto", "all", "none")
+CACHE_FILES = ("scores.safetensors",)
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class PruneConfig:
+    """Everything a run needs; the CLI parses its arguments into exactly this."""
+
+    model: str
+    dataset: str | None = None
+    output_dir: str = "runs/mixmatch"
+    signals: tuple[str, ...] = SIGNALS
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    ranges: str = "observed"
+    range_targets: tuple[float, ...] = DEFAULT_TARGETS
+    calib_split: str | None = None
+    eval_split: str | None = None
+    calib_samples: int = 256
+    eval_samples: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    image_column: str | None = None
+    label_column: str | None = None
+    save: str = "pareto"
+    overwrite: bool = False
+    grad_train_mode: bool = False
+    revision: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.signals = tuple(self.signals)
+        self.strategies = tuple(self.strategies)
+        self.range_targets = tuple(float(t) for t in self.range_targets)
+        if self.save not in SAVE_CHOICES:
+            raise ConfigError(f"save must be one of {SAVE_CHOICES}, got '{self.save}'")
+        bad = [s for s in self.signals if s not in SIGNALS]
+        if bad or not self.signals:
+            raise ConfigError(f"unknown signal(s) {bad}: choose from {list(SIGNALS)}")
+        bad = [s for s in self.strategies if s not in STRATEGIES]
+        if bad or not self.strategies:
+            raise ConfigError(f"unknown strategy(ies) {bad}: choose from {list(STRATEGIES)}")
+        if self.calib_samples is None or self.calib_samples <= 0:
+            raise ConfigError(f"--calib-samples must be > 0, got {self.calib_samples}")
+        if self.eval_samples is not None and self.eval_samples <= 0:
+            raise ConfigError(f"--eval-samples must be > 0, got {self.eval_samples}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"--batch-size must be > 0, got {self.batch_size}")
+        if any(not 0.0 < t < 1.0 for t in self.range_targets):
+            raise ConfigError(f"--range-targets must lie in (0, 1), got {self.range_targets}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the ``results.json`` content and where it lives."""
+
+    results: dict
+    output_dir: Path
+    layers: list[LayerInfo] = field(default_factory=list)
+    ranges: RangeTable | None = None
+
+    @property
+    def variants(self) -> list[dict]:
+        return self.results["variants"]
+
+    @property
+    def pareto(self) -> list[dict]:
+        ids = set(self.results["pareto"])
+        return [v for v in self.variants if v["id"] in ids]
+
+    def best(self, *, min_accuracy: float | None = None, min_sparsity: float | None = None) -> dict | None:
+        """The sparsest variant with accuracy >= min_accuracy (or the most accurate with sparsity >= min_sparsity)."""
+        cands = self.pareto
+        if min_accuracy is not None:
+            cands = [v for v in cands if v["accuracy"] >= min_accuracy]
+            return max(cands, key=lambda v: v["sparsity"], default=None)
+        if min_sparsity is not None:
+            cands = [v for v in cands if v["sparsity"] >= min_sparsity]
+        return max(cands, key=lambda v: v["accuracy"], default=None)
+
+
+# ------------------------------------------------------------------------------------------ output dir
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create ``path``; refuse a non-empty one unless ``overwrite`` (then clear it but keep caches)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--output-dir {out} is a file: pass a directory path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputDirError(f"--output-dir {out} exists and is not empty: pass --overwrite or another directory")
+        for child in out.iterdir():
+            if child.name in CACHE_FILES:
+                continue
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror}): pass a writable directory") from exc
+    return out
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def _accelerator(accelerator):
+    if accelerator is not None:
+        return accelerator
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+def run_mixmatch(
+    config: PruneConfig,
+    *,
+    loaded: LoadedModel | None = None,
+    data: PreparedData | None = None,
+    accelerator=None,
+) -> RunResult:
+    """Run the whole Mix-and-Match pipeline described by ``config``."""
+    t_start = time.perf_counter()
+    acc = _accelerator(accelerator)
+    is_main = acc.is_main_process
+    out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
+    acc.wait_for_everyone()
+
+    loaded = loaded or load_model(config.model, revision=config.revision)
+    dataset_spec = config.dataset or ("default" if config.model == "default" else None)
+    if data is None:
+        if dataset_spec is None:
+            raise ConfigError("--dataset is required (a Hub id or a local folder) unless the model is 'default'")
+        data = load_data(
+            dataset_spec, loaded.preprocess, calib_split=config.calib_split, eval_split=config.eval_split,
+            calib_samples=config.calib_samples, eval_samples=config.eval_samples, seed=config.seed,
+            image_column=config.image_column, label_column=config.label_column, num_labels=loaded.num_labels,
+        )
+    model = loaded.model.to(acc.device).eval()
+    layers = list_prunable(model, num_labels=loaded.num_labels)
+    if not layers:
+        raise ConfigError("the model has no Conv/Linear weights to prune")
+
+    eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    dense = evaluate(model, eval_loader, accelerator=acc, progress=config.progress, desc="evaluate dense")
+    timings["dense_eval_s"] = time.perf_counter() - t0
+
+    # ---- scores (cached in the output dir) ----
+    needed = set(config.signals) | {"magnitude"}
+    if config.ranges == "observed":
+        needed |= {"snip", "grasp"}
+    t0 = time.perf_counter()
+    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode)
+    cache = out / "scores.safetensors"
+    scores = load_scores(cache, fingerprint=fp)
+    if scores is None or not needed <= set(scores):
+        scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
+                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress)
+        if is_main:
+            save_scores(scores, cache, fingerprint=fp)
+        timings["scoring_cached"] = 0.0
+    else:
+        timings["scoring_cached"] = 1.0
+    timings["scoring_s"] = time.perf_counter() - t0
+
+    # ---- ranges ----
+    ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets)
+
+    # ---- variants ----
+    t0 = time.perf_counter()
+    stash = WeightStash(model, layers)
+    variants: list[dict] = []
+    seen: dict[tuple, dict] = {}
+    plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
+    from tqdm.auto import tqdm
+
+    for sig, strat in tqdm(plan, desc="variants", unit="variant", disable=not (config.progress and is_main)):
+        sparsities = strategy_sparsities(strat, ranges, layers)
+        key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
+        if key in seen:  # same masks as an earlier strategy (e.g. balanced == percentile_50): reuse its numbers
+            prev = seen[key]
+            variants.append({**prev, "id": f"{sig}-{strat}", "strategy": strat, "path": None,
+                             "same_as": prev.get("same_as") or prev["id"]})
+            continue
+        apply_sparsities(model, layers, sparsities, scores[sig])
+        overall, per_layer = measure_sparsity(model, layers)
+        metrics = evaluate(model, eval_loader, accelerator=acc)
+        stash.restore()
+        v = {"id": f"{sig}-{strat}", "method": "mixmatch", "signal": sig, "strategy": strat,
+             "sparsity": overall, "accuracy": metrics["accuracy"], "top5": metrics["top5"],
+             "layers": per_layer, "target_layers": sparsities, "path": None}
+        variants.append(v)
+        seen[key] = v
+    timings["variants_s"] = time.perf_counter() - t0
+
+    front = pareto_front([v for v in variants if "same_as" not in v])
+    results = {
+        "base_model": loaded.source,
+        "base_revision": loaded.revision,
+        "library": loaded.library,
+        "dataset": data.dataset,
+        "calib_split": data.calib_split,
+        "eval_split": data.eval_split,
+        "calib_samples": data.calib_samples,
+        "eval_samples": data.eval_samples,
+        "seed": config.seed,
+        "hf_mixmatch_version": __version__,
+        "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
+        "ranges": ranges.to_dict(),
+        "layer_roles": {layer.name: layer.role for layer in layers},
+        "variants": variants,
+        "pareto": front,
+        "config": config.to_dict(),
+        "processes": acc.num_processes,
+    }
+
+    # ---- variant folders ----
+    to_save = {"all": [v["id"] for v in variants if "same_as" not in v], "pareto": front, "none": []}[config.save]
+    if is_main and to_save:
+        by_id = {v["id"]: v for v in variants}
+        for vid in tqdm(to_save, desc="saving variants", unit="variant", disable=not config.progress):
+            v = by_id[vid]
+            apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
+            rel = f"variants/{vid}"
+            save_variant(loaded, out / rel, recipe=variant_recipe(results, v, layers))
+            stash.restore()
+            v["path"] = rel
+    acc.wait_for_everyone()
+    timings["total_s"] = time.perf_counter() - t_start
+    results["timings"] = timings
+    if is_main:
+        _write_report(out, results)
+        write_json_atomic(out / RESULTS_FILE, results)
+    acc.wait_for_everyone()
+    return RunResult(results=results, output_dir=out, layers=layers, ranges=ranges)
+
+
+def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dict:
+    """``mixmatch.json``: enough to re-derive the masks from the base model."""
+    return {
+        "hf_mixmatch_version": results["hf_mixmatch_version"],
+        "base_model": results["base_model"],
+        "base_revision": results["base_revision"],
+        "library": results["library"],
+        "method": variant["method"],
+        "signal": variant["signal"],
+        "strategy": variant["strategy"],
+        "sparsity": variant["sparsity"],
+        "layers": variant["layers"],
+        "target_layers": variant["target_layers"],
+        "roles": {layer.name: layer.role for layer in layers},
+        "ranges": results["ranges"]["ranges"],
+        "range_source": results["ranges"]["source"],
+        "range_targets": list(results["config"]["range_targets"]),
+        "dataset": results["dataset"],
+        "calib_split": results["calib_split"],
+        "eval_split": results["eval_split"],
+        "calib_samples": results["calib_samples"],
+        "eval_samples": results["eval_samples"],
+        "batch_size": results["config"]["batch_size"],
+        "grad_train_mode": results["config"]["grad_train_mode"],
+        "seed": results["seed"],
+        "accuracy": variant["accuracy"],
+        "top5": variant["top5"],
+        "dense_accuracy": results["dense"]["accuracy"],
+        "dense_top5": results["dense"]["top5"],
+        "storage": "dense",
+    }
+
+
+def save_variant(loaded: LoadedModel, path: Path, *, recipe: dict) -> None:
+    """Write a variant folder in Hub layout; written to a temp dir first, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        loaded.save_pretrained(tmp)
+        (tmp / "mixmatch.json").write_text(json.dumps(recipe, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_report(out: Path, results: dict) -> None:
+    from .report import write_report
+
+    write_report(out, results)
