@@ -213,8 +213,8 @@ def solve_dp(
     ``floor(S / u)`` (``S = N - floor(target*N)`` survivors, ``u = N / buckets``) is rounded *down*,
     so the real survivors never exceed ``S``: the overall sparsity is >= ``floor(target*N)/N``. The
     rounding can leave up to ``L·u`` survivors unused; with ``refill`` they are handed back greedily
-    (to the layers whose curve drops most per restored weight, between the chosen grid point and the
-    previous one), so the overall sparsity is then exactly ``floor(target*N)/N`` when the grid allows.
+    (segment by segment down each layer's grid, largest distortion saved per restored weight first,
+    interpolating inside a segment), so the overall sparsity is then exactly ``floor(target*N)/N``.
     With ``refill=False`` every sparsity is a grid point and the result is the optimum over the grid
     under the bucketed budget (the exact optimum when ``buckets == N``).
     """
@@ -267,23 +267,7 @@ def solve_dp(
 
     pruned = {name: int(layer_numels[name] - _survivors(grid, layer_numels[name])[k]) for name, k in zip(names, picks)}
     if refill:
-        slack = sum(pruned.values()) - pruned_target
-        if slack > 0:
-            moves = []
-            for name, k in zip(names, picks):
-                if k == 0:
-                    continue
-                lower = int(layer_numels[name] - _survivors(grid, layer_numels[name])[k - 1])
-                room = pruned[name] - lower
-                if room > 0:
-                    gain = float(mono[name][k] - mono[name][k - 1]) / room
-                    moves.append((gain, name, room))
-            for gain, name, room in sorted(moves, key=lambda m: -m[0]):
-                if slack == 0:
-                    break
-                give = min(room, slack)
-                pruned[name] -= give
-                slack -= give
+        _refill(pruned, picks, names, mono, grid, layer_numels, slack=sum(pruned.values()) - pruned_target)
 
     from .allocators import _fraction
 
@@ -291,6 +275,41 @@ def solve_dp(
     if return_info:
         return sparsities, {"predicted_distortion": best, "grid_indices": dict(zip(names, picks)), "buckets": buckets}
     return sparsities
+
+
+def _refill(pruned: dict[str, int], picks: list[int], names: list[str], mono, grid, layer_numels, *, slack: int) -> None:
+    """Hand ``slack`` spare survivors back, greedily by distortion saved per restored weight.
+
+    Each layer walks down its grid one segment at a time (linear interpolation inside a segment);
+    the segment with the largest ``(D[k] - D[k-1]) / weights`` is taken first.
+    """
+    import heapq
+
+    heap = []
+    position = {name: i for i, name in enumerate(names)}
+    pruned_at = {name: layer_numels[name] - _survivors(grid, layer_numels[name]) for name in names}
+
+    def push(name: str, k: int) -> None:
+        if k == 0:
+            return
+        lower = int(pruned_at[name][k - 1])
+        room = pruned[name] - lower
+        if room > 0:
+            gain = float(mono[name][k] - mono[name][k - 1]) / room
+            heapq.heappush(heap, (-gain, position[name], name, k))
+        else:
+            push(name, k - 1)
+
+    for name, k in zip(names, picks):
+        push(name, k)
+    while slack > 0 and heap:
+        _, _, name, k = heapq.heappop(heap)
+        lower = int(pruned_at[name][k - 1])
+        give = min(pruned[name] - lower, slack)
+        pruned[name] -= give
+        slack -= give
+        if pruned[name] == lower:
+            push(name, k - 1)
 
 
 def rd_strategy(
