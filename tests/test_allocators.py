@@ -202,3 +202,30 @@ def test_allocation_round_trips_and_validates():
     assert Allocation.from_dict(alloc.to_dict()) == alloc
     with pytest.raises(ConfigError):
         Allocation("x", {"a": 1.2})
+
+
+def _tiny_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=5)
+    model = ViTForImageClassification(config).eval()
+    return model, list_prunable(model)
+
+
+def test_transformers_vit_uniform_plus_and_all_baselines():
+    model, layers = _tiny_vit()
+    weights = weights_of(model, layers)
+    patch = next(layer.name for layer in layers if layer.role == "patch_embed")
+    head = next(layer.name for layer in layers if layer.role == "classifier")
+    alloc = allocate("uniform_plus", weights=weights, layers=layers, target=0.8)  # the rest at ~0.947
+    assert alloc.sparsities[patch] == 0.0
+    assert 0.79 <= alloc.sparsities[head] <= 0.8
+    assert all(0.94 < r < 0.96 for n, r in alloc.sparsities.items() if n not in (patch, head))
+    numels = _numels(layers)
+    total = sum(numels.values())
+    scores = {"snip": {n: w.detach().abs() for n, w in weights.items()}, "grasp": {n: -w.detach() for n, w in weights.items()}}
+    for method in sorted(set(ALLOCATORS) - {"rd"}):
+        sp = allocate(method, weights=weights, layers=layers, target=0.5, scores=scores).sparsities
+        assert set(sp) == set(numels)
+        assert achieved_sparsity(sp, numels) == math.floor(0.5 * total) / total

@@ -190,3 +190,19 @@ def test_rd_allocator_registered_and_prepared():
     # curves through scores["rd"], and the strategy hook give the same answer
     via_scores = RDAllocator(grid=default_grid(0.05))(weights=weights, layers=layers, target=0.7, scores={"rd": prepared.curves})
     assert via_scores.sparsities == rd_strategy(prepared.curves, layers, 0.7, grid=default_grid(0.05))
+
+
+def test_rd_on_tiny_transformers_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=5)
+    model = ViTForImageClassification(config).eval()
+    layers = list_prunable(model)
+    x = gaussian_inputs(8, (3, 16, 16), seed=0)  # zero-data mode
+    curves = distortion_curves(model, layers, x, grid=default_grid(0.1))  # default forward reads .logits
+    assert set(curves) == {layer.name for layer in layers}
+    assert all(c[0] == 0 and (c.diff() >= 0).all() and c[-1] > 0 for c in curves.values())
+    numels = {layer.name: layer.numel for layer in layers}
+    sp = rd_strategy(curves, layers, 0.6, grid=default_grid(0.1))
+    assert achieved_sparsity(sp, numels) == math.floor(0.6 * sum(numels.values())) / sum(numels.values())
