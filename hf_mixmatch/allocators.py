@@ -191,16 +191,18 @@ def global_threshold(scores_by_layer: dict[str, torch.Tensor], target: float) ->
     names = list(scores_by_layer)
     if not names:
         raise ConfigError("no prunable layers: nothing to allocate")
-    flats = [scores_by_layer[name].detach().reshape(-1).to(torch.float64).cpu() for name in names]
-    numels = {name: f.numel() for name, f in zip(names, flats)}
-    for name, f in zip(names, flats):
-        if torch.isnan(f).any():
+    sizes = [scores_by_layer[name].numel() for name in names]
+    numels = dict(zip(names, sizes))
+    total = sum(sizes)
+    flat = torch.empty(total, dtype=torch.float64)  # one float64 copy of all scores, no more
+    flats = flat.split(sizes)
+    for name, view in zip(names, flats):
+        view.copy_(scores_by_layer[name].detach().reshape(-1))
+        if torch.isnan(view).any():
             raise ConfigError(f"scores of layer {name!r} contain NaN; recompute the signal (check the calibration data)")
-    total = sum(numels.values())
     k = _target_count(target, total)
     if k == 0:
         return {name: 0.0 for name in names}
-    flat = torch.cat(flats)
     kth = flat.kthvalue(k).values
     if torch.isinf(kth) and kth > 0:
         n_finite = int(torch.isfinite(flat).sum()) + int((flat == -math.inf).sum())

@@ -30,6 +30,7 @@ __all__ = [
     "distortion_curves",
     "gaussian_inputs",
     "make_monotone",
+    "rd_ranges",
     "rd_strategy",
     "solve_dp",
 ]
@@ -324,3 +325,22 @@ def rd_strategy(
     """RD/DP per-layer sparsities for ``layers`` at ``target`` (a Mix-and-Match strategy hook)."""
     numels = {layer.name: layer.numel for layer in layers}
     return solve_dp(curves, numels, target, grid=grid, buckets=buckets, return_info=return_info)
+
+
+def rd_ranges(
+    curves: dict[str, torch.Tensor],
+    layers: list[LayerInfo],
+    targets: Iterable[float] = (0.7, 0.8, 0.9),
+    *,
+    grid: torch.Tensor | None = None,
+    buckets: int = 10000,
+) -> dict[str, tuple[float, float]]:
+    """RD-informed ranges: per layer, ``(min, max)`` of its RD/DP sparsity over ``targets``.
+
+    The RD analogue of Phase 1's observed ranges (which take min/max over global baselines).
+    """
+    targets = list(targets)
+    if not targets:
+        raise ConfigError("rd_ranges needs at least one target")
+    runs = [rd_strategy(curves, layers, t, grid=grid, buckets=buckets) for t in targets]
+    return {layer.name: (min(r[layer.name] for r in runs), max(r[layer.name] for r in runs)) for layer in layers}

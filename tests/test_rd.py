@@ -206,3 +206,19 @@ def test_rd_on_tiny_transformers_vit():
     numels = {layer.name: layer.numel for layer in layers}
     sp = rd_strategy(curves, layers, 0.6, grid=default_grid(0.1))
     assert achieved_sparsity(sp, numels) == math.floor(0.6 * sum(numels.values())) / sum(numels.values())
+
+
+def test_rd_ranges_span_the_targets():
+    grid = torch.linspace(0, 1, 21, dtype=torch.float64)
+    model, layers = _model()
+    gen = torch.Generator().manual_seed(5)
+    curves = {layer.name: torch.cumsum(torch.rand(21, generator=gen, dtype=torch.float64), 0) * (i + 1) for i, layer in enumerate(layers)}
+    from hf_mixmatch.rd import rd_ranges
+
+    ranges = rd_ranges(curves, layers, (0.5, 0.9), grid=grid)
+    low, high = rd_strategy(curves, layers, 0.5, grid=grid), rd_strategy(curves, layers, 0.9, grid=grid)
+    for layer in layers:
+        lo, hi = ranges[layer.name]
+        assert lo == min(low[layer.name], high[layer.name]) and hi == max(low[layer.name], high[layer.name])
+    with pytest.raises(ConfigError):
+        rd_ranges(curves, layers, ())
