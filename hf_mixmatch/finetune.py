@@ -31,6 +31,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)  # [{"step", "val_accuracy", "train_loss"}]
     initial_val_accuracy: float | None = None
     stopped_early: bool = False
+    best_step: int = 0  # the step whose weights were restored (0: the starting weights)
 
     def to_dict(self) -> dict:
         return {
@@ -39,6 +40,7 @@ class FinetuneResult:
             "history": list(self.history),
             "initial_val_accuracy": self.initial_val_accuracy,
             "stopped_early": self.stopped_early,
+            "best_step": self.best_step,
         }
 
 
@@ -179,4 +181,4 @@ def finetune(
 
     base.load_state_dict(best_state)
     verify_masks(base, layers, masks)
-    return FinetuneResult(steps=step, best_val_accuracy=best_acc, history=history, initial_val_accuracy=initial, stopped_early=stopped)
+    return FinetuneResult(steps=step, best_val_accuracy=best_acc, history=history, initial_val_accuracy=initial, stopped_early=stopped, best_step=best_step)

@@ -54,6 +54,7 @@ def test_finetune_keeps_pruned_weights_zero_and_learns():
     assert after >= before and after > 0.9
     assert result.history[0]["step"] == 0 and result.history[-1]["step"] == result.steps
     assert 0 < result.steps <= 120
+    assert result.best_step > 0 and max(h["val_accuracy"] for h in result.history) == result.best_val_accuracy
 
 
 def test_early_stopping_restores_best_weights():

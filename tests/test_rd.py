@@ -77,7 +77,6 @@ def test_dp_is_fast_for_many_layers():
     start = time.perf_counter()
     sp = solve_dp(curves, numels, 0.6)
     assert time.perf_counter() - start < 10
-    total = sum(numels.values())
     assert achieved_sparsity(sp, numels) >= 0.6 - 1 / 10000
 
 
