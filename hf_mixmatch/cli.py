@@ -66,6 +66,22 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
     p.add_argument("--grad-train-mode", action="store_true",
                    help="compute gradients in train mode (BatchNorm batch statistics, dropout on)")
+    p.add_argument("--baselines", nargs="?", const="global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd",
+                   type=_names, default=(),
+                   help="also evaluate baseline allocators at the measured sparsity of each matched variant "
+                        "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd)")
+    p.add_argument("--baseline-match", choices=("pareto", "all"), default="pareto",
+                   help="match baselines to the Pareto variants or to every variant")
+    p.add_argument("--rd-grid-step", type=float, default=0.02, help="pruning-amount grid step of the RD curves")
+    p.add_argument("--rd-reduction", choices=("mean", "worst"), default="mean",
+                   help="RD distortion: mean over samples, or the worst sample (the paper's runs)")
+    p.add_argument("--finetune-steps", type=int, help="fine-tune the front (and matched baselines) this many steps, "
+                                                       "masks kept exact")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tune this many epochs instead of --finetune-steps")
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-patience", type=int, default=3, help="early stopping patience (evaluations)")
+    p.add_argument("--finetune-samples", type=int, default=2048,
+                   help="training-split samples for fine-tuning (10%% held out for early stopping)")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--push-to", metavar="NAMESPACE", help="after the run, push the saved variants to this Hub namespace")
     p.add_argument("--private", action="store_true", help="with --push-to: create private repos")
@@ -82,7 +98,10 @@ def cmd_prune(args) -> int:
         calib_split=args.calib_split, eval_split=args.eval_split, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, batch_size=args.batch_size, seed=args.seed, image_column=args.image_column,
         label_column=args.label_column, save=args.save, overwrite=args.overwrite, grad_train_mode=args.grad_train_mode,
-        revision=args.revision, progress=not args.quiet,
+        revision=args.revision, progress=not args.quiet, baselines=args.baselines,
+        baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
+        finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

@@ -38,6 +38,7 @@ class PreparedData:
     label_column: str
     num_classes: int
     seed: int
+    train: TensorDataset | None = None  # fine-tuning samples from the calibration (training) split
 
     @property
     def calib_samples(self) -> int:
@@ -198,6 +199,7 @@ def prepare_splits(
     label_column: str,
     num_labels: int | None = None,
     dataset_name: str = "",
+    train_samples: int | None = None,
 ) -> PreparedData:
     """Subsample (seeded) and decode the calibration and evaluation splits once."""
     calib_split, eval_split = resolve_splits(ds, calib_split, eval_split)
@@ -214,8 +216,13 @@ def prepare_splits(
     eval_idx = _subsample(len(ds[eval_split]), eval_samples, seed + 1, "evaluation samples")
     calib = _decode(ds[calib_split], calib_idx, image_column, label_column, preprocess, "decode calibration")
     evald = _decode(ds[eval_split], eval_idx, image_column, label_column, preprocess, "decode evaluation")
+    train = None
+    if train_samples is not None:
+        train_idx = _subsample(len(ds[calib_split]), train_samples, seed + 2, "fine-tuning samples")
+        train = _decode(ds[calib_split], train_idx, image_column, label_column, preprocess, "decode fine-tuning")
     return PreparedData(calib=calib, eval=evald, dataset=dataset_name, calib_split=calib_split, eval_split=eval_split,
-                        image_column=image_column, label_column=label_column, num_classes=n_classes, seed=seed)
+                        image_column=image_column, label_column=label_column, num_classes=n_classes, seed=seed,
+                        train=train)
 
 
 def load_data(
@@ -230,6 +237,7 @@ def load_data(
     image_column: str | None = None,
     label_column: str | None = None,
     num_labels: int | None = None,
+    train_samples: int | None = None,
 ) -> PreparedData:
     """One call: open ``spec``, detect columns, decode calibration and evaluation tensors."""
     for what, n in (("calibration samples", calib_samples), ("evaluation samples", eval_samples)):
@@ -239,4 +247,4 @@ def load_data(
     name = "hf-mixmatch/digits" if str(spec) == DEFAULT_NAME else str(spec)
     return prepare_splits(ds, preprocess, calib_split=calib_split, eval_split=eval_split, calib_samples=calib_samples,
                           eval_samples=eval_samples, seed=seed, image_column=img, label_column=lab,
-                          num_labels=num_labels, dataset_name=name)
+                          num_labels=num_labels, dataset_name=name, train_samples=train_samples)

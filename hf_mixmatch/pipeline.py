@@ -57,6 +57,20 @@ class PruneConfig:
     grad_train_mode: bool = False
     revision: str | None = None
     progress: bool = True
+    baselines: tuple[str, ...] = ()
+    baseline_match: str = "pareto"  # match baselines to the Pareto variants or to "all" variants
+    rd_grid_step: float = 0.02
+    rd_reduction: str = "mean"
+    finetune_steps: int | None = None
+    finetune_epochs: int | None = None
+    finetune_lr: float = 1e-4
+    finetune_patience: int = 3
+    finetune_samples: int = 2048
+    finetune_batch_size: int = 64
+
+    @property
+    def finetune(self) -> bool:
+        return bool(self.finetune_steps) or bool(self.finetune_epochs)
 
     def __post_init__(self) -> None:
         self.signals = tuple(self.signals)
@@ -78,6 +92,16 @@ class PruneConfig:
             raise ConfigError(f"--batch-size must be > 0, got {self.batch_size}")
         if any(not 0.0 < t < 1.0 for t in self.range_targets):
             raise ConfigError(f"--range-targets must lie in (0, 1), got {self.range_targets}")
+        from .allocators import ALLOCATORS
+
+        self.baselines = tuple(self.baselines)
+        bad = [b for b in self.baselines if b not in ALLOCATORS]
+        if bad:
+            raise ConfigError(f"unknown baseline(s) {bad}: choose from {sorted(ALLOCATORS)}")
+        if self.baseline_match not in ("pareto", "all"):
+            raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
+        if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
+            raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,6 +187,8 @@ def run_mixmatch(
     accelerator=None,
 ) -> RunResult:
     """Run the whole Mix-and-Match pipeline described by ``config``."""
+    from tqdm.auto import tqdm
+
     t_start = time.perf_counter()
     acc = _accelerator(accelerator)
     is_main = acc.is_main_process
@@ -178,7 +204,10 @@ def run_mixmatch(
             dataset_spec, loaded.preprocess, calib_split=config.calib_split, eval_split=config.eval_split,
             calib_samples=config.calib_samples, eval_samples=config.eval_samples, seed=config.seed,
             image_column=config.image_column, label_column=config.label_column, num_labels=loaded.num_labels,
+            train_samples=config.finetune_samples if config.finetune else None,
         )
+    if config.finetune and data.train is None:
+        raise ConfigError("fine-tuning needs PreparedData.train: load the data with train_samples=...")
     model = loaded.model.to(acc.device).eval()
     layers = list_prunable(model, num_labels=loaded.num_labels)
     if not layers:
@@ -191,35 +220,16 @@ def run_mixmatch(
     dense = evaluate(model, eval_loader, accelerator=acc, progress=config.progress, desc="evaluate dense")
     timings["dense_eval_s"] = time.perf_counter() - t0
 
-    # ---- scores (cached in the output dir) ----
-    needed = set(config.signals) | {"magnitude"}
-    if config.ranges == "observed":
-        needed |= {"snip", "grasp"}
-    t0 = time.perf_counter()
-    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode)
-    cache = out / "scores.safetensors"
-    scores = load_scores(cache, fingerprint=fp)
-    if scores is None or not needed <= set(scores):
-        scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
-                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress)
-        if is_main:
-            save_scores(scores, cache, fingerprint=fp)
-        timings["scoring_cached"] = 0.0
-    else:
-        timings["scoring_cached"] = 1.0
-    timings["scoring_s"] = time.perf_counter() - t0
-
-    # ---- ranges ----
+    scores = _scores(config, model, layers, data, acc, out, timings)
     ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets)
+    finetuner = _Finetuner(config, model, layers, data, acc) if config.finetune else None
 
-    # ---- variants ----
+    # ---- Mix-and-Match variants ----
     t0 = time.perf_counter()
     stash = WeightStash(model, layers)
     variants: list[dict] = []
     seen: dict[tuple, dict] = {}
     plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
-    from tqdm.auto import tqdm
-
     for sig, strat in tqdm(plan, desc="variants", unit="variant", disable=not (config.progress and is_main)):
         sparsities = strategy_sparsities(strat, ranges, layers)
         key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
@@ -228,22 +238,37 @@ def run_mixmatch(
             variants.append({**prev, "id": f"{sig}-{strat}", "strategy": strat, "path": None,
                              "same_as": prev.get("same_as") or prev["id"]})
             continue
-        apply_sparsities(model, layers, sparsities, scores[sig])
-        overall, per_layer = measure_sparsity(model, layers)
-        metrics = evaluate(model, eval_loader, accelerator=acc)
-        stash.restore()
         v = {"id": f"{sig}-{strat}", "method": "mixmatch", "signal": sig, "strategy": strat,
-             "sparsity": overall, "accuracy": metrics["accuracy"], "top5": metrics["top5"],
-             "layers": per_layer, "target_layers": sparsities, "path": None}
+             **_measure(model, layers, sparsities, scores[sig], eval_loader, acc, stash), "path": None}
         variants.append(v)
         seen[key] = v
     timings["variants_s"] = time.perf_counter() - t0
+    unique = [v for v in variants if "same_as" not in v]
+    front = pareto_front(unique)
 
-    front = pareto_front([v for v in variants if "same_as" not in v])
+    # ---- baselines at matched sparsity ----
+    baselines: list[dict] = []
+    if config.baselines:
+        t0 = time.perf_counter()
+        baselines = _baselines(config, model, layers, scores, unique, front, data, eval_loader, acc, stash, out)
+        timings["baselines_s"] = time.perf_counter() - t0
+
+    # ---- optional fine-tuning of the front and its matched baselines (same budget) ----
+    if finetuner is not None:
+        t0 = time.perf_counter()
+        todo = [v for v in unique if v["id"] in front] + baselines
+        for item in tqdm(todo, desc="fine-tuning", unit="model", disable=not (config.progress and is_main)):
+            # after fine-tuning, accuracy/top5 describe the fine-tuned weights; the one-shot numbers stay in "oneshot"
+            ft = finetuner(item, scores)
+            item["oneshot"] = {"accuracy": item["accuracy"], "top5": item["top5"]}
+            item.update(accuracy=ft.pop("accuracy"), top5=ft.pop("top5"), finetune=ft)
+        timings["finetune_s"] = time.perf_counter() - t0
+
     results = {
         "base_model": loaded.source,
         "base_revision": loaded.revision,
         "library": loaded.library,
+        "license": loaded.license,
         "dataset": data.dataset,
         "calib_split": data.calib_split,
         "eval_split": data.eval_split,
@@ -259,17 +284,25 @@ def run_mixmatch(
         "config": config.to_dict(),
         "processes": acc.num_processes,
     }
+    if config.baselines:
+        results["baselines"] = baselines
 
     # ---- variant folders ----
-    to_save = {"all": [v["id"] for v in variants if "same_as" not in v], "pareto": front, "none": []}[config.save]
+    to_save = {"all": [v["id"] for v in unique], "pareto": front, "none": []}[config.save]
     if is_main and to_save:
         by_id = {v["id"]: v for v in variants}
         for vid in tqdm(to_save, desc="saving variants", unit="variant", disable=not config.progress):
             v = by_id[vid]
-            apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
+            if finetuner is not None and vid in finetuner.tuned:
+                finetuner.load_finetuned(v)
+            else:
+                apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
             rel = f"variants/{vid}"
             save_variant(loaded, out / rel, recipe=variant_recipe(results, v, layers))
-            stash.restore()
+            if finetuner is not None:
+                finetuner.restore()
+            else:
+                stash.restore()
             v["path"] = rel
     acc.wait_for_everyone()
     timings["total_s"] = time.perf_counter() - t_start
@@ -279,6 +312,102 @@ def run_mixmatch(
         write_json_atomic(out / RESULTS_FILE, results)
     acc.wait_for_everyone()
     return RunResult(results=results, output_dir=out, layers=layers, ranges=ranges)
+
+
+def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
+    """Compute the signals the run needs, or reuse the ones cached in the output dir."""
+    needed = set(config.signals) | {"magnitude"}
+    if config.ranges == "observed":
+        needed |= {"snip", "grasp"}
+    needed |= {b for b in config.baselines if b in ("snip", "grasp")}
+    t0 = time.perf_counter()
+    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode)
+    cache = out / "scores.safetensors"
+    scores = load_scores(cache, fingerprint=fp)
+    timings["scoring_cached"] = scores is not None and needed <= set(scores)
+    if not timings["scoring_cached"]:
+        scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
+                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress)
+        if acc.is_main_process:
+            save_scores(scores, cache, fingerprint=fp)
+    timings["scoring_s"] = time.perf_counter() - t0
+    return scores
+
+
+def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
+    """Apply one allocation, measure its sparsity and accuracy, restore the weights."""
+    apply_sparsities(model, layers, sparsities, score)
+    overall, per_layer = measure_sparsity(model, layers)
+    metrics = evaluate(model, eval_loader, accelerator=acc)
+    stash.restore()
+    return {"sparsity": overall, "accuracy": metrics["accuracy"], "top5": metrics["top5"], "layers": per_layer,
+            "target_layers": dict(sparsities)}
+
+
+def _baselines(config, model, layers, scores, unique, front, data, eval_loader, acc, stash, out) -> list[dict]:
+    """Every baseline at the measured sparsity of every matched Mix-and-Match variant."""
+    from tqdm.auto import tqdm
+
+    from .allocators import ALLOCATORS
+    from .layers import weights_of
+
+    allocators = dict(ALLOCATORS)
+    if "rd" in config.baselines:
+        from .rd import default_grid
+
+        allocators["rd"] = ALLOCATORS["rd"].prepare(
+            model, data.calib.tensors[0], grid=default_grid(config.rd_grid_step), reduction=config.rd_reduction,
+            cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size, layers=layers)
+    matched = [v for v in unique if config.baseline_match == "all" or v["id"] in front]
+    weights = weights_of(model, layers)
+    rows = []
+    plan = [(v, m) for v in matched for m in config.baselines]
+    for v, method in tqdm(plan, desc="baselines", unit="eval", disable=not (config.progress and acc.is_main_process)):
+        alloc = allocators[method](weights=weights, layers=layers, target=v["sparsity"], scores=scores)
+        measured = _measure(model, layers, alloc.sparsities, scores[alloc.rank_by], eval_loader, acc, stash)
+        rows.append({"id": f"{method}@{v['id']}", "method": method, "matched_to": v["id"], "rank_by": alloc.rank_by,
+                     **measured})
+    return rows
+
+
+class _Finetuner:
+    """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back."""
+
+    def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc):
+        self.config, self.model, self.layers, self.acc = config, model, layers, acc
+        n = len(data.train)
+        n_val = max(1, n // 10)
+        x, y = data.train.tensors
+        from torch.utils.data import TensorDataset
+
+        self.train = TensorDataset(x[n_val:], y[n_val:])
+        self.val = TensorDataset(x[:n_val], y[:n_val])
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
+        self.tuned: dict[str, dict] = {}
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+    def __call__(self, item: dict, scores: dict) -> dict:
+        from .finetune import finetune
+
+        rank_by = item.get("rank_by") or item["signal"]
+        apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
+        res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
+                       steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
+                       patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,
+                       seed=self.config.seed, progress=False)
+        overall, _ = measure_sparsity(self.model, self.layers)
+        metrics = evaluate(self.model, self.eval_loader, accelerator=self.acc)
+        if item.get("method") == "mixmatch":
+            self.tuned[item["id"]] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.restore()
+        return {"accuracy": metrics["accuracy"], "top5": metrics["top5"], "sparsity_after": overall,
+                "steps": res.steps, "best_val_accuracy": res.best_val_accuracy, "lr": self.config.finetune_lr}
+
+    def load_finetuned(self, variant: dict) -> None:
+        self.model.load_state_dict(self.tuned[variant["id"]])
 
 
 def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dict:
@@ -311,6 +440,8 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "dense_accuracy": results["dense"]["accuracy"],
         "dense_top5": results["dense"]["top5"],
         "storage": "dense",
+        "finetune": variant.get("finetune"),
+        "oneshot": variant.get("oneshot"),
     }
 
 
