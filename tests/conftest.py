@@ -122,3 +122,4 @@ def tiny_resnet_dir(tmp_path):
 @pytest.fixture
 def tiny_timm_dir(tmp_path):
     return save_tiny_timm(tmp_path / "timm_resnet")
+from hub_server import hub_server  # noqa: F401
