@@ -75,6 +75,7 @@ class PrunedModelInfo:
 
 
 def _clean(part: str) -> str:
+    part = part.replace("+", "-plus")  # "uniform+" must not collide with "uniform"
     part = re.sub(r"[^A-Za-z0-9._-]+", "-", part)
     part = re.sub(r"[-._]*-[-._]*", "-", part)  # any run of separators holding a dash becomes one dash
     part = re.sub(r"\.{2,}", ".", part)
@@ -108,6 +109,19 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
+def _hub_cause(exc: BaseException) -> BaseException | None:
+    """The HTTP or network error behind ``exc`` (the client wraps upload failures in RuntimeError), if any."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for _ in range(10):  # bounded walk down the exception chain
+        if exc is None:
+            return None
+        if isinstance(exc, HfHubHTTPError) or _is_network_error(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -> HubError:
     """One-line :class:`HubError` saying what failed and how to fix it."""
     from huggingface_hub.errors import (
@@ -118,6 +132,7 @@ def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -
     )
 
     rerun = "rerun the command to complete the rest"
+    exc = _hub_cause(exc) or exc
     if isinstance(exc, RepositoryNotFoundError):
         hint = "repository not found or not accessible: check the repo id / --namespace and that you are " \
                "logged in (`hf auth login` or HF_TOKEN) with access to it"
@@ -250,9 +265,7 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
 
 
 def _is_hub_exception(exc: BaseException) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    return isinstance(exc, HfHubHTTPError) or _is_network_error(exc)
+    return _hub_cause(exc) is not None
 
 
 # ------------------------------------------------------------------------------------------------ search

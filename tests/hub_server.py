@@ -154,6 +154,8 @@ class FaultPlan:
     def conflict_on_create(self, *, times: int = 1):
         """Answer the next ``times`` create_repo calls with 409 (as if the repo existed)."""
         self.fail("POST", r"^/api/repos/create$", status=409, times=times, message="You already created this repo")
+        with self._lock:
+            self._rules[-1]["with_url"] = True  # the real Hub's 409 carries the repo URL, which the client reads
 
     def clear(self):
         with self._lock:
@@ -340,7 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
             limit = MAX_UPLOAD_BODY if raw_path.startswith("/_lfs/upload/") else MAX_JSON_BODY
             self.body = self._read_body(limit)
             if rule is not None:
-                raise _HTTPError(rule["status"], rule["message"])
+                extra = {}
+                if rule.get("with_url"):
+                    payload = self._json_body()
+                    ns = payload.get("organization") or self._user()
+                    extra["url"] = f"{self.endpoint}/{TYPE_PREFIX[payload.get('type') or 'model']}{ns}/{payload['name']}"
+                raise _HTTPError(rule["status"], rule["message"], extra=extra)
             self._route(method, raw_path)
         except _HTTPError as err:
             if err.status == 413:
