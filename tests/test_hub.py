@@ -246,3 +246,28 @@ def test_cli_push_search_download(hub_server, run_dir, tmp_path, capsys):
     assert (tmp_path / "d" / "model.safetensors").read_bytes() == (run_dir / "variants/v1/model.safetensors").read_bytes()
     assert HfApi().list_repo_commits("tester/tiny-vit-mixmatch-gradient-erk")[0].commit_id == \
         _summary(run_dir)["v1"]["commit"]
+
+
+def test_search_and_download_errors_are_wrapped(hub_server, run_dir, tmp_path):
+    hub.push_run(run_dir, namespace="tester", only_pareto=True)
+    hub_server.faults.fail("GET", r"^/api/models$", status=500, times=6)  # more than the client's retries
+    with pytest.raises(HubError, match="HTTP 500 after retries"):
+        hub.list_pruned(BASE)
+    assert len(hub_server.requests("GET", r"^/api/models$")) == 6
+    hub_server.faults.fail("GET", r"^/api/models$", status=500, times=2)  # a short burst is absorbed
+    assert len(hub.list_pruned(BASE)) == 2
+    with pytest.raises(ConfigError, match="sort"):
+        hub.list_pruned(BASE, sort="downloads")
+    hub_server.repo("tester/tiny-vit-mixmatch-magnitude-uniform").private = True
+    with pytest.raises(HubError, match="not found or not accessible"):
+        hub.download("tester/tiny-vit-mixmatch-magnitude-uniform", token=hub_server.other_token,
+                     local_dir=tmp_path / "x")
+
+
+def test_missing_variant_folder_is_a_config_error(hub_server, run_dir):
+    import shutil
+
+    shutil.rmtree(run_dir / "variants" / "v1")
+    with pytest.raises(ConfigError, match="variant folder"):
+        hub.push_run(run_dir, namespace="tester")
+    assert hub_server.repo_ids() == []
