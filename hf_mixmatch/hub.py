@@ -131,7 +131,7 @@ def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -
         RevisionNotFoundError,
     )
 
-    rerun = "rerun the command to complete the rest"
+    rerun = "retry (rerunning a push completes the remaining variants)"
     exc = _hub_cause(exc) or exc
     if isinstance(exc, RepositoryNotFoundError):
         hint = "repository not found or not accessible: check the repo id / --namespace and that you are " \
