@@ -268,9 +268,9 @@ def _transformers_preprocess(name: str, revision: str | None, config) -> Preproc
     if getattr(proc, "do_center_crop", False) and crop:
         resize = size
         size = _size_tuple(crop, config)
-    elif "shortest_edge" in (getattr(proc, "size", None) or {}):
+    elif "shortest_edge" in (_as_size_dict(getattr(proc, "size", None)) or {}):
         # ConvNeXt-style: resize the short side to shortest_edge / crop_pct, then crop
-        edge = int(proc.size["shortest_edge"])
+        edge = int(_as_size_dict(proc.size)["shortest_edge"])
         pct = getattr(proc, "crop_pct", None)
         if pct and edge < 384:
             resize = (int(edge / pct), int(edge / pct))
@@ -280,7 +280,16 @@ def _transformers_preprocess(name: str, revision: str | None, config) -> Preproc
     return Preprocess(size=size, mean=mean, std=std, channels=channels, resize=resize, interpolation=interp, rescale=rescale)
 
 
+def _as_size_dict(size) -> dict | None:
+    """transformers >= 5 uses a SizeDict dataclass; older versions a plain dict."""
+    if size is None or isinstance(size, (int, dict)):
+        return size
+    keys = ("height", "width", "shortest_edge", "longest_edge")
+    return {k: getattr(size, k) for k in keys if getattr(size, k, None) is not None}
+
+
 def _size_tuple(size, config) -> tuple[int, int]:
+    size = _as_size_dict(size)
     if isinstance(size, dict):
         if "height" in size and "width" in size:
             return (int(size["height"]), int(size["width"]))

@@ -66,3 +66,11 @@ def test_not_an_image_classifier(tmp_path):
                          vocab_size=50)).save_pretrained(tmp_path / "bert")
     with pytest.raises(ModelLoadError, match="not an image classifier"):
         load_model(tmp_path / "bert")
+
+
+def test_embedded_default_reads_size_from_the_image_processor():
+    # ResNet configs have no image_size: the size must come from preprocessor_config.json (a SizeDict in
+    # transformers >= 5), not from a 224 fallback
+    lm = load_model("default")
+    assert lm.preprocess.size == (32, 32) and lm.preprocess.mean == (0.2, 0.2, 0.2)
+    assert lm.library == "transformers" and lm.num_labels == 10
