@@ -1,0 +1,282 @@
+"""Model cards for pruned variants and for a whole run (the family), rendered from ``cards/*.md``.
+
+Metadata goes through ``huggingface_hub``'s ``ModelCardData`` and ``EvalResult`` (never YAML by hand);
+the body is a Jinja template fed with precomputed rows. Search code reads ``hf_mixmatch.sparsity``,
+``.signal`` and ``.strategy`` from the card data and top-1/top-5 accuracy from the model-index.
+Nothing time-dependent is written: the version comes from the recipe, so a card is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+
+VARIANT_TEMPLATE = "variant_card.md"
+FAMILY_TEMPLATE = "family_card.md"
+TASK = "image-classification"
+_LIBRARIES = ("transformers", "timm")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def templates_dir() -> Path:
+    """The ``cards/`` folder at the repository root (the package is installed editable)."""
+    env = os.environ.get("HF_MIXMATCH_CARDS_DIR")
+    candidates = ([Path(env)] if env else []) + [Path(__file__).resolve().parent.parent / "cards",
+                                                 Path(__file__).resolve().parent / "cards"]
+    for path in candidates:
+        if (path / VARIANT_TEMPLATE).is_file():
+            return path
+    raise ConfigError(
+        f"card templates not found (looked in {', '.join(str(p) for p in candidates)}): install hf_mixmatch from its "
+        "repository (pip install -e .) or set HF_MIXMATCH_CARDS_DIR to a folder with variant_card.md")
+
+
+def template_path(name: str) -> Path:
+    return templates_dir() / name
+
+
+def hub_tag(text: str) -> str:
+    """A Hub-safe tag: lowercase ``[a-z0-9._-]``, other runs of characters become ``-``."""
+    return re.sub(r"[^a-z0-9._-]+", "-", str(text).lower()).strip("-")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """``org/name`` or ``name`` (not a local path, not ``default``)."""
+    if not name or name == "default" or os.path.isabs(name) or name.startswith((".", "~")):
+        return False
+    return bool(_HUB_ID.match(name.removeprefix("hf-hub:")))
+
+
+def _dataset_id(results: dict) -> str:
+    """The dataset as it may appear in a public card: a Hub id, or a local folder's name (no local paths)."""
+    ds = str(results.get("dataset") or "unknown")
+    return ds if is_hub_id(ds) else (Path(ds).name or "local-dataset")
+
+
+def _base_id(results: dict) -> str | None:
+    base = str(results.get("base_model") or "")
+    return base.removeprefix("hf-hub:") if is_hub_id(base) else None
+
+
+def sparsity_per_role(layers: dict[str, float], roles: dict[str, str], numel: dict[str, int] | None = None) -> dict[str, float]:
+    """Zero fraction per role, weighted by layer size when ``numel`` is known (else a plain mean)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for name, s in layers.items():
+        role = roles.get(name, "unknown")
+        w = float(numel[name]) if numel and name in numel else 1.0
+        sums[role] = sums.get(role, 0.0) + w * float(s)
+        weights[role] = weights.get(role, 0.0) + w
+    return {role: round(sums[role] / weights[role], 6) for role in sums if weights[role] > 0}
+
+
+def _eval_results(model_name: str, dataset: str, split: str | None, top1: float, top5: float | None):
+    from huggingface_hub import EvalResult
+
+    common = dict(task_type=TASK, task_name="Image Classification", dataset_type=dataset, dataset_name=dataset,
+                  dataset_split=split)
+    out = [EvalResult(metric_type="accuracy", metric_name="Top-1 accuracy", metric_value=float(top1), **common)]
+    if top5 is not None:
+        out.append(EvalResult(metric_type="top_5_accuracy", metric_name="Top-5 accuracy", metric_value=float(top5),
+                              **common))
+    return out
+
+
+def _common_metadata(results: dict) -> dict:
+    meta = {"pipeline_tag": TASK, "metrics": ["accuracy"]}
+    base = _base_id(results)
+    if base:
+        meta.update(base_model=base, base_model_relation="finetune")
+    library = results.get("library")
+    if library in _LIBRARIES:
+        meta["library_name"] = library
+    if results.get("license"):
+        meta["license"] = str(results["license"])
+    ds = str(results.get("dataset") or "")
+    if is_hub_id(ds) and "/" in ds:
+        meta["datasets"] = [ds]
+    return meta
+
+
+def _model_name(results: dict, variant: dict, repo_id: str | None) -> str:
+    if repo_id:
+        return repo_id.split("/")[-1]
+    base = (_base_id(results) or Path(str(results.get("base_model") or "model")).name).split("/")[-1]
+    return f"{base}-mixmatch-{variant['id']}"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * float(x):.2f}%"
+
+
+def _layer_rows(recipe: dict, numel: dict[str, int] | None) -> list[dict]:
+    rows = []
+    ranges = recipe.get("ranges") or {}
+    for name, s in (recipe.get("layers") or {}).items():
+        rng = ranges.get(name)
+        rows.append({"name": name, "role": recipe.get("roles", {}).get(name, "–"), "sparsity": _pct(s),
+                     "range": f"[{rng[0]:.2f}, {rng[1]:.2f}]" if rng else "–",
+                     "numel": f"{numel[name]:,}" if numel and name in numel else "–"})
+    return rows
+
+
+def _reproduce_command(recipe: dict) -> str:
+    parts = ["hf-mixmatch prune", str(recipe.get("base_model") or "BASE_MODEL")]
+    if recipe.get("base_revision"):
+        parts.append(f"--revision {recipe['base_revision']}")
+    parts.append(f"--dataset {recipe.get('dataset') or 'DATASET'}")
+    parts.append(f"--signals {recipe['signal']} --strategies {recipe['strategy']}")
+    parts.append("--ranges ranges.json")
+    for key, flag in (("calib_split", "--calib-split"), ("eval_split", "--eval-split"),
+                      ("calib_samples", "--calib-samples"), ("eval_samples", "--eval-samples"),
+                      ("batch_size", "--batch-size"), ("seed", "--seed")):
+        if recipe.get(key) is not None:
+            parts.append(f"{flag} {recipe[key]}")
+    if recipe.get("grad_train_mode"):
+        parts.append("--grad-train-mode")
+    parts.append("--save all --output-dir reproduce")
+    return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
+
+
+def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | None = None,
+                 numel: dict[str, int] | None = None):
+    """The model card of one variant (a ``huggingface_hub.ModelCard``).
+
+    ``results`` is the run's ``results.json`` dict, ``variant`` its entry for this variant and ``recipe``
+    the variant's ``mixmatch.json``. ``numel`` (layer name -> weight count) weights the per-role
+    sparsity; defaults to ``recipe["numel"]`` when present, else a plain per-layer mean.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    numel = numel or recipe.get("numel")
+    name = _model_name(results, variant, repo_id)
+    dataset = _dataset_id(results)
+    split = results.get("eval_split") or recipe.get("eval_split")
+    dense = results.get("dense") or {}
+    signal, strategy = variant["signal"], variant["strategy"]
+    storage = recipe.get("storage", "dense")
+    per_role = sparsity_per_role(recipe.get("layers") or variant.get("layers") or {}, recipe.get("roles") or {}, numel)
+    block = {
+        "version": recipe.get("hf_mixmatch_version"),
+        "method": variant.get("method", "mixmatch"),
+        "signal": signal,
+        "strategy": strategy,
+        "sparsity": float(variant["sparsity"]),
+        "sparsity_per_role": per_role,
+        "dense_accuracy": dense.get("accuracy"),
+        "accuracy": float(variant["accuracy"]),
+        "top5": variant.get("top5"),
+        "base_revision": results.get("base_revision"),
+        "storage": storage,
+    }
+    tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "unstructured-sparsity",
+            hub_tag(f"signal-{signal}"), hub_tag(f"strategy-{strategy}")]
+    data = ModelCardData(
+        **_common_metadata(results), tags=tags, model_name=name,
+        eval_results=_eval_results(name, dataset, split, variant["accuracy"], variant.get("top5")),
+        hf_mixmatch=block,
+    )
+    base = results.get("base_model")
+    ref = repo_id or f"path/to/{variant['id']}"
+    ctx = {
+        "model_name": name,
+        "repo_id": repo_id,
+        "ref": ref,
+        "variant": variant,
+        "base_model": base,
+        "base_is_hub": _base_id(results) is not None,
+        "base_revision": results.get("base_revision"),
+        "library": results.get("library"),
+        "signal": signal,
+        "strategy": strategy,
+        "storage": storage,
+        "dataset": dataset,
+        "eval_split": split,
+        "eval_samples": results.get("eval_samples"),
+        "sparsity": _pct(variant["sparsity"]),
+        "accuracy": _pct(variant["accuracy"]),
+        "top5": _pct(variant.get("top5")),
+        "dense_accuracy": _pct(dense.get("accuracy")),
+        "dense_top5": _pct(dense.get("top5")),
+        "delta": "–" if dense.get("accuracy") is None else f"{100 * (variant['accuracy'] - dense['accuracy']):+.2f} pp",
+        "delta5": ("–" if dense.get("top5") is None or variant.get("top5") is None
+                   else f"{100 * (variant['top5'] - dense['top5']):+.2f} pp"),
+        "on_front": variant["id"] in (results.get("pareto") or []),
+        "role_rows": [{"role": r, "sparsity": _pct(s)} for r, s in per_role.items()],
+        "per_role_weighted": bool(numel),
+        "layer_rows": _layer_rows({**recipe, "layers": recipe.get("layers") or variant.get("layers") or {}}, numel),
+        "range_source": recipe.get("range_source"),
+        "reproduce": _reproduce_command(recipe),
+        "version": recipe.get("hf_mixmatch_version"),
+        "finetune": recipe.get("finetune"),
+    }
+    return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
+
+
+def _layer_numel_from_folder(variant_dir: Path) -> dict[str, int] | None:
+    """Layer weight counts read from the safetensors header (no tensor data is loaded)."""
+    from safetensors import safe_open
+
+    for fname in ("model.safetensors", "model.compact.safetensors"):
+        path = variant_dir / fname
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {}
+            meta = f.metadata() or {}
+            packed = json.loads(meta["hf_mixmatch.compact"])["tensors"] if "hf_mixmatch.compact" in meta else {}
+            for key in f.keys():
+                if "::" in key:
+                    continue
+                shapes[key] = f.get_slice(key).get_shape()
+            shapes.update({k: v["shape"] for k, v in packed.items()})
+        out = {}
+        for key, shape in shapes.items():
+            if key.endswith(".weight"):
+                n = 1
+                for s in shape:
+                    n *= int(s)
+                out[key[: -len(".weight")]] = n
+        return out
+    return None
+
+
+def write_variant_card(variant_dir: str | os.PathLike, results: dict, variant: dict, recipe: dict | None = None, *,
+                       repo_id: str | None = None) -> Path:
+    """Render the variant's card into ``variant_dir/README.md`` (recipe read from ``mixmatch.json`` if omitted)."""
+    variant_dir = Path(variant_dir)
+    if recipe is None:
+        recipe = json.loads((variant_dir / "mixmatch.json").read_text())
+    numel = recipe.get("numel") or _layer_numel_from_folder(variant_dir)
+    if numel:
+        numel = {k: v for k, v in numel.items() if k in (recipe.get("layers") or variant.get("layers") or {})}
+    card = variant_card(results, variant, recipe, repo_id=repo_id, numel=numel or None)
+    path = variant_dir / "README.md"
+    card.save(str(path))
+    return path
+
+
+def family_card(results: dict, *, repos: dict[str, str] | None = None):
+    """The card of the whole run: every variant with its repo (if pushed), numbers and front membership."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    repos = repos or {}
+    front = list(results.get("pareto") or [])
+    variants = list(results.get("variants") or [])
+    order = sorted(variants, key=lambda v: (v["id"] not in front, -float(v["sparsity"]), v["id"]))
+    rows = [{"id": v["id"], "repo": repos.get(v["id"]), "signal": v.get("signal", "–"),
+             "strategy": v.get("strategy", "–"), "sparsity": _pct(v["sparsity"]), "accuracy": _pct(v["accuracy"]),
+             "top5": _pct(v.get("top5")), "front": v["id"] in front, "same_as": v.get("same_as")} for v in order]
+    tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "model-family"]
+    data = ModelCardData(**_common_metadata(results), tags=tags)
+    dense = results.get("dense") or {}
+    ctx = {"base_model": results.get("base_model"), "base_revision": results.get("base_revision"),
+           "base_is_hub": _base_id(results) is not None, "dataset": _dataset_id(results),
+           "eval_split": results.get("eval_split"), "eval_samples": results.get("eval_samples"),
+           "dense_accuracy": _pct(dense.get("accuracy")), "dense_top5": _pct(dense.get("top5")), "rows": rows,
+           "n_variants": len(rows), "n_front": len(front), "version": results.get("hf_mixmatch_version")}
+    return ModelCard.from_template(data, template_path=str(template_path(FAMILY_TEMPLATE)), **ctx)

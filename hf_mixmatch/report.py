@@ -1,0 +1,126 @@
+"""The run report: ``report.md`` and ``pareto.png``, plus each saved variant's plot and model card."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SIGNAL_COLORS = {"magnitude": "tab:blue", "snip": "tab:orange", "grasp": "tab:green"}
+_OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _color(signal: str, extra: dict[str, str]) -> str:
+    if signal in SIGNAL_COLORS:
+        return SIGNAL_COLORS[signal]
+    if signal not in extra:
+        extra[signal] = _OTHER_COLORS[len(extra) % len(_OTHER_COLORS)]
+    return extra[signal]
+
+
+def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None = None) -> Path:
+    """Accuracy vs sparsity: every variant a point coloured by signal, the front as a line, dense as a
+    dashed line, ``highlight`` (a variant id) ringed and labelled. Saved as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    variants = [v for v in results.get("variants") or [] if "same_as" not in v]
+    front_ids = list(results.get("pareto") or [])
+    by_id = {v["id"]: v for v in results.get("variants") or []}
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.subplots()
+    extra: dict[str, str] = {}
+    for signal in dict.fromkeys(v.get("signal", "?") for v in variants):
+        pts = [v for v in variants if v.get("signal", "?") == signal]
+        ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
+                   color=_color(signal, extra), label=signal, zorder=3)
+    front = sorted((by_id[i] for i in front_ids if i in by_id), key=lambda v: v["sparsity"])
+    if front:
+        ax.plot([100 * v["sparsity"] for v in front], [100 * v["accuracy"] for v in front], "-", color="black",
+                lw=1.2, zorder=2, label="Pareto front")
+        ax.scatter([100 * v["sparsity"] for v in front], [100 * v["accuracy"] for v in front], s=70,
+                   facecolors="none", edgecolors="black", lw=1.0, zorder=4)
+    dense = (results.get("dense") or {}).get("accuracy")
+    if dense is not None:
+        ax.axhline(100 * dense, color="gray", ls="--", lw=1, zorder=1, label=f"dense ({100 * dense:.2f}%)")
+        ax.scatter([0.0], [100 * dense], marker="D", color="gray", s=30, zorder=3)
+    if highlight is not None:
+        if highlight not in by_id:
+            raise KeyError(f"variant {highlight!r} is not in the results (variants: {', '.join(by_id)})")
+        v = by_id[highlight]
+        ax.scatter([100 * v["sparsity"]], [100 * v["accuracy"]], marker="*", s=260, color="red",
+                   edgecolors="black", lw=0.6, zorder=5, label=f"this variant ({highlight})")
+    ax.set_xlabel("sparsity of prunable weights (%)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    base = results.get("base_model") or ""
+    ax.set_title(f"Mix-and-Match variants of {base}" if base else "Mix-and-Match variants", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * float(x):.2f}%"
+
+
+def report_markdown(results: dict) -> str:
+    """The text of ``report.md``: dense, then every variant (the front first, sparsest first)."""
+    front = list(results.get("pareto") or [])
+    dense = results.get("dense") or {}
+    variants = sorted(results.get("variants") or [],
+                      key=lambda v: (v["id"] not in front, -float(v["sparsity"]), -float(v["accuracy"]), v["id"]))
+    lines = [
+        f"# Mix-and-Match report: {results.get('base_model')}",
+        "",
+        f"- base revision: `{results.get('base_revision')}` ({results.get('library')})",
+        f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
+        + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
+        f"- {len(variants)} variants, {len(front)} on the Pareto front (listed first)",
+        "",
+        "![accuracy vs sparsity](pareto.png)",
+        "",
+        "| id | signal | strategy | sparsity | top-1 | top-5 | on front | saved |",
+        "|---|---|---|---:|---:|---:|:---:|---|",
+        f"| dense | – | – | 0.00% | {_pct(dense.get('accuracy'))} | {_pct(dense.get('top5'))} | – | – |",
+    ]
+    for v in variants:
+        on = "yes" if v["id"] in front else (f"same as {v['same_as']}" if v.get("same_as") else "no")
+        saved = f"[{v['path']}]({v['path']})" if v.get("path") else "–"
+        lines.append(f"| {v['id']} | {v.get('signal', '–')} | {v.get('strategy', '–')} | {_pct(v['sparsity'])} | "
+                     f"{_pct(v['accuracy'])} | {_pct(v.get('top5'))} | {on} | {saved} |")
+    if results.get("baselines"):
+        lines += ["", "## Baselines at matched sparsity", "", "| id | method | matched to | sparsity | top-1 | top-5 |",
+                  "|---|---|---|---:|---:|---:|"]
+        for b in results["baselines"]:
+            lines.append(f"| {b['id']} | {b.get('method')} | {b.get('matched_to')} | {_pct(b['sparsity'])} | "
+                         f"{_pct(b['accuracy'])} | {_pct(b.get('top5'))} |")
+    lines += ["", "Unstructured zeros do not shrink a dense checkpoint or speed up dense kernels; see each variant's "
+              "README.md for what does.", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | os.PathLike, results: dict, *, repos: dict[str, str] | None = None) -> Path:
+    """Write ``report.md`` and ``pareto.png`` into ``run_dir``, and into every saved variant folder its own
+    ``pareto.png`` (itself highlighted) and ``README.md`` card. Returns the report's path."""
+    from .card import write_variant_card
+
+    run_dir = Path(run_dir)
+    plot_pareto(results, run_dir / "pareto.png")
+    report = run_dir / "report.md"
+    report.write_text(report_markdown(results))
+    repos = repos or {}
+    for v in results.get("variants") or []:
+        if not v.get("path"):
+            continue
+        vdir = run_dir / v["path"]
+        if not (vdir / "mixmatch.json").is_file():
+            continue
+        plot_pareto(results, vdir / "pareto.png", highlight=v["id"])
+        recipe = json.loads((vdir / "mixmatch.json").read_text())
+        write_variant_card(vdir, results, v, recipe, repo_id=repos.get(v["id"]))
+    return report
