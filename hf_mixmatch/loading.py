@@ -1,0 +1,365 @@
+"""Loading published (or local) hf-mixmatch variants, checking their claims, and ``hf-mixmatch verify``.
+
+``from_pretrained`` returns the plain transformers or timm model the base used, with two attributes:
+``mixmatch_recipe`` (the ``mixmatch.json`` dict) and ``mixmatch_claims`` (sparsity and accuracy the card
+states). Only safetensors are read; a repo or folder whose weights are pickles only is refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from .errors import HubError, ModelLoadError, SparsityMismatchError, UnsafeWeightsError
+from .storage import COMPACT_FILE, DENSE_FILE, is_compact, load_compact
+
+SAFE_PATTERNS = ("*.json", "*.safetensors", "*.md", "*.png", "*.txt")
+UNSAFE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
+SPARSITY_TOLERANCE = 1e-4
+
+
+def _is_unsafe(name: str) -> bool:
+    return any(fnmatch.fnmatch(name.lower(), pat) for pat in UNSAFE_PATTERNS)
+
+
+def _check_weights_present(folder: Path, names: list[str], where: str) -> None:
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    unsafe = sorted(n for n in names if _is_unsafe(n))
+    if unsafe:
+        raise UnsafeWeightsError(
+            f"{where} only has pickle weights ({', '.join(unsafe[:3])}); hf_mixmatch loads safetensors only "
+            "(pickles can run code when loaded): convert them with safetensors or ask the author for model.safetensors")
+    raise ModelLoadError(f"{where} has no model.safetensors / {COMPACT_FILE}: pass a variant folder or repo")
+
+
+def _local_files(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+
+
+def resolve_variant_dir(repo_id_or_path: str | os.PathLike, *, revision: str | None = None,
+                        token: str | None = None) -> Path:
+    """A local folder holding the variant's safe files: the path itself, or a Hub snapshot (pickles skipped)."""
+    path = Path(repo_id_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file: pass the variant's folder (with config.json)")
+        _check_weights_present(path, _local_files(path), str(path))
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    repo_id = str(repo_id_or_path).removeprefix("hf-hub:")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=list(SAFE_PATTERNS),
+                                        ignore_patterns=list(UNSAFE_PATTERNS)))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise ModelLoadError(f"'{repo_id}' (revision {revision or 'main'}) not found on the Hub: check the id, "
+                             "the revision and your token") from exc
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise HubError(f"cannot download '{repo_id}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                       " (offline? pass a local folder or retry with network access)") from exc
+    names = _local_files(folder)
+    if not any(n.endswith(".safetensors") for n in names):
+        try:  # find out whether pickles are what the repo holds instead (never downloaded)
+            from huggingface_hub import HfApi
+
+            names = names + HfApi(token=token).list_repo_files(repo_id, revision=revision)
+        except Exception:  # noqa: BLE001 - offline: report what we have
+            pass
+    _check_weights_present(folder, names, repo_id)
+    return folder
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}): re-download the variant") from exc
+
+
+def _build_timm(folder: Path, cfg: dict) -> nn.Module:
+    import timm
+    from safetensors.torch import load_file
+
+    arch = cfg["architecture"]
+    kwargs = dict(cfg.get("model_args") or {})
+    if cfg.get("num_classes") is not None:
+        kwargs.setdefault("num_classes", int(cfg["num_classes"]))
+    pretrained_cfg = dict(cfg.get("pretrained_cfg") or {}) or None
+    try:
+        model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - timm raises RuntimeError/KeyError for unknown archs
+        raise ModelLoadError(f"timm cannot build '{arch}' from {folder}/config.json: {exc}") from exc
+    state = load_compact(folder / COMPACT_FILE) if is_compact(folder) else load_file(str(folder / DENSE_FILE))
+    _load_state(model, state, folder)
+    return model
+
+
+def _load_state(model: nn.Module, state: dict, folder: Path) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise ModelLoadError(f"the weights in {folder} do not fit the model its config.json describes: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    tied = set()
+    for keys in (getattr(model, "_tied_weights_keys", None) or {},):
+        tied |= set(keys if isinstance(keys, (list, tuple, set)) else keys.keys())
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ModelLoadError(f"the weights in {folder} do not match the model from config.json (missing: "
+                             f"{missing[:3]}, unexpected: {unexpected[:3]}): re-save the variant")
+
+
+def _build_transformers(folder: Path) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    try:
+        if is_compact(folder):
+            # transformers renames checkpoint keys while loading (e.g. legacy ViT names): let it, by restoring the
+            # dense file next to a copy of the config in a temporary folder
+            import shutil
+            import tempfile
+
+            from safetensors.torch import save_file
+
+            with tempfile.TemporaryDirectory(prefix="hf_mixmatch_compact_") as tmp:
+                for item in folder.glob("*.json"):
+                    if item.name != "mixmatch.json":
+                        shutil.copyfile(item, Path(tmp) / item.name)
+                save_file(load_compact(folder / COMPACT_FILE), str(Path(tmp) / DENSE_FILE), metadata={"format": "pt"})
+                return AutoModelForImageClassification.from_pretrained(tmp, use_safetensors=True)
+        return AutoModelForImageClassification.from_pretrained(str(folder), use_safetensors=True)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+        raise ModelLoadError(f"transformers cannot load {folder}: {str(exc).splitlines()[0]}") from exc
+
+
+def build_model(folder: Path) -> tuple[nn.Module, str]:
+    """(model in eval mode, library) from a variant folder, dense or compact."""
+    cfg = _read_json(folder / "config.json")
+    if cfg is None:
+        raise ModelLoadError(f"{folder} has no config.json: pass a folder written by hf-mixmatch (save_variant)")
+    if "architecture" in cfg:
+        return _build_timm(folder, cfg).eval(), "timm"
+    return _build_transformers(folder).eval(), "transformers"
+
+
+def card_claims(folder: Path) -> dict:
+    """What ``README.md`` claims: sparsity, signal, strategy (``hf_mixmatch`` block), accuracy and top5
+    (model-index, else the block). Empty when there is no card."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    from huggingface_hub import ModelCard
+
+    try:
+        data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
+    except Exception as exc:  # noqa: BLE001 - a broken card is a failed claim, say so
+        raise ModelLoadError(f"cannot parse {readme}: {exc}: re-download the variant") from exc
+    block = data.get("hf_mixmatch") if isinstance(data.get("hf_mixmatch"), dict) else {}
+    claims = {k: block[k] for k in ("sparsity", "accuracy", "top5", "signal", "strategy") if block.get(k) is not None}
+    top1, top5 = _model_index_accuracy(data.get("model-index"))
+    if top1 is not None:
+        claims["accuracy"] = top1
+    if top5 is not None:
+        claims["top5"] = top5
+    return claims
+
+
+def read_claims(folder: Path, recipe: dict | None) -> dict:
+    """The card's claims, completed from the recipe where the card is silent."""
+    claims = card_claims(folder)
+    for key in ("sparsity", "accuracy", "top5", "signal", "strategy"):
+        if key not in claims and recipe and recipe.get(key) is not None:
+            claims[key] = recipe[key]
+    return claims
+
+
+def _model_index_accuracy(index) -> tuple[float | None, float | None]:
+    if not index:
+        return None, None
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    try:
+        _, results = model_index_to_eval_results(index)
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    top1 = top5 = None
+    for r in results:
+        label = f"{r.metric_type} {r.metric_name or ''}".lower().replace("-", "").replace("_", "")
+        if "top5" in label or "top 5" in label:
+            top5 = float(r.metric_value) if top5 is None else top5
+        elif r.metric_type == "accuracy" and top1 is None:
+            top1 = float(r.metric_value)
+    return top1, top5
+
+
+def measure_model_sparsity(model: nn.Module) -> float:
+    """Zeros / all prunable weights (the pipeline's definition)."""
+    from .layers import list_prunable
+    from .masks import measure_sparsity
+
+    num_labels = getattr(getattr(model, "config", None), "num_labels", None) or getattr(model, "num_classes", None)
+    overall, _ = measure_sparsity(model, list_prunable(model, num_labels=num_labels))
+    return overall
+
+
+def _check_sparsity(measured: float, card: dict, recipe: dict | None, where: str) -> None:
+    for source, value in (("card", card.get("sparsity")), ("mixmatch.json", (recipe or {}).get("sparsity"))):
+        if value is not None and abs(float(value) - measured) > SPARSITY_TOLERANCE:
+            raise SparsityMismatchError(
+                f"{where}: the weights are {measured:.6f} sparse but its {source} claims {float(value):.6f}; the "
+                "files were altered or mixed up: re-download the variant, or pass check_sparsity=False to load anyway")
+
+
+def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None,
+                    check_sparsity: bool = True) -> nn.Module:
+    """Load a variant (local folder or Hub repo) as its transformers / timm model, dense or compact storage.
+
+    Attaches ``model.mixmatch_recipe`` (``mixmatch.json`` or None), ``model.mixmatch_claims`` (card claims)
+    and ``model.mixmatch_library``. Raises ``UnsafeWeightsError`` for pickle-only repos and, unless
+    ``check_sparsity=False``, ``SparsityMismatchError`` when the weights' sparsity differs from a claim
+    by more than 1e-4.
+    """
+    folder = resolve_variant_dir(repo_id_or_path, revision=revision, token=token)
+    model, library = build_model(folder)
+    recipe = _read_json(folder / "mixmatch.json")
+    card = card_claims(folder)
+    claims = {**{k: recipe[k] for k in ("sparsity", "accuracy", "top5", "signal", "strategy")
+                 if recipe and recipe.get(k) is not None}, **card}
+    if check_sparsity:
+        _check_sparsity(measure_model_sparsity(model), card, recipe, str(repo_id_or_path))
+    model.mixmatch_recipe = recipe
+    model.mixmatch_claims = claims
+    model.mixmatch_library = library
+    model.mixmatch_dir = str(folder)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ verify
+
+
+@dataclass
+class VerifyReport:
+    """Claimed vs measured numbers of a variant; ``ok`` when both agree within the tolerances."""
+
+    claimed_accuracy: float | None
+    measured_accuracy: float
+    claimed_sparsity: float | None
+    measured_sparsity: float
+    ok: bool
+    claimed_top5: float | None = None
+    measured_top5: float | None = None
+    tolerance: float = 0.005
+    eval_split: str | None = None
+    eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _preprocess_for(model: nn.Module, library: str, folder: Path):
+    from . import models
+
+    if library == "timm":
+        return models._timm_preprocess(model)
+    return models._transformers_preprocess(str(folder), None, model.config)
+
+
+def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str | None = None,
+           eval_samples: int | None = None, batch_size: int = 64, tolerance: float = 0.005,
+           image_column: str | None = None, label_column: str | None = None, revision: str | None = None,
+           token: str | None = None) -> VerifyReport:
+    """Re-measure a variant's accuracy on ``dataset`` and its sparsity, and compare with its claims.
+
+    The split, sample count and seed default to the recipe's, so the same evaluation subset is used.
+    """
+    from .data import load_image_dataset, prepare_splits
+    from .evaluate import evaluate
+
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    model = from_pretrained(repo_id_or_path, revision=revision, token=token, check_sparsity=False)
+    recipe = model.mixmatch_recipe or {}
+    claims = model.mixmatch_claims
+    folder = Path(model.mixmatch_dir)
+    preprocess = _preprocess_for(model, model.mixmatch_library, folder)
+    ds, img, lab = load_image_dataset(dataset, image_column=image_column, label_column=label_column)
+    split = eval_split or (recipe.get("eval_split") if recipe.get("eval_split") in ds else None)
+    samples = eval_samples if eval_samples is not None else recipe.get("eval_samples")
+    calib = recipe.get("calib_split") if recipe.get("calib_split") in ds and recipe.get("calib_split") != split else None
+    num_labels = getattr(getattr(model, "config", None), "num_labels", None) or getattr(model, "num_classes", None)
+    data = prepare_splits(ds, preprocess, calib_split=calib, eval_split=split, calib_samples=1, eval_samples=samples,
+                          seed=int(recipe.get("seed", 0)), image_column=img, label_column=lab, num_labels=num_labels,
+                          dataset_name=str(dataset))
+    metrics = evaluate(model, data.eval, batch_size=batch_size)
+    measured_sparsity = measure_model_sparsity(model)
+    claimed_acc, claimed_sp = claims.get("accuracy"), claims.get("sparsity")
+    ok = (claimed_acc is not None and claimed_sp is not None
+          and abs(float(claimed_acc) - metrics["accuracy"]) <= tolerance + 1e-12
+          and abs(float(claimed_sp) - measured_sparsity) <= SPARSITY_TOLERANCE)
+    if ok and claims.get("top5") is not None and metrics.get("top5") is not None:
+        ok = abs(float(claims["top5"]) - metrics["top5"]) <= tolerance + 1e-12
+    return VerifyReport(claimed_accuracy=claimed_acc, measured_accuracy=metrics["accuracy"],
+                        claimed_sparsity=claimed_sp, measured_sparsity=measured_sparsity, ok=bool(ok),
+                        claimed_top5=claims.get("top5"), measured_top5=metrics.get("top5"), tolerance=tolerance,
+                        eval_split=data.eval_split, eval_samples=len(data.eval))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.4f}"
+
+
+def cmd_verify(args) -> int:
+    report = verify(args.repo, args.dataset, eval_split=args.eval_split, eval_samples=args.eval_samples,
+                    batch_size=args.batch_size, tolerance=args.tolerance, image_column=args.image_column,
+                    label_column=args.label_column, revision=args.revision)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{'':10s}{'claimed':>10s}{'measured':>10s}")
+        print(f"{'sparsity':10s}{_fmt(report.claimed_sparsity):>10s}{_fmt(report.measured_sparsity):>10s}")
+        print(f"{'top-1':10s}{_fmt(report.claimed_accuracy):>10s}{_fmt(report.measured_accuracy):>10s}")
+        print(f"{'top-5':10s}{_fmt(report.claimed_top5):>10s}{_fmt(report.measured_top5):>10s}")
+        print(f"split {report.eval_split}, {report.eval_samples} samples, tolerance {report.tolerance}: "
+              + ("OK" if report.ok else "MISMATCH"))
+    if not report.ok:
+        print(f"hf-mixmatch: {args.repo}: claims differ from the measurement beyond tolerance", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def add_cli(subparsers) -> None:
+    """Register ``hf-mixmatch verify``."""
+    p = subparsers.add_parser(
+        "verify", help="re-measure a published variant's accuracy and sparsity against its card",
+        description="Download (or open) a variant, evaluate it on the dataset (the recipe's split, samples and seed by "
+                    "default), re-count its zeros, and compare with the card. Exit code 1 on a mismatch.")
+    p.add_argument("repo", help="Hub repo id of the variant, or a local variant folder")
+    p.add_argument("--dataset", required=True, help="Hub id or local folder of the evaluation dataset")
+    p.add_argument("--eval-split", help="split to evaluate on (default: the recipe's)")
+    p.add_argument("--eval-samples", type=int, help="evaluation samples (default: the recipe's)")
+    p.add_argument("--tolerance", type=float, default=0.005, help="allowed |claimed - measured| accuracy")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-column", help="image column (default: auto-detected)")
+    p.add_argument("--label-column", help="label column (default: auto-detected)")
+    p.add_argument("--revision", help="revision of the variant repo")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
