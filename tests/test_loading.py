@@ -228,3 +228,28 @@ def test_verify_compact_timm(timm_variant, image_dataset):
     compact_variant(path)
     report = verify(path, str(image_dataset), eval_samples=8, tolerance=1.0)
     assert report.ok and report.eval_samples == 8 and 0.0 <= report.measured_accuracy <= 1.0
+
+
+def test_hub_round_trip_compact_and_pickle_repo_refused(hub_server, tmp_path):
+    from huggingface_hub import HfApi
+
+    model = tiny_transformers("vit")
+    folder = _variant_folder(tmp_path / "v", model, "transformers")
+    compact_variant(folder)
+    torch.save({"w": torch.zeros(1)}, folder / "stray.pt")  # a pickle next to safetensors: never downloaded
+    api = HfApi(endpoint=hub_server.endpoint)
+    api.create_repo("tester/vit-sparse")
+    api.upload_folder(repo_id="tester/vit-sparse", folder_path=str(folder))
+    loaded = from_pretrained("tester/vit-sparse")
+    assert _same_weights(loaded, model)
+    assert loaded.mixmatch_recipe["storage"] == "compact"
+    assert not list(Path(loaded.mixmatch_dir).glob("*.pt"))
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    api.create_repo("tester/pickled")
+    api.upload_folder(repo_id="tester/pickled", folder_path=str(pickled))
+    with pytest.raises(UnsafeWeightsError, match="pytorch_model.bin"):
+        from_pretrained("tester/pickled")
