@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-SIGNAL_COLORS = {"magnitude": "tab:blue", "snip": "tab:orange", "grasp": "tab:green"}
+SIGNAL_COLORS = {"magnitude": "tab:blue", "gradient": "tab:orange", "hybrid": "tab:green"}
 _OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
@@ -77,7 +77,7 @@ def report_markdown(results: dict) -> str:
     lines = [
         f"# Mix-and-Match report: {results.get('base_model')}",
         "",
-        f"- base revision: `{results.get('base_revision')}` ({results.get('library')})",
+        f"- base revision: `{results.get('base_revision') or 'unknown'}` ({results.get('library')})",
         f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
         + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
         f"- {len(variants)} variants, {len(front)} on the Pareto front (listed first)",

@@ -16,10 +16,10 @@ def results() -> dict:
         {"id": "magnitude-percentile_50", "method": "mixmatch", "signal": "magnitude", "strategy": "percentile_50",
          "sparsity": 0.5625, "accuracy": 0.90625, "top5": 0.984375, "layers": dict(LAYERS),
          "path": "variants/magnitude-percentile_50"},
-        {"id": "snip-max", "method": "mixmatch", "signal": "snip", "strategy": "max", "sparsity": 0.75,
+        {"id": "gradient-aggressive", "method": "mixmatch", "signal": "gradient", "strategy": "aggressive", "sparsity": 0.75,
          "accuracy": 0.8125, "top5": 0.96875, "layers": {k: min(1.0, v + 0.2) for k, v in LAYERS.items()},
-         "path": "variants/snip-max"},
-        {"id": "grasp-min", "method": "mixmatch", "signal": "grasp", "strategy": "min", "sparsity": 0.5,
+         "path": "variants/gradient-aggressive"},
+        {"id": "hybrid-conservative", "method": "mixmatch", "signal": "hybrid", "strategy": "conservative", "sparsity": 0.5,
          "accuracy": 0.875, "top5": 0.96875, "layers": {k: max(0.0, v - 0.1) for k, v in LAYERS.items()},
          "path": None},
         {"id": "magnitude-balanced", "method": "mixmatch", "signal": "magnitude", "strategy": "balanced",
@@ -30,7 +30,7 @@ def results() -> dict:
             "library": "transformers", "license": "apache-2.0", "dataset": "uoft-cs/cifar10", "calib_split": "train",
             "eval_split": "test", "calib_samples": 256, "eval_samples": 64, "seed": 0,
             "hf_mixmatch_version": "9.9.9-test", "dense": {"accuracy": 0.9375, "top5": 1.0},
-            "layer_roles": dict(ROLES), "variants": variants, "pareto": ["magnitude-percentile_50", "snip-max"]}
+            "layer_roles": dict(ROLES), "variants": variants, "pareto": ["magnitude-percentile_50", "gradient-aggressive"]}
 
 
 def recipe(res: dict, variant: dict) -> dict:

@@ -114,13 +114,13 @@ def test_is_hub_id(name, ok):
 
 def test_family_card_lists_every_variant_front_first():
     res = F.results()
-    card = family_card(res, repos={"snip-max": "me/snip-max"})
+    card = family_card(res, repos={"gradient-aggressive": "me/gradient-aggressive"})
     text = str(card)
     body = text.split("| variant |")[1]
     for v in res["variants"]:
         assert f"| {v['id']} |" in body
-    assert body.index("snip-max") < body.index("magnitude-percentile_50") < body.index("grasp-min")
-    assert "[me/snip-max](https://huggingface.co/me/snip-max)" in text
+    assert body.index("gradient-aggressive") < body.index("magnitude-percentile_50") < body.index("hybrid-conservative")
+    assert "[me/gradient-aggressive](https://huggingface.co/me/gradient-aggressive)" in text
     assert "same as magnitude-percentile_50" in text
     assert "hf-mixmatch" in card.data.tags
 
@@ -136,7 +136,7 @@ def _png_ok(path: Path) -> bool:
 def test_plot_pareto_and_unknown_highlight(tmp_path):
     res = F.results()
     assert _png_ok(plot_pareto(res, tmp_path / "a.png"))
-    assert _png_ok(plot_pareto(res, tmp_path / "b.png", highlight="grasp-min"))
+    assert _png_ok(plot_pareto(res, tmp_path / "b.png", highlight="hybrid-conservative"))
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
     with pytest.raises(KeyError, match="nope"):
         plot_pareto(res, tmp_path / "c.png", highlight="nope")
@@ -158,17 +158,17 @@ def test_write_report_writes_report_plots_and_cards(tmp_path):
     assert _png_ok(tmp_path / "pareto.png")
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| id")]
     assert rows[0].startswith("| dense |")
-    assert [r.split(" | ")[0][2:] for r in rows[1:3]] == ["snip-max", "magnitude-percentile_50"]  # front first
+    assert [r.split(" | ")[0][2:] for r in rows[1:3]] == ["gradient-aggressive", "magnitude-percentile_50"]  # front first
     assert len(rows) == 1 + len(res["variants"])
-    assert "[variants/snip-max](variants/snip-max)" in text
-    for vid in ("snip-max", "magnitude-percentile_50"):
+    assert "[variants/gradient-aggressive](variants/gradient-aggressive)" in text
+    for vid in ("gradient-aggressive", "magnitude-percentile_50"):
         vdir = tmp_path / "variants" / vid
         assert _png_ok(vdir / "pareto.png")
         card = ModelCard.load(vdir / "README.md")
         v = next(x for x in res["variants"] if x["id"] == vid)
         assert card.data.hf_mixmatch["sparsity"] == v["sparsity"]
         assert "Zero fraction of all weights of each role" in card.text  # sizes read from the safetensors header
-    assert not (tmp_path / "variants" / "grasp-min").exists()
+    assert not (tmp_path / "variants" / "hybrid-conservative").exists()
 
 
 def test_write_variant_card_reads_recipe_from_folder(tmp_path):
@@ -182,6 +182,6 @@ def test_write_variant_card_reads_recipe_from_folder(tmp_path):
 
 
 def test_report_markdown_baselines():
-    res = {**F.results(), "baselines": [{"id": "lamp@snip-max", "method": "lamp", "matched_to": "snip-max",
+    res = {**F.results(), "baselines": [{"id": "lamp@gradient-aggressive", "method": "lamp", "matched_to": "gradient-aggressive",
                                          "sparsity": 0.75, "accuracy": 0.5, "top5": None}]}
-    assert "| lamp@snip-max | lamp | snip-max | 75.00% | 50.00% | – |" in report_markdown(res)
+    assert "| lamp@gradient-aggressive | lamp | gradient-aggressive | 75.00% | 50.00% | – |" in report_markdown(res)

@@ -49,14 +49,14 @@ def _variant_folder(path: Path, model, library: str, *, accuracy=0.5, top5=None,
         assert not list(path.glob("*.bin"))
         del save_file
     recipe = {"hf_mixmatch_version": "0.0-test", "base_model": "org/base", "base_revision": "abc", "library": library,
-              "method": "mixmatch", "signal": "magnitude", "strategy": "max", "sparsity": sparsity, "layers": per_layer,
+              "method": "mixmatch", "signal": "magnitude", "strategy": "aggressive", "sparsity": sparsity, "layers": per_layer,
               "roles": roles, "ranges": {}, "range_source": "observed", "dataset": dataset, "calib_split": "train",
               "eval_split": "test", "calib_samples": 8, "eval_samples": None, "seed": 0, "accuracy": accuracy,
               "top5": top5, "dense_accuracy": 0.6, "dense_top5": None, "storage": "dense"}
     (path / "mixmatch.json").write_text(json.dumps(recipe))
     results = {"base_model": "org/base", "base_revision": "abc", "library": library, "dataset": dataset,
-               "eval_split": "test", "dense": {"accuracy": 0.6, "top5": None}, "pareto": ["magnitude-max"]}
-    variant = {"id": "magnitude-max", "method": "mixmatch", "signal": "magnitude", "strategy": "max",
+               "eval_split": "test", "dense": {"accuracy": 0.6, "top5": None}, "pareto": ["magnitude-aggressive"]}
+    variant = {"id": "magnitude-aggressive", "method": "mixmatch", "signal": "magnitude", "strategy": "aggressive",
                "sparsity": sparsity, "accuracy": accuracy, "top5": top5, "layers": per_layer}
     write_variant_card(path, results, variant, recipe)
     return path
@@ -91,7 +91,7 @@ def test_transformers_variant_bit_identical(vit_variant, compact):
     model = from_pretrained(path)
     assert type(model).__name__ == "ViTForImageClassification"
     assert _same_weights(model, original)
-    assert model.mixmatch_recipe["strategy"] == "max"
+    assert model.mixmatch_recipe["strategy"] == "aggressive"
     assert model.mixmatch_recipe["storage"] == ("compact" if compact else "dense")
     assert model.mixmatch_claims["sparsity"] == pytest.approx(original_sparsity(original))
     assert model.mixmatch_claims["accuracy"] == 0.5 and model.mixmatch_library == "transformers"
@@ -195,7 +195,7 @@ def _set_claim(path: Path, accuracy: float) -> None:
     block = card.data.hf_mixmatch
     results = {"base_model": "org/base", "base_revision": "abc", "library": recipe["library"], "dataset": "local-data",
                "eval_split": "test", "dense": {"accuracy": 0.6, "top5": None}, "pareto": []}
-    variant = {"id": "magnitude-max", "method": "mixmatch", "signal": block["signal"], "strategy": block["strategy"],
+    variant = {"id": "magnitude-aggressive", "method": "mixmatch", "signal": block["signal"], "strategy": block["strategy"],
                "sparsity": block["sparsity"], "accuracy": accuracy, "top5": None, "layers": recipe["layers"]}
     write_variant_card(path, results, variant, recipe)
 
