@@ -4,9 +4,11 @@ main command runs offline on a fresh machine.
 
     python scripts/make_default.py            # rewrites hf_mixmatch/_default/{digits,model}
 
-Deterministic on one machine (seeded data split, seeded init and shuffling, single-threaded
-deterministic kernels); float summation may differ across CPU types, so weights can differ in the
-last bits between machines.
+Deterministic: seeded stratified split (seed 0, 20% per class to test), seeded init and shuffling,
+one thread and deterministic kernels. Re-running on the same machine rewrites bit-identical files
+(checked); float summation order may differ on other CPU types / torch builds, so the weights can
+differ in the last bits there (the parquet files do not depend on the float path).
+Takes ~30 s on one CPU core; dense test accuracy 0.9861 (354/359).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1] / "hf_mixmatch" / "_default"
 SIZE = 32
-MEAN, STD = 0.2, 0.3  # of the upscaled digits in [0, 1]
 
 
 def build_dataset(out: Path, seed: int = 0):
@@ -43,17 +44,25 @@ def build_dataset(out: Path, seed: int = 0):
     out.mkdir(parents=True, exist_ok=True)
     splits = {}
     for split, mask in (("train", ~test_mask), ("test", test_mask)):
-        pil = [Image.fromarray(a, mode="L").resize((SIZE, SIZE), Image.BILINEAR) for a in images[mask]]
+        # Nearest upscaling keeps the 8x8 pixel blocks, so the PNGs compress ~3x better than bilinear ones
+        # (~350 KB for both splits); the saved processor's resize is then the identity.
+        pil = [Image.fromarray(a, mode="L").resize((SIZE, SIZE), Image.NEAREST) for a in images[mask]]
         ds = datasets.Dataset.from_dict({"image": pil, "label": labels[mask].tolist()}, features=feats)
         ds.to_parquet(str(out / f"{split}.parquet"))
         splits[split] = ds
     return splits
 
 
-def to_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in ds["image"]])
-    x = (torch.from_numpy(x).permute(0, 3, 1, 2) - MEAN) / STD
-    return x, torch.tensor(ds["label"])
+def to_unit(ds) -> torch.Tensor:
+    """Exactly what the saved processor does before normalizing: the images are already 32x32 (its
+    bilinear resize is the identity), grayscale replicated to RGB, rescaled by 1/255."""
+    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) * np.float32(1 / 255) for im in ds["image"]])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def normalization(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of the training pixels, rounded so the processor config stays readable."""
+    return round(x.mean().item(), 3), round(x.std().item(), 3)
 
 
 def train(splits, out: Path, *, epochs: int, seed: int) -> float:
@@ -61,12 +70,16 @@ def train(splits, out: Path, *, epochs: int, seed: int) -> float:
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    cfg = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 96, 128], depths=[1, 1, 1, 1],
+    # Widths chosen so every 3x3 conv has >= 10K weights (the rules treat smaller layers specially) while
+    # model.safetensors stays ~2 MB; 3 input channels so the pipeline's grayscale -> RGB path is used.
+    cfg = ResNetConfig(num_channels=3, embedding_size=48, hidden_sizes=[48, 64, 96, 128], depths=[1, 1, 1, 1],
                        layer_type="basic", num_labels=10, id2label={i: str(i) for i in range(10)},
                        label2id={str(i): i for i in range(10)})
     model = ResNetForImageClassification(cfg)
-    xtr, ytr = to_tensor(splits["train"])
-    xte, yte = to_tensor(splits["test"])
+    xtr, xte = to_unit(splits["train"]), to_unit(splits["test"])
+    mean, std = normalization(xtr)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    ytr, yte = torch.tensor(splits["train"]["label"]), torch.tensor(splits["test"]["label"])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(xtr) + 63) // 64))
     gen = torch.Generator().manual_seed(seed)
@@ -86,10 +99,10 @@ def train(splits, out: Path, *, epochs: int, seed: int) -> float:
         print(f"epoch {epoch + 1}/{epochs}: test accuracy {acc:.4f}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    ViTImageProcessor(do_resize=True, size={"height": SIZE, "width": SIZE}, resample=2, do_rescale=True,
-                      rescale_factor=1 / 255, do_normalize=True, image_mean=[MEAN] * 3,
-                      image_std=[STD] * 3).save_pretrained(out)
-    (out / "train_log.json").write_text(json.dumps({"test_accuracy": acc, "epochs": epochs, "seed": seed}, indent=1))
+    ViTImageProcessor(do_convert_rgb=True, do_resize=True, size={"height": SIZE, "width": SIZE}, resample=2,
+                      do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=[mean] * 3,
+                      image_std=[std] * 3).save_pretrained(out)
+    (out / "train_log.json").write_text(json.dumps({"test_accuracy": acc, "epochs": epochs, "seed": seed, "image_mean": mean, "image_std": std}, indent=1))
     return acc
 
 
