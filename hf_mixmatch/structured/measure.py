@@ -1,0 +1,84 @@
+"""Parameter count, FLOPs (multiply-accumulates of conv / linear / attention matmuls) and CPU latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on ``example`` (conv, transposed conv, linear).
+
+    Functional ops are not counted: attention score/value matmuls, norms, activations, pooling (small
+    next to the layers above for CNNs; for ViTs the attention matmuls are left out, so FLOPs are a floor).
+    """
+    total = 0
+
+    def conv_hook(m, inp, out):
+        nonlocal total
+        k = 1
+        for s in m.kernel_size:
+            k *= s
+        if isinstance(m, nn.modules.conv._ConvTransposeNd):
+            total += inp[0].numel() * (m.out_channels // m.groups) * k
+        else:
+            total += out.numel() * (m.in_channels // m.groups) * k
+
+    def linear_hook(m, inp, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total // example.shape[0]) if example.shape[0] else 0
+
+
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, runs: int = 20, warmup: int = 3,
+               threads: int | None = None) -> float:
+    """Median wall time (ms) of ``runs`` CPU forward passes at ``batch`` after ``warmup`` passes."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = model.eval()
+        x = torch.randn(batch, *input_shape[1:])
+        times = []
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            for _ in range(runs):
+                t = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - t) * 1000.0)
+        return float(statistics.median(times))
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure(model: nn.Module, input_shape: tuple[int, ...], *, runs: int = 20, threads: int | None = None) -> dict:
+    """``{"params", "flops", "latency_ms": {"b1", "b32"}, "threads"}`` of ``model`` on CPU."""
+    example = torch.randn(1, *input_shape[1:])
+    return {
+        "params": count_params(model),
+        "flops": count_flops(model, example),
+        "latency_ms": {"b1": latency_ms(model, input_shape, batch=1, runs=runs, threads=threads),
+                       "b32": latency_ms(model, input_shape, batch=32, runs=runs, threads=threads)},
+        "threads": threads or torch.get_num_threads(),
+    }

@@ -1,0 +1,241 @@
+"""Choosing which units to remove: grid search, gradient search on sigmoid gates, and the L1 baseline.
+
+All three return a ``Selection`` (removed unit indices per group) whose parameter share removed is
+within ``tolerance`` of ``sparsity``; the metric is measured on the masked-dense model (gates 0 on the
+removed units), which computes exactly what the physically pruned model computes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..errors import ConfigError
+from .gates import GateHooks, masks_from_removed
+from .groups import GroupPlan, StructGroup, expected_params
+from .tasks import Task
+
+
+@dataclass
+class SearchConfig:
+    """Options of the searches. ``sparsity`` is the share of *parameters* removed (0.5 = half)."""
+
+    sparsity: float = 0.5
+    tolerance: float = 0.02
+    metric_floor: float | None = None
+    search: str = "both"  # "grid" | "gradient" | "both"
+    grid_weights: tuple[float, ...] = (0.5, 1.0, 1.5)
+    max_unit_ratio: float = 0.9  # never remove more than this share of a group's units
+    steps: int = 150
+    lr: float = 0.1
+    penalty: float = 20.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in (0, 1), got {self.sparsity}: it is the share of parameters removed")
+        if not 0.0 < self.tolerance < 0.5:
+            raise ConfigError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
+        if self.search not in ("grid", "gradient", "both"):
+            raise ConfigError(f"search must be grid, gradient or both, got '{self.search}'")
+        if not 0.0 < self.max_unit_ratio < 1.0:
+            raise ConfigError(f"max_unit_ratio must be in (0, 1), got {self.max_unit_ratio}")
+        if self.steps < 1 or self.lr <= 0:
+            raise ConfigError("steps must be >= 1 and lr > 0")
+
+
+@dataclass
+class Selection:
+    """Removed unit indices per group index, with the measured outcome."""
+
+    method: str
+    removed: dict[int, list[int]]
+    sparsity: float  # share of parameters removed
+    metric: float = float("nan")
+    seconds: float = 0.0
+    detail: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def removed_share(plan: GroupPlan, removed: dict[int, list[int]], total: int) -> float:
+    keeps = masks_from_removed(plan, removed)
+    return 1.0 - float(expected_params(plan, keeps, total)) / total
+
+
+def metric_with_removed(model: nn.Module, plan: GroupPlan, task: Task, removed: dict[int, list[int]]) -> float:
+    with GateHooks(model, plan) as gates:
+        gates.values = masks_from_removed(plan, removed)
+        return float(task.metric(model))
+
+
+def l1_importance(plan: GroupPlan, model: nn.Module) -> dict[int, torch.Tensor]:
+    """Torch-Pruning's group L1 magnitude per unit (a head's channels summed)."""
+    imp = tp.importance.GroupMagnitudeImportance(p=1)
+    out = {}
+    for g in plan.prunable:
+        module = model.get_submodule(g.root)
+        pruner = plan.graph.get_pruner_of_module(module)
+        tg = plan.graph.get_pruning_group(module, pruner.prune_out_channels, list(range(g.size * g.unit_width)))
+        with torch.no_grad():
+            score = imp(tg).detach().float()
+        out[g.index] = score.view(g.size, g.unit_width).sum(1)
+    return out
+
+
+def _lowest(scores: torch.Tensor, n: int) -> list[int]:
+    return sorted(int(i) for i in torch.argsort(scores, stable=True)[:n])
+
+
+def _by_ratio(plan: GroupPlan, scores: dict[int, torch.Tensor], ratio_of, cap: float) -> dict[int, list[int]]:
+    removed = {}
+    for g in plan.prunable:
+        r = min(max(ratio_of(g), 0.0), cap)
+        n = min(int(math.floor(r * g.size + 1e-9)), g.size - 1)
+        if n > 0:
+            removed[g.index] = _lowest(scores[g.index], n)
+    return removed
+
+
+def _fit_scale(plan, scores, weight_of, cfg: SearchConfig, total: int) -> tuple[dict[int, list[int]], float]:
+    """Bisection on a global factor s (ratio of group g = s·weight(g)) to remove ``cfg.sparsity`` of the params."""
+    lo, hi = 0.0, 1.0 / max(min(weight_of(g) for g in plan.prunable), 1e-6)
+    best = ({}, 0.0)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        removed = _by_ratio(plan, scores, lambda g: mid * weight_of(g), cfg.max_unit_ratio)
+        share = removed_share(plan, removed, total)
+        if abs(share - cfg.sparsity) < abs(best[1] - cfg.sparsity):
+            best = (removed, share)
+        if share < cfg.sparsity:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _check_prunable(plan: GroupPlan) -> None:
+    if not plan.prunable:
+        raise ConfigError("no prunable group: every group spans two components or is ignored; "
+                          "pass finer --components or fewer ignored layers")
+
+
+# --------------------------------------------------------------------------------------------- searches
+
+
+def l1_baseline(model: nn.Module, plan: GroupPlan, task: Task | None, cfg: SearchConfig, total: int) -> Selection:
+    """Plain L1 channel pruning: one uniform ratio over all groups, lowest L1 units removed."""
+    _check_prunable(plan)
+    t = time.perf_counter()
+    scores = l1_importance(plan, model)
+    removed, share = _fit_scale(plan, scores, lambda g: 1.0, cfg, total)
+    metric = metric_with_removed(model, plan, task, removed) if task is not None else float("nan")
+    return Selection("l1", removed, share, metric, time.perf_counter() - t)
+
+
+def grid_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig, total: int) -> Selection:
+    """Per-component ratios on a coarse grid: component c gets ratio s·w_c (w_c from ``cfg.grid_weights``,
+    s fitted so the share removed is ``sparsity``); units of lowest L1 go first. Best metric wins."""
+    _check_prunable(plan)
+    t = time.perf_counter()
+    scores = l1_importance(plan, model)
+    comps = sorted(plan.by_component())
+    tried, best = [], None
+    for ws in itertools.product(cfg.grid_weights, repeat=len(comps)):
+        w = dict(zip(comps, ws))
+        removed, share = _fit_scale(plan, scores, lambda g: w[g.component], cfg, total)
+        if abs(share - cfg.sparsity) > cfg.tolerance:
+            tried.append({"weights": w, "sparsity": share, "metric": None})
+            continue
+        metric = metric_with_removed(model, plan, task, removed)
+        tried.append({"weights": w, "sparsity": share, "metric": metric})
+        if best is None or metric > best.metric:
+            best = Selection("grid", removed, share, metric, detail={"weights": w})
+    if best is None:
+        best = Selection("grid", {}, 0.0, float("-inf"))
+    best.seconds = time.perf_counter() - t
+    best.detail["tried"] = tried
+    return best
+
+
+def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig, total: int) -> Selection:
+    """Sigmoid gates g = σ(logit / T) on every unit, weights frozen; minimise
+    task loss + μ·c + (λ/2)·c² with c = (expected params − target) / total (augmented Lagrangian, μ updated
+    each step, T annealed 1 → 0.2). Then the units with the lowest logits are removed until the parameter
+    target is met exactly (bisection on the count)."""
+    _check_prunable(plan)
+    if task.loss is None or task.batches is None:
+        raise ConfigError("the gradient search needs a loss and calibration batches: give Task(loss=..., batches=...)"
+                          " or use --search grid")
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    groups = plan.prunable
+    logits = {g.index: torch.full((g.size,), 3.0, requires_grad=True) for g in groups}
+    opt = torch.optim.Adam(logits.values(), lr=cfg.lr)
+    target = (1.0 - cfg.sparsity) * total
+    mu = 0.0
+    frozen = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    was = model.training
+    model.eval()
+    step = 0
+    try:
+        with GateHooks(model, plan) as gates:
+            while step < cfg.steps:
+                for batch in task.batches():
+                    if step >= cfg.steps:
+                        break
+                    temp = 1.0 - 0.8 * step / max(cfg.steps - 1, 1)
+                    gates.values = {k: torch.sigmoid(v / temp) for k, v in logits.items()}
+                    c = (expected_params(plan, gates.values, total) - target) / total
+                    loss = task.loss(model, batch) + mu * c + 0.5 * cfg.penalty * c * c
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    mu += cfg.penalty * float(c.detach())
+                    step += 1
+    finally:
+        for p, r in zip(model.parameters(), frozen):
+            p.requires_grad_(r)
+        model.train(was)
+    final = {k: v.detach() for k, v in logits.items()}
+    removed, share = _threshold(plan, final, cfg, total)
+    metric = metric_with_removed(model, plan, task, removed)
+    return Selection("gradient", removed, share, metric, time.perf_counter() - t, detail={"steps": step})
+
+
+def _threshold(plan: GroupPlan, scores: dict[int, torch.Tensor], cfg: SearchConfig, total: int):
+    """Remove the globally lowest-scored units (each group keeps ≥ 1 and ≤ max_unit_ratio removed) until the
+    removed share reaches ``sparsity``: bisection on how many units go."""
+    cand = []
+    for g in plan.prunable:
+        order = torch.argsort(scores[g.index], stable=True).tolist()
+        cap = min(int(math.floor(cfg.max_unit_ratio * g.size + 1e-9)), g.size - 1)
+        cand += [(float(scores[g.index][u]), g.index, u) for u in order[:cap]]
+    cand.sort()
+
+    def removed_of(n):
+        out: dict[int, list[int]] = {}
+        for _, gi, u in cand[:n]:
+            out.setdefault(gi, []).append(u)
+        return {k: sorted(v) for k, v in out.items()}
+
+    lo, hi = 0, len(cand)
+    while lo < hi:  # smallest n with share >= sparsity
+        mid = (lo + hi) // 2
+        if removed_share(plan, removed_of(mid), total) < cfg.sparsity:
+            lo = mid + 1
+        else:
+            hi = mid
+    options = [n for n in (lo - 1, lo) if 0 <= n <= len(cand)]
+    n = min(options, key=lambda k: abs(removed_share(plan, removed_of(k), total) - cfg.sparsity))
+    removed = removed_of(n)
+    return removed, removed_share(plan, removed, total)
