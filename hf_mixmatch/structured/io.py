@@ -32,7 +32,10 @@ def describe_base(model: nn.Module, *, timm_kwargs: dict | None = None) -> dict:
         return {"_hfmm_library": "torch", "architecture": arch[0], "kwargs": arch[1]}
     pcfg = getattr(model, "pretrained_cfg", None)
     if pcfg and pcfg.get("architecture"):
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
         kwargs = {"num_classes": getattr(model, "num_classes", None)}
+        if first_conv is not None:
+            kwargs["in_chans"] = first_conv.in_channels
         kwargs.update(timm_kwargs or getattr(model, "_hfmm_timm_kwargs", {}) or {})
         return {"_hfmm_library": "timm", "architecture": pcfg["architecture"], "model_kwargs": kwargs}
     raise ModelLoadError(f"cannot describe {type(model).__name__} for rebuilding: use a transformers or timm model, "
@@ -52,7 +55,8 @@ def _rebuild(cfg: dict) -> nn.Module:
     if lib == "timm":
         import timm
 
-        return timm.create_model(cfg["architecture"], pretrained=False, **cfg.get("model_kwargs", {}))
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("model_kwargs", {}).items()}
+        return timm.create_model(cfg["architecture"], pretrained=False, **kwargs)
     if lib == "torch":
         return build_architecture(cfg["architecture"], cfg.get("kwargs", {}))
     raise ModelLoadError(f"config.json names no known library ('{lib}'): was this folder written by save_structured?")

@@ -25,6 +25,16 @@ def build_architecture(name: str, kwargs: dict) -> nn.Module:
     return model
 
 
+def timm_model(architecture: str, **kwargs) -> nn.Module:
+    """``timm.create_model(architecture, pretrained=False, **kwargs)`` that remembers its kwargs, so the
+    structured recipe can rebuild it (e.g. a reduced-width ``resnet18`` with ``channels=(16, 32, 64, 128)``)."""
+    import timm
+
+    model = timm.create_model(architecture, pretrained=False, **kwargs)
+    model._hfmm_timm_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    return model
+
+
 class ConvAutoencoder(nn.Module):
     """The paper's case: a conv encoder (two stride-2 convs) and a transposed-conv decoder, sigmoid output."""
 

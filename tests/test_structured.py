@@ -1,0 +1,235 @@
+"""Structured, component-aware pruning: groups, masked-dense equivalence, sparsity, floor, round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from hf_mixmatch.errors import ConfigError, MetricFloorError, ModelLoadError
+from hf_mixmatch.structured import (
+    SearchConfig,
+    build_architecture,
+    classification_task,
+    component_of,
+    count_params,
+    describe_base,
+    find_groups,
+    load_structured,
+    prune_physical,
+    reconstruction_task,
+    save_structured,
+    structured_prune,
+    timm_model,
+)
+from hf_mixmatch.structured.gates import GateHooks, masks_from_removed
+from hf_mixmatch.structured.groups import expected_params
+
+
+def _ae():
+    torch.manual_seed(0)
+    return build_architecture("conv_autoencoder", {"widths": [8, 16], "latent": 4}).eval()
+
+
+def _hf_resnet():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1],
+                       num_labels=5, layer_type="basic")
+    return ResNetForImageClassification(cfg).eval()
+
+
+def _hf_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=32, num_labels=5)
+    return ViTForImageClassification(cfg).eval()
+
+
+def _timm_resnet():
+    torch.manual_seed(0)
+    return timm_model("resnet18", num_classes=5, in_chans=1, channels=(8, 16, 16, 16), stem_width=8).eval()
+
+
+def _out(y):
+    return y.logits if hasattr(y, "logits") else y
+
+
+def _random_removed(plan, seed=0, share=0.5):
+    g = torch.Generator().manual_seed(seed)
+    removed = {}
+    for grp in plan.prunable:
+        n = max(1, int(grp.size * share))
+        removed[grp.index] = sorted(torch.randperm(grp.size, generator=g)[:n].tolist())
+    return removed
+
+
+# ------------------------------------------------------------------------------------------- components
+
+
+def test_derived_groups_never_cross_components_and_latent_is_kept():
+    ae = _ae()
+    plan = find_groups(ae, torch.rand(1, 1, 8, 8))
+    assert plan.components == {"encoder": ["encoder"], "decoder": ["decoder"]}
+    for g in plan.prunable:
+        assert {component_of(m, plan.components) for m in g.members} == {g.component}
+    latent = [g for g in plan.groups if g.root == "encoder.6"]
+    assert len(latent) == 1 and not latent[0].prunable and "spans" in latent[0].reason
+    # the output conv (image channels) is ignored, so no group is rooted at it
+    assert "decoder.9" in plan.ignored and all(g.root != "decoder.9" for g in plan.groups)
+
+
+@pytest.mark.parametrize("components", [
+    ["s0=*stages.0*", "s1=*stages.1*", "s2=*stages.2*"],
+    ["s0=re:.*stages\\.0\\..*", "rest=re:.*"],
+])
+def test_user_components_split_groups(components):
+    m = _hf_resnet()
+    plan = find_groups(m, torch.randn(1, 1, 16, 16), components=components)
+    assert plan.prunable, "intra-block channels must stay prunable"
+    for g in plan.groups:
+        comps = {component_of(n, plan.components) for n in g.members}
+        assert g.prunable == (len(comps) == 1 and g.size >= 2)
+    # with one component per stage, the stage-to-stage residual streams are not pruned
+    if len(components) == 3:
+        assert all(not g.prunable for g in plan.groups if "shortcut" in g.root)
+
+
+def test_bad_component_spec():
+    with pytest.raises(ConfigError, match="NAME=PATTERN"):
+        find_groups(_ae(), torch.rand(1, 1, 8, 8), components=["enc="])
+
+
+# --------------------------------------------------------------------------------- masked-dense equality
+
+
+@pytest.mark.parametrize("factory,shape", [(_ae, (4, 1, 8, 8)), (_hf_resnet, (4, 1, 16, 16)), (_hf_vit, (4, 1, 8, 8))])
+def test_pruned_forward_equals_masked_dense(factory, shape):
+    model = factory()
+    x = torch.rand(shape)
+    plan = find_groups(model, x[:1])
+    removed = _random_removed(plan)
+    pruned, _ = prune_physical(model, plan, removed)
+    with torch.no_grad():
+        dense = _out(model(x))
+        with GateHooks(model, plan) as gates:
+            gates.values = masks_from_removed(plan, removed)
+            masked = _out(model(x))
+        small = _out(pruned(x))
+    assert count_params(pruned) < count_params(model)
+    assert not torch.allclose(dense, masked, atol=1e-4)  # the removal changed something ...
+    torch.testing.assert_close(small, masked, atol=1e-5, rtol=1e-4)  # ... exactly what the gates did
+    # the expected-parameter formula used by the searches matches the real count
+    keeps = masks_from_removed(plan, removed)
+    assert int(round(float(expected_params(plan, keeps, count_params(model))))) == count_params(pruned)
+
+
+def test_vit_mlp_units_and_heads_pruned_without_breaking_forward():
+    vit = _hf_vit()
+    x = torch.rand(3, 1, 8, 8)
+    plan = find_groups(vit, x[:1])
+    kinds = {g.root.rsplit(".", 1)[-1]: g.kind for g in plan.prunable}
+    assert kinds.get("fc1") == "channels"
+    assert "heads" in kinds.values()
+    removed = _random_removed(plan, share=0.5)
+    pruned, part = prune_physical(vit, plan, removed)
+    layer = pruned.vit.layers[0]
+    assert layer.mlp.fc1.out_features == 16 and layer.mlp.fc2.in_features == 16
+    assert layer.attention.q_proj.out_features == 8 and layer.attention.num_attention_heads == 2
+    assert pruned.classifier.out_features == 5  # classifier output units untouched
+    assert pruned.vit.embeddings.patch_embeddings.projection.in_channels == 1  # input channels untouched
+    assert _out(pruned(x)).shape == (3, 5)
+
+
+# ------------------------------------------------------------------------------------ searches and floor
+
+
+def _ae_task():
+    torch.manual_seed(1)
+    x = torch.rand(48, 1, 8, 8)
+    return reconstruction_task(TensorDataset(x[:32]), TensorDataset(x[32:]), batch_size=16)
+
+
+@pytest.mark.parametrize("search", ["grid", "gradient"])
+def test_sparsity_within_tolerance_and_floor_respected(search):
+    ae = _ae()
+    task = _ae_task()
+    dense = task.metric(ae)
+    floor = dense - 6.0
+    cfg = SearchConfig(sparsity=0.5, tolerance=0.02, metric_floor=floor, search=search, steps=8)
+    res = structured_prune(ae, task, example=torch.rand(1, 1, 8, 8), config=cfg)
+    achieved = 1 - count_params(res.model) / count_params(ae)
+    assert abs(achieved - 0.5) <= 0.02
+    assert res.recipe["achieved_sparsity"] == pytest.approx(achieved)
+    assert res.winner.method == search and res.winner.metric >= floor
+    assert task.metric(res.model) == pytest.approx(res.winner.metric, abs=1e-4)
+    assert res.baseline is not None and abs(res.baseline.sparsity - 0.5) <= 0.02
+
+
+def test_impossible_floor_raises_metric_floor_error():
+    ae = _ae()
+    task = _ae_task()
+    cfg = SearchConfig(sparsity=0.6, metric_floor=task.metric(ae) + 20.0, search="both", steps=4)
+    with pytest.raises(MetricFloorError, match="lower sparsity or a lower metric floor"):
+        structured_prune(ae, task, example=torch.rand(1, 1, 8, 8), config=cfg, with_baseline=False)
+
+
+def test_classifier_search_keeps_output_units():
+    m = _hf_resnet()
+    torch.manual_seed(2)
+    x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 5, (32,))
+    task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=16)
+    res = structured_prune(m, task, example=x[:1], config=SearchConfig(sparsity=0.3, steps=4), with_baseline=False)
+    assert res.model.classifier[1].out_features == 5
+    assert res.model.resnet.embedder.embedder.convolution.in_channels == 1
+    assert set(res.recipe["search"]) == {"grid", "gradient"} and res.recipe["winner"] in {"grid", "gradient"}
+
+
+@pytest.mark.parametrize("bad", [dict(sparsity=1.2), dict(tolerance=0.0), dict(search="random")])
+def test_config_validation(bad):
+    with pytest.raises(ConfigError):
+        SearchConfig(**bad)
+
+
+# ------------------------------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("factory,shape", [(_ae, (2, 1, 8, 8)), (_hf_resnet, (2, 1, 16, 16)),
+                                           (_hf_vit, (2, 1, 8, 8)), (_timm_resnet, (2, 1, 32, 32))])
+def test_save_load_round_trip_exact(factory, shape, tmp_path):
+    model = factory()
+    x = torch.rand(shape)
+    plan = find_groups(model, x[:1])
+    pruned, part = prune_physical(model, plan, _random_removed(plan, seed=3))
+    recipe = {"example_shape": list(plan.example_shape), **part}
+    out = save_structured(pruned, recipe, describe_base(model), tmp_path / "m")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "structured.json"]
+    assert json.loads((out / "structured.json").read_text())["history"]
+    loaded = load_structured(out)
+    for (k, a), (k2, b) in zip(pruned.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and a.shape == b.shape
+    with torch.no_grad():
+        assert torch.equal(_out(pruned(x)), _out(loaded(x)))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="save_structured"):
+        load_structured(tmp_path)
+    ae = _ae()
+    plan = find_groups(ae, torch.rand(1, 1, 8, 8))
+    pruned, part = prune_physical(ae, plan, _random_removed(plan))
+    save_structured(pruned, {"example_shape": [1, 1, 8, 8], **part}, describe_base(ae), tmp_path / "a")
+    from hf_mixmatch.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match="overwrite"):
+        save_structured(pruned, {"example_shape": [1, 1, 8, 8], **part}, describe_base(ae), tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["kwargs"]["widths"] = [8, 32]  # another base: replayed shapes no longer fit the weights
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError):
+        load_structured(tmp_path / "a")
