@@ -172,11 +172,14 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def _accelerator(accelerator):
+    """The caller's Accelerator, or a new one. Under torchrun on a machine without a GPU, accelerate only
+    goes multi-process with ``cpu=True`` (gloo), so ask for it there."""
     if accelerator is not None:
         return accelerator
     from accelerate import Accelerator
 
-    return Accelerator()
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=multi and not torch.cuda.is_available())
 
 
 def run_mixmatch(

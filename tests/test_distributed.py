@@ -29,7 +29,7 @@ def test_two_processes_equal_one(tmp_path, image_dataset):
     env.pop("RANK", None)
     _run([sys.executable, WORKER, str(model_dir), str(image_dataset), str(tmp_path / "one")], env)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    _run([torchrun, "--nproc_per_node", "2", "--master_port", "0", WORKER, str(model_dir), str(image_dataset),
+    _run([torchrun, "--standalone", "--nproc_per_node", "2", WORKER, str(model_dir), str(image_dataset),
           str(tmp_path / "two")], env)
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
