@@ -7,18 +7,19 @@ Whole channels, MLP units and attention heads are removed so models really shrin
 ``prune_physical`` (Torch-Pruning) → ``save_structured`` / ``load_structured`` (safetensors + recipe).
 """
 
+from .cli import add_cli
 from .groups import GroupPlan, StructGroup, component_of, derive_components, find_groups, parse_components
 from .io import describe_base, load_structured, save_structured
 from .measure import count_flops, count_params, latency_ms, measure
-from .prune import StructuredResult, prune_physical, replay, structured_prune
+from .prune import StructuredResult, finetune, prune_physical, replay, structured_prune
 from .reference import ConvAutoencoder, build_architecture, register_architecture, timm_model
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task
 
 __all__ = [
-    "ConvAutoencoder", "GroupPlan", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
+    "ConvAutoencoder", "GroupPlan", "add_cli", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
     "accuracy", "build_architecture", "classification_task", "count_flops", "count_params", "derive_components",
-    "component_of", "describe_base", "find_groups", "gradient_search", "grid_search", "l1_baseline", "latency_ms",
+    "component_of", "describe_base", "find_groups", "finetune", "gradient_search", "grid_search", "l1_baseline", "latency_ms",
     "load_structured", "measure", "parse_components", "prune_physical", "psnr", "reconstruction_task",
     "register_architecture", "replay", "timm_model", "save_structured", "structured_prune",
 ]

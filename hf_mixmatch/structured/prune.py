@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import MetricFloorError
+from ..errors import ConfigError, MetricFloorError
 from .groups import GroupPlan, build_graph, find_groups, unit_channels
 from .measure import count_params
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
@@ -72,6 +72,27 @@ def replay(model: nn.Module, recipe: dict) -> nn.Module:
     return model
 
 
+def finetune(model: nn.Module, task: Task, *, steps: int, lr: float = 1e-3, seed: int = 0) -> nn.Module:
+    """A few Adam steps of ``task.loss`` over ``task.batches()`` on all weights (in place); eval mode after."""
+    if steps <= 0:
+        return model.eval()
+    if task.loss is None or task.batches is None:
+        raise ConfigError("fine-tuning needs a loss and calibration batches: give Task(loss=..., batches=...)")
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    done = 0
+    while done < steps:
+        for batch in task.batches():
+            if done >= steps:
+                break
+            opt.zero_grad()
+            task.loss(model, batch).backward()
+            opt.step()
+            done += 1
+    return model.eval()
+
+
 def structured_prune(
     model: nn.Module,
     task: Task,
@@ -105,12 +126,16 @@ def structured_prune(
             f"no search removed {cfg.sparsity:.2f} ± {cfg.tolerance:.2f} of the parameters ({got}); "
             "the prunable groups are too few: use finer components, a lower sparsity or a larger tolerance")
     winner = max(feasible, key=lambda s: s.metric)
-    if cfg.metric_floor is not None and not (winner.metric >= cfg.metric_floor):
-        raise MetricFloorError(
-            f"the best {task.name} at {cfg.sparsity:.0%} parameters removed is {winner.metric:.4f} "
-            f"({winner.method} search; dense {dense_metric:.4f}), below the floor {cfg.metric_floor}: "
-            "try a lower sparsity or a lower metric floor")
     pruned, part = prune_physical(model, plan, winner.removed)
+    final_metric = winner.metric
+    if cfg.finetune_steps:
+        finetune(pruned, task, steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=cfg.seed)
+        final_metric = float(task.metric(pruned))
+    if cfg.metric_floor is not None and not (final_metric >= cfg.metric_floor):
+        raise MetricFloorError(
+            f"the best {task.name} at {cfg.sparsity:.0%} parameters removed is {final_metric:.4f} "
+            f"({winner.method} search{', fine-tuned' if cfg.finetune_steps else ''}; dense {dense_metric:.4f}), "
+            f"below the floor {cfg.metric_floor}: try a lower sparsity or a lower metric floor")
     achieved = 1.0 - count_params(pruned) / total
     recipe = {
         "format": "hf_mixmatch.structured/1",
@@ -121,7 +146,9 @@ def structured_prune(
         "metric_name": task.name,
         "metric_floor": cfg.metric_floor,
         "dense_metric": dense_metric,
-        "metric": winner.metric,
+        "metric": final_metric,
+        "metric_before_finetune": winner.metric,
+        "finetune_steps": cfg.finetune_steps,
         "search": {s.method: {"metric": s.metric, "sparsity": s.sparsity, "seconds": s.seconds}
                    for s in selections},
         "winner": winner.method,

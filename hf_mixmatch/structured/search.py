@@ -35,6 +35,8 @@ class SearchConfig:
     steps: int = 150
     lr: float = 0.1
     penalty: float = 20.0
+    finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
+    finetune_lr: float = 1e-3
     seed: int = 0
 
     def __post_init__(self):
@@ -46,8 +48,8 @@ class SearchConfig:
             raise ConfigError(f"search must be grid, gradient or both, got '{self.search}'")
         if not 0.0 < self.max_unit_ratio < 1.0:
             raise ConfigError(f"max_unit_ratio must be in (0, 1), got {self.max_unit_ratio}")
-        if self.steps < 1 or self.lr <= 0:
-            raise ConfigError("steps must be >= 1 and lr > 0")
+        if self.steps < 1 or self.lr <= 0 or self.finetune_steps < 0:
+            raise ConfigError("steps must be >= 1, lr > 0 and finetune_steps >= 0")
 
 
 @dataclass
