@@ -233,3 +233,29 @@ def test_load_errors(tmp_path):
     (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError):
         load_structured(tmp_path / "a")
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
+    from hf_mixmatch.cli import main
+
+    out = tmp_path / "run"
+    argv = ["structured", "default", "--dataset", "default", "--sparsity", "0.5", "--tolerance", "0.02",
+            "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "2",
+            "--output-dir", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    for key in ("dense", "pruned"):
+        assert set(res[key]["latency_ms"]) == {"b1", "b32"}
+        assert res[key]["params"] > 0 and res[key]["flops"] > 0 and 0.0 <= res[key]["accuracy"] <= 1.0
+    assert abs(1 - res["pruned"]["params"] / res["dense"]["params"] - 0.5) <= 0.02
+    assert res["pruned"]["flops"] < res["dense"]["flops"]
+    loaded = load_structured(out / "model")
+    assert count_params(loaded) == res["pruned"]["params"]
+    # an existing folder needs --overwrite; an impossible floor is a one-line error, exit code 2
+    assert main(argv) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite", "--metric-floor", "1.01"]) == 2
+    assert "lower metric floor" in capsys.readouterr().err

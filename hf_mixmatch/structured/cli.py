@@ -33,6 +33,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
                    help="components as module-name globs (or re:REGEX); default: stem / stages / head")
+    p.add_argument("--latency-runs", type=int, default=20, help="timed CPU runs per batch size (median reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
@@ -67,10 +68,10 @@ def run_cli(args) -> int:
     example = data.calib.tensors[0][:1]
     task = classification_task(data.calib, data.eval)
     base_cfg = describe_base(model)
-    dense_stats = measure(model, tuple(example.shape))
+    dense_stats = measure(model, tuple(example.shape), runs=args.latency_runs)
     dense_acc = evaluate(model, data.eval, batch_size=64)
     res = structured_prune(model, task, example=example, config=cfg, components=args.components)
-    pruned_stats = measure(res.model, tuple(example.shape))
+    pruned_stats = measure(res.model, tuple(example.shape), runs=args.latency_runs)
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
     res.recipe.update(base_model=loaded.source, dataset=str(args.dataset), preprocess=loaded.preprocess.to_dict())
     save_structured(res.model, res.recipe, base_cfg, out / "model")
