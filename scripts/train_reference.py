@@ -52,7 +52,7 @@ class Recipe:
 RECIPES = {
     "swin": Recipe(epochs=4, train_samples=20000, lr=2e-3),
     "vit": Recipe(epochs=4, train_samples=20000, lr=2e-3),
-    "resnet": Recipe(epochs=4, train_samples=30000, lr=3e-3),
+    "resnet": Recipe(epochs=4, train_samples=20000, lr=3e-3),
 }
 
 
