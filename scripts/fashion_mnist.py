@@ -36,7 +36,8 @@ class FashionMnistNotFound(FileNotFoundError):
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one (optionally gzipped) idx file: magic ``00 00 <dtype> <ndim>``, big-endian uint32 dims, data."""
     path = Path(path)
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an idx file (bad magic {raw[:4].hex()})")
     ndim = raw[3]
