@@ -83,6 +83,9 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--finetune-samples", type=int, default=2048,
                    help="training-split samples for fine-tuning (10%% held out for early stopping)")
     p.add_argument("--revision", help="model revision on the Hub")
+    p.add_argument("--storage", choices=("dense", "compact"), default="dense",
+                   help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
+                        "compact (bitmask + nonzero values, shrinks with sparsity; load with hf_mixmatch.from_pretrained)")
     p.add_argument("--push-to", metavar="NAMESPACE", help="after the run, push the saved variants to this Hub namespace")
     p.add_argument("--private", action="store_true", help="with --push-to: create private repos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -101,7 +104,7 @@ def cmd_prune(args) -> int:
         revision=args.revision, progress=not args.quiet, baselines=args.baselines,
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples,
+        finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

@@ -232,6 +232,11 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
         return out
     if token is None and get_token() is None:
         raise HubError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then rerun push.")
+    if (run_dir / "report.md").is_file():
+        # a pipeline run: put each variant's repo id into its card (load snippets) and the family report
+        from .report import write_report
+
+        write_report(run_dir, results, repos={v["id"]: repo for v, _, repo in plan})
 
     pushed: list[PushRecord] = []
     first_error: HubError | None = None

@@ -180,6 +180,8 @@ def load_model(
             loaded.source_dir = str(path)
         else:
             loaded = _load_transformers(str(path), revision=None, local_dir=path)
+    elif src.startswith(("/", "./", "../", "~", ".\\")) or src.count("/") > 1 or os.sep in src and os.sep != "/":
+        raise ModelLoadError(f"model folder '{src}' does not exist: check the path (or pass a Hub id org/name)")
     elif src.startswith(("timm/", "hf-hub:")):
         loaded = _load_timm(src if src.startswith("hf-hub:") else f"hf-hub:{src}", preprocess_override=preprocess)
     elif "/" in src or _looks_like_hub_id(src):
@@ -203,9 +205,14 @@ def _load_from_hub(repo_id: str, *, revision: str | None, preprocess: Preprocess
 
     try:
         cfg_path = hf_hub_download(repo_id, "config.json", revision=revision)
+    except LocalEntryNotFoundError as exc:  # offline / unreachable and not cached (subclass of EntryNotFound)
+        raise ModelLoadError(
+            f"model '{repo_id}' is not a local folder and could not be fetched from the Hub"
+            " (offline or not cached): check the id/path, or download it first with network access"
+        ) from exc
     except (RepositoryNotFoundError, EntryNotFoundError) as exc:
         raise ModelLoadError(f"model '{repo_id}' not found on the Hub (or has no config.json): check the id") from exc
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+    except (HfHubHTTPError, OSError) as exc:
         raise ModelLoadError(
             f"model '{repo_id}' is not a local folder and could not be fetched from the Hub"
             " (offline or not cached): check the id/path, or download it first with network access"

@@ -67,6 +67,7 @@ class PruneConfig:
     finetune_patience: int = 3
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
+    storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
 
     @property
     def finetune(self) -> bool:
@@ -98,6 +99,8 @@ class PruneConfig:
         bad = [b for b in self.baselines if b not in ALLOCATORS]
         if bad:
             raise ConfigError(f"unknown baseline(s) {bad}: choose from {sorted(ALLOCATORS)}")
+        if self.storage not in ("dense", "compact"):
+            raise ConfigError(f"storage must be 'dense' or 'compact', got '{self.storage}'")
         if self.baseline_match not in ("pareto", "all"):
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
@@ -301,7 +304,7 @@ def run_mixmatch(
             else:
                 apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
             rel = f"variants/{vid}"
-            save_variant(loaded, out / rel, recipe=variant_recipe(results, v, layers))
+            save_variant(loaded, out / rel, recipe=variant_recipe(results, v, layers), storage=config.storage)
             if finetuner is not None:
                 finetuner.restore()
             else:
@@ -427,6 +430,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "layers": variant["layers"],
         "target_layers": variant["target_layers"],
         "roles": {layer.name: layer.role for layer in layers},
+        "numel": {layer.name: layer.numel for layer in layers},
         "ranges": results["ranges"]["ranges"],
         "range_source": results["ranges"]["source"],
         "range_targets": list(results["config"]["range_targets"]),
@@ -448,13 +452,17 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
     }
 
 
-def save_variant(loaded: LoadedModel, path: Path, *, recipe: dict) -> None:
+def save_variant(loaded: LoadedModel, path: Path, *, recipe: dict, storage: str = "dense") -> None:
     """Write a variant folder in Hub layout; written to a temp dir first, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         loaded.save_pretrained(tmp)
         (tmp / "mixmatch.json").write_text(json.dumps(recipe, indent=1))
+        if storage == "compact":
+            from .storage import compact_variant
+
+            compact_variant(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -71,6 +71,12 @@ def test_not_an_image_classifier(tmp_path):
 def test_embedded_default_reads_size_from_the_image_processor():
     # ResNet configs have no image_size: the size must come from preprocessor_config.json (a SizeDict in
     # transformers >= 5), not from a 224 fallback
+    import json
+
+    from hf_mixmatch.models import DEFAULT_MODEL_DIR
+
+    cfg = json.loads((DEFAULT_MODEL_DIR / "preprocessor_config.json").read_text())
     lm = load_model("default")
-    assert lm.preprocess.size == (32, 32) and lm.preprocess.mean == (0.2, 0.2, 0.2)
+    assert lm.preprocess.size == (cfg["size"]["height"], cfg["size"]["width"]) == (32, 32)
+    assert lm.preprocess.mean == tuple(cfg["image_mean"]) and lm.preprocess.std == tuple(cfg["image_std"])
     assert lm.library == "transformers" and lm.num_labels == 10
