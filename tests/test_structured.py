@@ -259,3 +259,21 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite", "--metric-floor", "1.01"]) == 2
     assert "lower metric floor" in capsys.readouterr().err
+
+
+def test_swin_mlp_units_pruned_heads_kept_dense():
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(0)
+    swin = SwinForImageClassification(SwinConfig(image_size=16, patch_size=2, num_channels=1, embed_dim=8,
+                                                 depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5)).eval()
+    x = torch.rand(2, 1, 16, 16)
+    plan = find_groups(swin, x[:1])
+    assert {g.root.rsplit(".", 1)[-1] for g in plan.prunable} == {"fc1"}
+    assert all("relative_position" in g.reason for g in plan.groups if g.kind == "heads")
+    removed = _random_removed(plan)
+    pruned, _ = prune_physical(swin, plan, removed)
+    assert pruned.swin.encoder.layers[0].blocks[0].mlp.fc1.out_features == 16
+    with torch.no_grad(), GateHooks(swin, plan) as gates:
+        gates.values = masks_from_removed(plan, removed)
+        torch.testing.assert_close(pruned(x).logits, swin(x).logits, atol=1e-5, rtol=1e-4)

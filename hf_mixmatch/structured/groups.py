@@ -225,6 +225,9 @@ def find_groups(
         hw = _head_width(parent)
         if hw and size % hw == 0 and size // hw > 1 and any(n.endswith(("q_proj", "query")) for n in members):
             width, kind = hw, "heads"
+            per_head = [n for n, _ in parent.named_parameters() if "relative_position" in n]
+            if per_head and not reason:  # e.g. Swin's bias table: one column per head, outside the DepGraph group
+                reason = f"per-head parameters outside the group ({per_head[0]}): heads not pruned"
         units = size // width
         if units < 2 and not reason:
             reason = "fewer than 2 units"
