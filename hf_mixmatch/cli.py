@@ -148,13 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prune_parser(sub)
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # a part of the package not installed in this build
-            continue
-        add = getattr(module, "add_cli", None)
-        if add is not None:
-            add(sub)
+        importlib.import_module(name).add_cli(sub)
     return parser
 
 

@@ -429,7 +429,7 @@ def _cmd_download(args) -> int:
 def add_cli(subparsers) -> None:
     """Register the ``push``, ``search`` and ``download`` subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("push", help="push every saved variant of a run to the Hub")
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output dir of `hf-mixmatch prune`")
     p.add_argument("--namespace", required=True, help="Hub user or organization to push to")
     p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--only-pareto", action="store_true", help="push only the Pareto-optimal variants")
@@ -437,19 +437,19 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_push)
 
     s = subparsers.add_parser("search", help="find published hf-mixmatch variants")
-    s.add_argument("--base-model", default=None)
-    s.add_argument("--author", default=None)
-    s.add_argument("--min-accuracy", type=float, default=None)
-    s.add_argument("--min-sparsity", type=float, default=None)
-    s.add_argument("--sort", choices=("accuracy", "sparsity"), default="accuracy")
-    s.add_argument("--limit", type=int, default=100)
+    s.add_argument("--base-model", default=None, help="only variants of this base model (Hub id)")
+    s.add_argument("--author", default=None, help="only repos of this user or organization")
+    s.add_argument("--min-accuracy", type=float, default=None, help="minimum top-1 accuracy (0-1) claimed by the card")
+    s.add_argument("--min-sparsity", type=float, default=None, help="minimum sparsity (0-1) claimed by the card")
+    s.add_argument("--sort", choices=("accuracy", "sparsity"), default="accuracy", help="sort key, descending")
+    s.add_argument("--limit", type=int, default=100, help="at most this many results")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_search)
 
     d = subparsers.add_parser("download", help="download a published variant (safetensors only)")
-    d.add_argument("repo", metavar="REPO")
-    d.add_argument("--revision", default=None)
-    d.add_argument("--local-dir", default=None, type=Path)
+    d.add_argument("repo", metavar="REPO", help="Hub repo id of the variant")
+    d.add_argument("--revision", default=None, help="branch, tag or commit")
+    d.add_argument("--local-dir", default=None, type=Path, help="save here instead of the HF cache")
     d.set_defaults(func=_cmd_download)
 
 
