@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ("global_magnitude", "uniform", "uniform_plus", "erk", "lamp", "snip", "grasp", "rd")
 SHORT = {"global_magnitude": "MAG", "uniform": "uniform", "uniform_plus": "uniform+", "erk": "ERK", "lamp": "LAMP",
          "snip": "SNIP", "grasp": "GraSP", "rd": "RD/DP", "mixmatch": "M&M"}
-BANDS = ((0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0))
+BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0))
 FIXED_TARGETS = (0.5, 0.7, 0.9)
 
 
@@ -55,51 +55,126 @@ def parse_args(argv=None):
     p.add_argument("--models-dir", default=str(ROOT / "reference_models"))
     p.add_argument("--dataset", default=str(ROOT / "data" / "fashion_mnist"))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--ranges", default="observed,preset",
+    p.add_argument("--ranges", default="observed",
                    help="comma list of range sources; each gives 3 x 10 variants, their union is the M&M family")
     p.add_argument("--range-targets", default="0.7,0.8,0.9", help="global targets of the observed ranges")
     p.add_argument("--baselines", default=",".join(BASELINES))
-    p.add_argument("--baseline-match", default="all", choices=("all", "pareto"))
-    p.add_argument("--calib-samples", type=int, default=256)
-    p.add_argument("--eval-samples", type=int, default=2000)
+    p.add_argument("--baseline-match", default="pareto", choices=("all", "pareto"))
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--finetune-steps", type=int, default=60, help="same budget for every fine-tuned model; 0: skip")
+    p.add_argument("--finetune-steps", type=int, default=30, help="same budget for every fine-tuned model; 0: skip")
     p.add_argument("--finetune-lr", type=float, default=1e-4)
-    p.add_argument("--finetune-samples", type=int, default=2048)
-    p.add_argument("--rd-grid-step", type=float, default=0.02)
+    p.add_argument("--finetune-samples", type=int, default=1024)
+    p.add_argument("--finetune-batch-size", type=int, default=32)
+    p.add_argument("--ft-bands", default="0.4-0.5",
+                   help="sparsity bands to fine-tune in: '0.4-0.5' (all models) or 'swin:0.4-0.5,resnet:0.6-0.7'")
+    p.add_argument("--rd-calib", type=int, default=64, help="calibration images for the RD/DP distortion curves")
+    p.add_argument("--fixed-methods", default="rd,lamp,global_magnitude")
+    p.add_argument("--rd-grid-step", type=float, default=0.05)
     p.add_argument("--fixed-targets", default=",".join(f"{t:g}" for t in FIXED_TARGETS))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_quality"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "BENCHMARKS_quality.md"))
     p.add_argument("--img-dir", default=str(ROOT / "docs" / "img"))
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    p.add_argument("--quick", action="store_true", help="1 seed, 1000 eval images, 30 fine-tune steps, observed ranges only")
+    p.add_argument("--quick", action="store_true", help="1 seed, 1000 eval images, 20 fine-tune steps, RD grid 0.1 on 32 images")
     p.add_argument("--report-only", action="store_true", help="rebuild the doc and plots from summary.json")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds if "--seeds" in (argv or sys.argv) else "0"
         args.eval_samples = min(args.eval_samples, 1000)
-        args.finetune_steps = min(args.finetune_steps, 30)
-        if "--ranges" not in (argv or sys.argv):
-            args.ranges = "observed"
+        args.finetune_steps = min(args.finetune_steps, 20)
+        args.rd_grid_step = max(args.rd_grid_step, 0.1)
+        args.rd_calib = min(args.rd_calib, 32)
     args.models = [m for m in args.models.split(",") if m]
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
     args.ranges = [r for r in args.ranges.split(",") if r]
     args.range_targets = tuple(float(t) for t in args.range_targets.split(","))
     args.baselines = tuple(b for b in args.baselines.split(",") if b)
     args.fixed_targets = tuple(float(t) for t in args.fixed_targets.split(","))
+    args.fixed_methods = tuple(m for m in args.fixed_methods.split(",") if m)
     return args
 
 
 def _slim(row: dict) -> dict:
-    keep = ("id", "method", "signal", "strategy", "matched_to", "sparsity", "accuracy", "oneshot", "same_as", "rank_by")
-    out = {k: row[k] for k in keep if k in row}
-    if "finetune" in row:
-        out["finetune_steps"] = row["finetune"].get("steps")
-        out["sparsity_after"] = row["finetune"].get("sparsity_after")
-    return out
+    keep = ("id", "method", "signal", "strategy", "matched_to", "sparsity", "accuracy", "oneshot", "same_as", "rank_by",
+            "finetune_steps", "sparsity_after")
+    return {k: row[k] for k in keep if k in row}
 
 
-def _run(args, model_dir: Path, data, seed: int, ranges: str, *, finetune: bool, out: Path, acc) -> dict:
+class Bench:
+    """One reference model and one seed: model, layers, data, scores, RD curves; evaluate and fine-tune allocations."""
+
+    def __init__(self, args, model_dir: Path, data, seed: int, run_dir: Path):
+        from hf_mixmatch.layers import list_prunable, weights_of
+        from hf_mixmatch.masks import WeightStash
+        from hf_mixmatch.models import load_model
+
+        self.args, self.data, self.seed, self.run_dir = args, data, seed, run_dir
+        self.loaded = load_model(str(model_dir))
+        self.model = self.loaded.model.eval()
+        self.layers = list_prunable(self.model, num_labels=self.loaded.num_labels)
+        self.weights = weights_of(self.model, self.layers)
+        self.stash = WeightStash(self.model, self.layers)
+        self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.scores = None
+        self.rd = None
+
+    def load_scores(self, path: Path) -> None:
+        from hf_mixmatch.signals import load_scores
+
+        self.scores = load_scores(path)
+
+    def prepare_rd(self) -> float:
+        """RD/DP distortion curves on the first --rd-calib calibration images (cached in the run dir)."""
+        from hf_mixmatch.allocators import ALLOCATORS
+        from hf_mixmatch.rd import default_grid
+
+        t0 = time.perf_counter()
+        x = self.data.calib.tensors[0][: self.args.rd_calib]
+        self.rd = ALLOCATORS["rd"].prepare(self.model, x, grid=default_grid(self.args.rd_grid_step), reduction="mean",
+                                           cache_dir=self.run_dir, batch_size=self.args.batch_size, layers=self.layers)
+        return time.perf_counter() - t0
+
+    def allocate(self, method: str, target: float):
+        from hf_mixmatch.allocators import ALLOCATORS
+
+        fn = self.rd if method == "rd" else ALLOCATORS[method]
+        return fn(weights=self.weights, layers=self.layers, target=target, scores=self.scores)
+
+    def measure(self, sparsities: dict, rank_by: str) -> dict:
+        from hf_mixmatch.evaluate import evaluate
+        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
+
+        apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        sp, per_layer = measure_sparsity(self.model, self.layers)
+        accuracy = evaluate(self.model, self.data.eval, batch_size=self.args.batch_size)["accuracy"]
+        self.stash.restore()
+        return {"sparsity": sp, "accuracy": accuracy, "layers": per_layer}
+
+    def finetune(self, sparsities: dict, rank_by: str) -> dict:
+        """Fine-tune one allocation (masks exact), evaluate, put every parameter back."""
+        from torch.utils.data import TensorDataset
+
+        from hf_mixmatch.evaluate import evaluate
+        from hf_mixmatch.finetune import finetune
+        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
+
+        x, y = self.data.train.tensors
+        n_val = max(1, len(x) // 10)
+        apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        sp0, _ = measure_sparsity(self.model, self.layers)
+        res = finetune(self.model, self.layers, TensorDataset(x[n_val:], y[n_val:]), TensorDataset(x[:n_val], y[:n_val]),
+                       steps=self.args.finetune_steps, lr=self.args.finetune_lr, patience=3,
+                       batch_size=self.args.finetune_batch_size, seed=self.seed, progress=False)
+        sp1, _ = measure_sparsity(self.model, self.layers)
+        accuracy = evaluate(self.model, self.data.eval, batch_size=self.args.batch_size)["accuracy"]
+        self.model.load_state_dict(self.state)
+        return {"accuracy": accuracy, "sparsity": sp1, "sparsity_before": sp0, "steps": res.steps,
+                "best_step": res.best_step}
+
+
+def _run(args, model_dir: Path, data, seed: int, ranges: str, *, out: Path, acc) -> dict:
     import hf_mixmatch.pipeline as pipeline
     from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
 
@@ -108,62 +183,29 @@ def _run(args, model_dir: Path, data, seed: int, ranges: str, *, finetune: bool,
         model=str(model_dir), dataset=args.dataset, output_dir=str(out), ranges=ranges,
         range_targets=args.range_targets, calib_samples=args.calib_samples, eval_samples=args.eval_samples,
         batch_size=args.batch_size, seed=seed, save="none", overwrite=True, progress=False,
-        baselines=args.baselines, baseline_match=("pareto" if finetune else args.baseline_match),
-        rd_grid_step=args.rd_grid_step, finetune_steps=(args.finetune_steps if finetune else None),
-        finetune_lr=args.finetune_lr, finetune_samples=args.finetune_samples,
+        baselines=tuple(b for b in args.baselines if b != "rd"), baseline_match=args.baseline_match,
     )
     t0 = time.perf_counter()
     res = run_mixmatch(cfg, data=data, accelerator=acc).results
     wall = time.perf_counter() - t0
-    variants = [_slim(v) for v in res["variants"] if "same_as" not in v]
+    variants = [v for v in res["variants"] if "same_as" not in v]
     for v in variants:
         v["ranges"] = ranges
-    return {
-        "ranges": ranges, "pareto": res["pareto"], "variants": variants,
-        "baselines": [_slim(b) for b in res.get("baselines", [])], "timings": res["timings"], "wall_s": wall,
-        "range_table": res["ranges"],
-    }
+    return {"ranges": ranges, "pareto": res["pareto"], "variants": variants, "baselines": res.get("baselines", []),
+            "timings": res["timings"], "wall_s": wall, "range_table": res["ranges"]}
 
 
-def _fixed_targets(args, model_dir: Path, data, seed: int, cache_dir: Path) -> dict:
-    """RD/DP vs LAMP (and every other baseline) at fixed global targets, one-shot, via the allocators."""
-    from hf_mixmatch.allocators import ALLOCATORS
-    from hf_mixmatch.errors import ConfigError
-    from hf_mixmatch.evaluate import evaluate
-    from hf_mixmatch.layers import list_prunable, weights_of
-    from hf_mixmatch.masks import WeightStash, apply_sparsities, measure_sparsity
-    from hf_mixmatch.models import load_model
-    from hf_mixmatch.rd import default_grid
-    from hf_mixmatch.signals import compute_scores
-
-    loaded = load_model(str(model_dir))
-    model = loaded.model.eval()
-    layers = list_prunable(model, num_labels=loaded.num_labels)
-    t0 = time.perf_counter()
-    scores = compute_scores(model, layers, data.calib, signals=("magnitude", "snip", "grasp"),
-                            batch_size=args.batch_size, progress=False)
-    rd = ALLOCATORS["rd"].prepare(model, data.calib.tensors[0], grid=default_grid(args.rd_grid_step), reduction="mean",
-                                  cache_dir=cache_dir, batch_size=args.batch_size, layers=layers)
-    weights = weights_of(model, layers)
-    stash = WeightStash(model, layers)
-    rows = []
-    for target in args.fixed_targets:
-        for method in args.baselines:
-            try:
-                alloc = (rd if method == "rd" else ALLOCATORS[method])(weights=weights, layers=layers, target=target,
-                                                                        scores=scores)
-            except ConfigError as err:  # e.g. uniform+ cannot reach 90% when the dense first layer is large
-                rows.append({"method": method, "target": target, "error": str(err)})
-                continue
-            apply_sparsities(model, layers, alloc.sparsities, scores[alloc.rank_by])
-            sp, per_layer = measure_sparsity(model, layers)
-            accuracy = evaluate(model, data.eval, batch_size=args.batch_size)["accuracy"]
-            stash.restore()
-            emptied = sorted(n for n, s in per_layer.items() if s >= 0.999)
-            rows.append({"method": method, "target": target, "sparsity": sp, "accuracy": accuracy,
-                         "layers": {n: round(s, 4) for n, s in per_layer.items()}, "emptied": emptied})
-    return {"rows": rows, "wall_s": time.perf_counter() - t0,
-            "layer_info": {layer.name: {"role": layer.role, "stage": layer.stage, "numel": layer.numel} for layer in layers}}
+def _parse_bands(spec: str, models: list[str]) -> dict:
+    """"0.4-0.5" (every model) or "swin:0.4-0.5,resnet:0.6-0.7"."""
+    out = {}
+    for part in spec.split(","):
+        if not part:
+            continue
+        name, _, rng = part.rpartition(":")
+        lo, hi = (float(v) for v in rng.split("-"))
+        for m in ([name] if name else models):
+            out.setdefault(m, []).append((lo, hi))
+    return out
 
 
 def run_all(args) -> dict:
@@ -176,6 +218,7 @@ def run_all(args) -> dict:
     torch.set_num_threads(args.threads)
     acc = Accelerator(cpu=True)
     runs_dir = Path(args.runs_dir)
+    ft_bands = _parse_bands(args.ft_bands, args.models)
     summary = {"command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                "args": {k: v for k, v in vars(args).items()}, "models": {},
                "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
@@ -187,30 +230,98 @@ def run_all(args) -> dict:
         # the evaluation subset is fixed across seeds (chosen with seed 0)
         eval_data = load_data(args.dataset, loaded.preprocess, calib_samples=8, eval_samples=args.eval_samples,
                               seed=0, num_labels=loaded.num_labels).eval
-        m = {"path": str(model_dir), "seeds": {}, "dense": None}
+        m = {"path": str(model_dir), "seeds": {}, "dense": None, "train_log": _train_log(model_dir)}
+        summary["models"][name] = m
         for seed in args.seeds:
+            t_seed = time.perf_counter()
             data = load_data(args.dataset, loaded.preprocess, calib_samples=args.calib_samples, eval_samples=8,
                              seed=seed, num_labels=loaded.num_labels,
                              train_samples=args.finetune_samples if args.finetune_steps else None)
             data.eval = eval_data
-            s = {"oneshot": [], "finetuned": []}
+            s = {"oneshot": [], "finetuned": [], "timings": {}}
             for ranges in args.ranges:
                 tag = ranges.replace(":", "_").replace("/", "_")
-                r = _run(args, model_dir, data, seed, ranges, finetune=False, out=runs_dir / name / f"s{seed}" / f"oneshot_{tag}", acc=acc)
+                out = runs_dir / name / f"s{seed}" / tag
+                r = _run(args, model_dir, data, seed, ranges, out=out, acc=acc)
+                bench = Bench(args, model_dir, data, seed, out)
+                bench.load_scores(out / "scores.safetensors")
+                if m["dense"] is None:
+                    from hf_mixmatch.evaluate import evaluate
+
+                    m["dense"] = evaluate(bench.model, data.eval, batch_size=args.batch_size)["accuracy"]
+                # RD/DP at the sparsity of every matched variant (curves on --rd-calib images)
+                if "rd" in args.baselines:
+                    s["timings"]["rd_curves_s"] = bench.prepare_rd()
+                    t0 = time.perf_counter()
+                    matched = sorted({b["matched_to"] for b in r["baselines"]}) or list(r["pareto"])
+                    by_id = {v["id"]: v for v in r["variants"]}
+                    for vid in matched:
+                        alloc = bench.allocate("rd", by_id[vid]["sparsity"])
+                        row = bench.measure(alloc.sparsities, alloc.rank_by)
+                        r["baselines"].append({"id": f"rd@{vid}", "method": "rd", "matched_to": vid, "rank_by": "magnitude",
+                                               "target_layers": alloc.sparsities, **row})
+                    s["timings"]["rd_matched_s"] = time.perf_counter() - t0
                 print(f"[{name} seed {seed} {ranges}] one-shot: {len(r['variants'])} variants, "
-                      f"{len(r['baselines'])} baseline evals, {r['wall_s']:.0f}s {_fmt_t(r['timings'])}", flush=True)
+                      f"{len(r['baselines'])} baseline evals, {r['wall_s']:.0f}s {_fmt_t(r['timings'])} "
+                      f"{_fmt_t(s['timings'])}", flush=True)
+                r["layer_info"] = {la.name: {"role": la.role, "stage": la.stage, "numel": la.numel} for la in bench.layers}
                 s["oneshot"].append(r)
-                if args.finetune_steps:
-                    r = _run(args, model_dir, data, seed, ranges, finetune=True, out=runs_dir / name / f"s{seed}" / f"ft_{tag}", acc=acc)
-                    print(f"[{name} seed {seed} {ranges}] fine-tuned: {len(r['pareto'])} front + "
-                          f"{len(r['baselines'])} baselines, {r['wall_s']:.0f}s {_fmt_t(r['timings'])}", flush=True)
-                    s["finetuned"].append(r)
-            dense = _dense(loaded_dir=model_dir, data=data, args=args)
-            m["dense"] = dense
-            s["fixed"] = _fixed_targets(args, model_dir, data, seed, runs_dir / name / f"s{seed}" / f"oneshot_{args.ranges[0].replace(':', '_')}")
-            print(f"[{name} seed {seed}] fixed targets: {s['fixed']['wall_s']:.0f}s", flush=True)
+            # fine-tuning: in each chosen band, the best one-shot M&M variant (over range sources) + every baseline
+            # matched to it, with the same budget
+            if args.finetune_steps:
+                t0 = time.perf_counter()
+                for band in ft_bands.get(name, []):
+                    best, best_run = None, None
+                    for r in s["oneshot"]:
+                        for v in r["variants"]:
+                            if v["id"] in r["pareto"] and band[0] <= v["sparsity"] < band[1] and \
+                                    (best is None or v["accuracy"] > best["accuracy"]):
+                                best, best_run = v, r
+                    if best is None:
+                        print(f"[{name} seed {seed}] no front variant in band {band}: nothing fine-tuned", flush=True)
+                        continue
+                    bench = Bench(args, model_dir, data, seed, runs_dir / name / f"s{seed}")
+                    bench.load_scores(runs_dir / name / f"s{seed}" / best_run["ranges"].replace(":", "_") / "scores.safetensors")
+                    ft = {"band": list(band), "ranges": best_run["ranges"], "pareto": [best["id"]], "variants": [], "baselines": []}
+                    res = bench.finetune(best["target_layers"], best["signal"])
+                    ft["variants"].append({**_slim(best), "oneshot": {"accuracy": best["accuracy"]}, **res})
+                    for b in best_run["baselines"]:
+                        if b["matched_to"] == best["id"]:
+                            res = bench.finetune(b["target_layers"], b["rank_by"])
+                            ft["baselines"].append({**_slim(b), "oneshot": {"accuracy": b["accuracy"]}, **res})
+                    s["finetuned"].append(ft)
+                s["timings"]["finetune_s"] = time.perf_counter() - t0
+                print(f"[{name} seed {seed}] fine-tuned {sum(1 + len(f['baselines']) for f in s['finetuned'])} models "
+                      f"in {s['timings']['finetune_s']:.0f}s", flush=True)
+            # RD/DP vs LAMP (and more) at fixed global targets, one-shot
+            t0 = time.perf_counter()
+            bench = Bench(args, model_dir, data, seed, runs_dir / name / f"s{seed}" / args.ranges[0].replace(":", "_"))
+            bench.load_scores(bench.run_dir / "scores.safetensors")
+            if "rd" in args.fixed_methods:
+                bench.prepare_rd()
+            rows = []
+            from hf_mixmatch.errors import ConfigError
+
+            for target in args.fixed_targets:
+                for method in args.fixed_methods:
+                    try:
+                        alloc = bench.allocate(method, target)
+                    except ConfigError as err:
+                        rows.append({"method": method, "target": target, "error": str(err)})
+                        continue
+                    row = bench.measure(alloc.sparsities, alloc.rank_by)
+                    row["emptied"] = sorted(n for n, v in row["layers"].items() if v >= 0.999)
+                    rows.append({"method": method, "target": target, **row})
+            s["fixed"] = {"rows": rows, "wall_s": time.perf_counter() - t0}
+            s["timings"]["fixed_s"] = time.perf_counter() - t0
+            s["timings"]["seed_s"] = time.perf_counter() - t_seed
+            # keep the summary small: drop per-layer dicts of the runs
+            for r in s["oneshot"]:
+                r["variants"] = [{**_slim(v), "ranges": r["ranges"], "target_layers": v["target_layers"]} for v in r["variants"]]
+                r["baselines"] = [_slim(b) for b in r["baselines"]]
+            print(f"[{name} seed {seed}] fixed targets {s['timings']['fixed_s']:.0f}s; seed total "
+                  f"{s['timings']['seed_s']:.0f}s", flush=True)
             m["seeds"][str(seed)] = s
-            summary["models"][name] = m
             summary["wall_s"] = time.perf_counter() - t_all
             _write_json(runs_dir / "summary.json", summary)
     summary["wall_s"] = time.perf_counter() - t_all
@@ -218,16 +329,16 @@ def run_all(args) -> dict:
     return summary
 
 
+def _train_log(model_dir: Path) -> dict | None:
+    p = model_dir / "train_log.json"
+    if not p.is_file():
+        return None
+    log = json.loads(p.read_text())
+    return {k: log.get(k) for k in ("arch", "epochs", "train_samples", "test_accuracy", "params", "wall_s", "seed")}
+
+
 def _fmt_t(t: dict) -> str:
     return " ".join(f"{k[:-2]}={v:.0f}s" for k, v in t.items() if k.endswith("_s") and isinstance(v, float))
-
-
-def _dense(*, loaded_dir: Path, data, args) -> float:
-    from hf_mixmatch.evaluate import evaluate
-    from hf_mixmatch.models import load_model
-
-    model = load_model(str(loaded_dir)).model.eval()
-    return evaluate(model, data.eval, batch_size=args.batch_size)["accuracy"]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -304,7 +415,12 @@ def band_table(model: dict, mode: str, methods: tuple[str, ...]) -> dict:
     return dict(sorted(table.items()))
 
 
+def _finite(xs):
+    return [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+
+
 def _ms(xs: list[float]) -> str:
+    xs = _finite(xs)
     if not xs:
         return "–"
     if len(xs) == 1:
@@ -313,10 +429,12 @@ def _ms(xs: list[float]) -> str:
 
 
 def _mean(xs):
+    xs = _finite(xs)
     return statistics.mean(xs) if xs else float("nan")
 
 
 def _std(xs):
+    xs = _finite(xs)
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
@@ -423,7 +541,7 @@ def plot_model(name: str, model: dict, methods: tuple[str, ...], path: Path) -> 
         ax.axhline(dense, color="black", ls="--", lw=0.8, label=f"dense {dense:.1f}%")
         ax.set_xlabel("sparsity (% of prunable weights)")
         ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title(f"{name}: {'one-shot' if mode == 'oneshot' else 'fine-tuned (front + matched baselines)'}")
+        ax.set_title(f"{name}: {'one-shot' if mode == 'oneshot' else 'fine-tuned (best M&M in band + matched baselines)'}")
         lo = min([100 * p["accuracy"] for s in model["seeds"].values() for p in _mm_points(s[mode], mode == "finetuned")],
                  default=0)
         ax.set_ylim(max(0, min(lo, dense) - 15), dense + 3)
@@ -451,12 +569,15 @@ def write_doc(summary: dict, args) -> str:
     L.append(f"- Mix-and-Match family: 3 signals × 10 strategies per range source; range sources: "
              f"{', '.join('`' + r + '`' for r in summary['args']['ranges'])} (observed targets "
              f"{summary['args']['range_targets']}). Baselines: {', '.join(SHORT[m] for m in methods)}, each evaluated "
-             f"at the measured sparsity of {'every' if summary['args']['baseline_match'] == 'all' else 'every Pareto'} "
-             f"M&M variant (one-shot) and of every Pareto variant (fine-tuned).")
+             f"at the measured sparsity of {'every' if summary['args']['baseline_match'] == 'all' else 'every Pareto-front'} "
+             f"M&M variant (one-shot; RD/DP curves on {summary['args']['rd_calib']} calibration images, grid step "
+             f"{summary['args']['rd_grid_step']}).")
     if summary["args"]["finetune_steps"]:
-        L.append(f"- Fine-tuning: {summary['args']['finetune_steps']} AdamW steps, lr {summary['args']['finetune_lr']}, "
-                 f"batch 64, {summary['args']['finetune_samples']} training images (10% held out for early stopping), "
-                 f"masks exact; the same budget for M&M and every baseline.")
+        L.append(f"- Fine-tuning (CPU budget): in each band of `--ft-bands` ({summary['args']['ft_bands']}), the best "
+                 f"one-shot M&M front variant and every baseline matched to it get the same budget: "
+                 f"{summary['args']['finetune_steps']} AdamW steps, lr {summary['args']['finetune_lr']}, batch "
+                 f"{summary['args']['finetune_batch_size']}, {summary['args']['finetune_samples']} training images (10% "
+                 f"held out for early stopping / best-step restore), masks exact (sparsity checked after).")
     L.append(f"- Wall time: {summary.get('wall_s', 0) / 60:.1f} min on {summary['machine']['threads']} CPU threads "
              f"(torch {summary['machine']['torch']}).")
     L.append("- *Best M&M* in a band = the most accurate M&M variant (of the front, when fine-tuned) whose sparsity "
