@@ -92,8 +92,23 @@ def add_prune_parser(subparsers) -> None:
     p.set_defaults(func=cmd_prune)
 
 
+def quiet_progress() -> None:
+    """Silence the progress bars of hf_mixmatch and the libraries it drives."""
+    os.environ["HF_MIXMATCH_NO_PROGRESS"] = "1"
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def cmd_prune(args) -> int:
     from .pipeline import PruneConfig, run_mixmatch
+
+    if args.quiet:
+        quiet_progress()
 
     config = PruneConfig(
         model=args.model, dataset=args.dataset, output_dir=args.output_dir, signals=args.signals,
