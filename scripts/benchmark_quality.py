@@ -44,6 +44,7 @@ SHORT = {"global_magnitude": "MAG", "uniform": "uniform", "uniform_plus": "unifo
          "snip": "SNIP", "grasp": "GraSP", "rd": "RD/DP", "mixmatch": "M&M"}
 BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0))
 FIXED_TARGETS = (0.5, 0.7, 0.9)
+NOTES_MARKER = "<!-- analysis: hand-written, kept when the tables above are regenerated -->"
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -299,6 +300,10 @@ def run_all(args) -> dict:
             bench.load_scores(bench.run_dir / "scores.safetensors")
             if "rd" in args.fixed_methods:
                 bench.prepare_rd()
+                grid = [float(g) for g in bench.rd.grid]
+                s["rd_sensitivity"] = {
+                    la: {f"{a:g}": float(c[min(range(len(grid)), key=lambda i: abs(grid[i] - a))]) for a in (0.5, 0.7, 0.9)}
+                    for la, c in bench.rd.curves.items()}
             rows = []
             from hf_mixmatch.errors import ConfigError
 
@@ -630,6 +635,7 @@ def write_doc(summary: dict, args) -> str:
         for target, d in sorted(ft["drops"].items()):
             diff = [a - b for a, b in zip(d.get("rd", []), d.get("lamp", []))]
             L.append(f"| {target * 100:.0f}% | " + " | ".join(_ms(d.get(m, [])) for m in methods) + f" | {_ms(diff)} |")
+        L.extend(sensitivity_lines(model))
         emptied = {k: v for k, v in ft["emptied"].items() if v}
         if emptied:
             L.append("\nLayers pruned to 100% (first seed): " + "; ".join(
@@ -638,6 +644,30 @@ def write_doc(summary: dict, args) -> str:
         L.append("")
     L.append(targets_section(summary, methods, n_eval))
     return "\n".join(L) + "\n"
+
+
+def sensitivity_lines(model: dict) -> list[str]:
+    """Which layers break first: RD distortion of pruning one layer alone, vs how hard MAG/LAMP prune it."""
+    seed0 = next(iter(model["seeds"].values()))
+    sens = seed0.get("rd_sensitivity")
+    if not sens:
+        return []
+    info = seed0["oneshot"][0].get("layer_info", {})
+    rows = {(r["method"], r["target"]): r for r in seed0["fixed"]["rows"] if "error" not in r}
+    top = sorted(sens, key=lambda n: -sens[n]["0.5"])[:6]
+    L = ["", "Most sensitive layers (RD distortion of the logits when only that layer is pruned by magnitude, first "
+         "seed), and the sparsity MAG / LAMP / RD give them at 50% and 70% overall:", "",
+         "| layer | role | weights | D(50%) | D(90%) | MAG@50 | LAMP@50 | RD@50 | MAG@70 | LAMP@70 | RD@70 |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n in top:
+        cells = [f"`{n}`", info.get(n, {}).get("role", "?"), str(info.get(n, {}).get("numel", "?")),
+                 f"{sens[n]['0.5']:.3g}", f"{sens[n]['0.9']:.3g}"]
+        for t in (0.5, 0.7):
+            for mth in ("global_magnitude", "lamp", "rd"):
+                r = rows.get((mth, t))
+                cells.append(f"{100 * r['layers'][n]:.0f}%" if r and n in r.get("layers", {}) else "–")
+        L.append("| " + " | ".join(cells) + " |")
+    return L
 
 
 def targets_section(summary: dict, methods, n_eval: int) -> str:
@@ -691,6 +721,9 @@ def main(argv=None) -> int:
     for name, model in summary["models"].items():
         plot_model(name, model, methods, Path(args.img_dir) / f"quality_{name}.png")
     doc = write_doc(summary, args)
+    old = Path(args.doc).read_text() if Path(args.doc).is_file() else ""
+    if NOTES_MARKER in old:  # hand-written analysis below the marker survives a regeneration
+        doc += "\n" + old[old.index(NOTES_MARKER):]
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
     Path(args.doc).write_text(doc)
     print(f"wrote {args.doc} ({summary.get('wall_s', 0) / 60:.1f} min)")
