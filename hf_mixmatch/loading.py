@@ -223,6 +223,82 @@ def _check_sparsity(measured: float, card: dict, recipe: dict | None, where: str
                 "files were altered or mixed up: re-download the variant, or pass check_sparsity=False to load anyway")
 
 
+STRUCTURED_RECIPE = "structured.json"
+
+
+def is_structured(folder: Path) -> bool:
+    """A folder written by ``hf-mixmatch structured`` (``structured.json`` next to the weights)."""
+    return (Path(folder) / STRUCTURED_RECIPE).is_file()
+
+
+def _structured_card_claims(folder: Path) -> dict:
+    """The ``hf_mixmatch`` block and model-index metric of a structured model's ``README.md`` ({} if none)."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    from huggingface_hub import ModelCard
+
+    try:
+        data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
+    except Exception as exc:  # noqa: BLE001 - a broken card is a failed claim, say so
+        raise ModelLoadError(f"cannot parse {readme}: {exc}: re-download the model") from exc
+    block = data.get("hf_mixmatch") if isinstance(data.get("hf_mixmatch"), dict) else {}
+    claims = {k: v for k, v in block.items() if v is not None}
+    top1, top5 = _model_index_accuracy(data.get("model-index"))
+    if top1 is not None:
+        claims["accuracy"] = top1
+    if top5 is not None:
+        claims["top5"] = top5
+    return claims
+
+
+def structured_claims(folder: Path, recipe: dict) -> dict:
+    """Claims of a structured model: the card's ``hf_mixmatch`` block and model-index, completed from
+    ``structured.json`` (``params``, ``params_dense``, ``sparsity`` = share of parameters removed, metric)."""
+    claims = _structured_card_claims(folder)
+    fallback = {"method": "structured", "params": recipe.get("params"), "params_dense": recipe.get("params_dense"),
+                "sparsity": recipe.get("achieved_sparsity"), "metric_name": recipe.get("metric_name"),
+                "metric": recipe.get("metric"), "metric_dense": recipe.get("dense_metric")}
+    for k, v in fallback.items():
+        if k not in claims and v is not None:
+            claims[k] = v
+    return claims
+
+
+def _check_structured_params(model: nn.Module, recipe: dict, folder: Path, where: str) -> None:
+    """Parameter count (and share removed) of the loaded model against the card and ``structured.json``."""
+    params = sum(p.numel() for p in model.parameters())
+    card = _structured_card_claims(folder)
+    for source, value in (("card", card.get("params")), (STRUCTURED_RECIPE, recipe.get("params"))):
+        if value is not None and int(value) != params:
+            raise SparsityMismatchError(
+                f"{where}: the structured model has {params:,} parameters but its {source} claims {int(value):,}; the "
+                "files were altered or mixed up: re-download the model, or pass check_sparsity=False to load anyway")
+    for source, claim in (("card", card), (STRUCTURED_RECIPE, {"sparsity": recipe.get("achieved_sparsity"),
+                                                               "params_dense": recipe.get("params_dense")})):
+        dense, value = claim.get("params_dense"), claim.get("sparsity")
+        if dense and value is not None and abs(float(value) - (1.0 - params / int(dense))) > SPARSITY_TOLERANCE:
+            raise SparsityMismatchError(
+                f"{where}: {1.0 - params / int(dense):.6f} of the {int(dense):,} dense parameters are removed but "
+                f"its {source} claims {float(value):.6f}: re-download the model, or pass check_sparsity=False")
+
+
+def _load_structured_folder(folder: Path, where: str, check: bool) -> nn.Module:
+    from .structured.io import load_structured
+
+    recipe = _read_json(folder / STRUCTURED_RECIPE) or {}
+    cfg = _read_json(folder / "config.json") or {}
+    model = load_structured(folder)
+    claims = structured_claims(folder, recipe)
+    if check:
+        _check_structured_params(model, recipe, folder, where)
+    model.mixmatch_recipe = recipe
+    model.mixmatch_claims = claims
+    model.mixmatch_library = cfg.get("_hfmm_library") or recipe.get("library")
+    model.mixmatch_dir = str(folder)
+    return model
+
+
 def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None,
                     check_sparsity: bool = True) -> nn.Module:
     """Load a variant (local folder or Hub repo) as its transformers / timm model, dense or compact storage.
@@ -231,8 +307,14 @@ def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None 
     and ``model.mixmatch_library``. Raises ``UnsafeWeightsError`` for pickle-only repos and, unless
     ``check_sparsity=False``, ``SparsityMismatchError`` when the weights' sparsity differs from a claim
     by more than 1e-4.
+
+    Structured models (a ``structured.json`` in the folder, written by ``hf-mixmatch structured``) are
+    rebuilt with their smaller shapes (``hf_mixmatch.structured.load_structured``); for them the check is
+    that the parameter count (and share removed) equals the card's and the recipe's claim.
     """
     folder = resolve_variant_dir(repo_id_or_path, revision=revision, token=token)
+    if is_structured(folder):
+        return _load_structured_folder(folder, str(repo_id_or_path), check_sparsity)
     model, library = build_model(folder)
     recipe = _read_json(folder / "mixmatch.json")
     card = card_claims(folder)

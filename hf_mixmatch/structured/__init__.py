@@ -10,7 +10,7 @@ Whole channels, MLP units and attention heads are removed so models really shrin
 from .cli import add_cli
 from .groups import GroupPlan, StructGroup, component_of, derive_components, find_groups, parse_components
 from .io import describe_base, load_structured, save_structured
-from .measure import count_flops, count_params, latency_ms, measure
+from .measure import count_flops, count_params, latency_interleaved, latency_ms, measure, measure_many
 from .prune import StructuredResult, finetune, prune_physical, replay, structured_prune
 from .reference import ConvAutoencoder, build_architecture, register_architecture, timm_model
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
@@ -20,6 +20,6 @@ __all__ = [
     "ConvAutoencoder", "GroupPlan", "add_cli", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
     "accuracy", "build_architecture", "classification_task", "count_flops", "count_params", "derive_components",
     "component_of", "describe_base", "find_groups", "finetune", "gradient_search", "grid_search", "l1_baseline", "latency_ms",
-    "load_structured", "measure", "parse_components", "prune_physical", "psnr", "reconstruction_task",
+    "latency_interleaved", "load_structured", "measure", "measure_many", "parse_components", "prune_physical", "psnr", "reconstruction_task",
     "register_architecture", "replay", "timm_model", "save_structured", "structured_prune",
 ]

@@ -33,11 +33,19 @@ def add_cli(subparsers) -> None:
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
                    help="components as module-name globs (or re:REGEX); default: stem / stages / head")
-    p.add_argument("--latency-runs", type=int, default=20, help="timed CPU runs per batch size (median reported)")
+    p.add_argument("--latency-runs", type=int, default=30,
+                   help="rounds of CPU timing per batch size, dense and pruned in turn (median reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_cli)
+
+
+def _timm_pretrained_cfg(model) -> dict:
+    pcfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    for key in ("hf_hub_id", "url", "file", "source", "hf_hub_filename", "tag", "state_dict"):
+        pcfg.pop(key, None)
+    return json.loads(json.dumps(pcfg, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))
 
 
 def run_cli(args) -> int:
@@ -45,7 +53,9 @@ def run_cli(args) -> int:
     from ..evaluate import evaluate
     from ..models import load_model
     from .io import describe_base, save_structured
-    from .measure import measure
+    from .measure import measure_many
+    from .. import __version__
+    from ..card import write_structured_card
     from .prune import structured_prune
     from .search import SearchConfig
     from .tasks import classification_task
@@ -68,17 +78,30 @@ def run_cli(args) -> int:
     example = data.calib.tensors[0][:1]
     task = classification_task(data.calib, data.eval)
     base_cfg = describe_base(model)
-    dense_stats = measure(model, tuple(example.shape), runs=args.latency_runs)
     dense_acc = evaluate(model, data.eval, batch_size=64)
     res = structured_prune(model, task, example=example, config=cfg, components=args.components)
-    pruned_stats = measure(res.model, tuple(example.shape), runs=args.latency_runs)
+    # dense and pruned timed in turn, so load on a shared machine hits both alike
+    stats = measure_many({"dense": model, "pruned": res.model}, tuple(example.shape), runs=args.latency_runs)
+    dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
-    res.recipe.update(base_model=loaded.source, dataset=str(args.dataset), preprocess=loaded.preprocess.to_dict())
-    save_structured(res.model, res.recipe, base_cfg, out / "model")
+    options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "calib_split", "eval_split",
+                                             "calib_samples", "eval_samples", "seed", "components")}
+    res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
+                      library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
+                      hf_mixmatch_version=__version__)
+    if loaded.library == "timm":  # timm's preprocessing travels in config.json, as for timm's own checkpoints
+        base_cfg["pretrained_cfg"] = _timm_pretrained_cfg(model)
+    model_dir = save_structured(res.model, res.recipe, base_cfg, out / "model")
+    if loaded.library == "transformers":
+        loaded._copy_or_write_processor(model_dir)  # preprocessor_config.json
     results = {
         "model": loaded.source,
+        "library": loaded.library,
+        "license": loaded.license,
         "dataset": str(args.dataset),
         "eval_split": data.eval_split,
+        "eval_samples": len(data.eval),
+        "metric_name": "accuracy",
         "target_sparsity": cfg.sparsity,
         "achieved_sparsity": res.recipe["achieved_sparsity"],
         "winner": res.recipe["winner"],
@@ -89,6 +112,7 @@ def run_cli(args) -> int:
         "model_dir": str(out / "model"),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_structured_card(model_dir, results, res.recipe)
     print(f"removed {results['achieved_sparsity']:.1%} of the parameters ({res.recipe['winner']} search): "
           f"accuracy {dense_acc['accuracy']:.4f} -> {pruned_acc['accuracy']:.4f}, "
           f"b32 latency {dense_stats['latency_ms']['b32']:.1f} -> {pruned_stats['latency_ms']['b32']:.1f} ms; "

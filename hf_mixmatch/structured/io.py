@@ -56,6 +56,8 @@ def _rebuild(cfg: dict) -> nn.Module:
         import timm
 
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("model_kwargs", {}).items()}
+        if cfg.get("pretrained_cfg"):  # preprocessing (mean/std/input size) travels with the model
+            kwargs["pretrained_cfg"] = dict(cfg["pretrained_cfg"])
         return timm.create_model(cfg["architecture"], pretrained=False, **kwargs)
     if lib == "torch":
         return build_architecture(cfg["architecture"], cfg.get("kwargs", {}))

@@ -50,9 +50,13 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(total // example.shape[0]) if example.shape[0] else 0
 
 
-def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, runs: int = 20, warmup: int = 3,
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, runs: int = 20, warmup: int = 10,
                threads: int | None = None) -> float:
-    """Median wall time (ms) of ``runs`` CPU forward passes at ``batch`` after ``warmup`` passes."""
+    """Median wall time (ms) of ``runs`` CPU forward passes at ``batch`` after ``warmup`` passes.
+
+    To compare models, prefer :func:`latency_interleaved`: timing one model after the other lets load on a
+    shared machine change between them.
+    """
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -70,6 +74,42 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, ru
         return float(statistics.median(times))
     finally:
         torch.set_num_threads(old)
+
+
+def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, batch: int, runs: int = 30,
+                        warmup: int = 10, threads: int | None = None) -> dict[str, float]:
+    """Median wall time (ms) per model of ``runs`` CPU forward passes at ``batch``, the models timed in turn
+    (A B C A B C ...) after ``warmup`` passes each, so a change of machine load hits every model alike."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        x = torch.randn(batch, *input_shape[1:])
+        times: dict[str, list[float]] = {name: [] for name in models}
+        with torch.inference_mode():
+            for m in models.values():
+                m.eval()
+                for _ in range(warmup):
+                    m(x)
+            for _ in range(runs):
+                for name, m in models.items():
+                    t = time.perf_counter()
+                    m(x)
+                    times[name].append((time.perf_counter() - t) * 1000.0)
+        return {name: float(statistics.median(ts)) for name, ts in times.items()}
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_many(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, runs: int = 30,
+                 threads: int | None = None) -> dict[str, dict]:
+    """:func:`measure` for several models (e.g. dense and pruned) with interleaved latency timing."""
+    example = torch.randn(1, *input_shape[1:])
+    lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, threads=threads) for b in (1, 32)}
+    return {name: {"params": count_params(m), "flops": count_flops(m, example),
+                   "latency_ms": {"b1": lat[1][name], "b32": lat[32][name]},
+                   "threads": threads or torch.get_num_threads(), "latency_runs": runs}
+            for name, m in models.items()}
 
 
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, runs: int = 20, threads: int | None = None) -> dict:

@@ -143,6 +143,8 @@ def structured_prune(
         "target_sparsity": cfg.sparsity,
         "tolerance": cfg.tolerance,
         "achieved_sparsity": achieved,
+        "params": count_params(pruned),
+        "params_dense": total,
         "metric_name": task.name,
         "metric_floor": cfg.metric_floor,
         "dense_metric": dense_metric,
