@@ -69,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--finetune-samples", type=int, default=1024)
     p.add_argument("--finetune-batch-size", type=int, default=32)
     p.add_argument("--ft-bands", default="0.4-0.5",
-                   help="sparsity bands to fine-tune in: '0.4-0.5' (all models) or 'swin:0.4-0.5,resnet:0.6-0.7'")
+                   help="sparsity bands to fine-tune in: '0.4-0.5' (all models), 'swin:0.4-0.5,resnet:auto' (auto: the band "
+                        "of the median-sparsity front variant)")
     p.add_argument("--rd-calib", type=int, default=64, help="calibration images for the RD/DP distortion curves")
     p.add_argument("--fixed-methods", default="rd,lamp,global_magnitude")
     p.add_argument("--rd-grid-step", type=float, default=0.05)
@@ -203,9 +204,9 @@ def _parse_bands(spec: str, models: list[str]) -> dict:
         if not part:
             continue
         name, _, rng = part.rpartition(":")
-        lo, hi = (float(v) for v in rng.split("-"))
+        band = "auto" if rng == "auto" else tuple(float(v) for v in rng.split("-"))
         for m in ([name] if name else models):
-            out.setdefault(m, []).append((lo, hi))
+            out.setdefault(m, []).append(band)
     return out
 
 
@@ -273,6 +274,11 @@ def run_all(args) -> dict:
             if args.finetune_steps:
                 t0 = time.perf_counter()
                 for band in ft_bands.get(name, []):
+                    if band == "auto":  # the band of the median-sparsity front variant
+                        front = sorted(v["sparsity"] for r in s["oneshot"] for v in r["variants"] if v["id"] in r["pareto"])
+                        band = _band_of(front[len(front) // 2]) if front else None
+                        if band is None:
+                            continue
                     best, best_run = None, None
                     for r in s["oneshot"]:
                         for v in r["variants"]:
