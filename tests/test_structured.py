@@ -243,7 +243,7 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
 
     out = tmp_path / "run"
     argv = ["structured", "default", "--dataset", "default", "--sparsity", "0.5", "--tolerance", "0.02",
-            "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "2",
+            "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "1",
             "--output-dir", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
@@ -254,6 +254,16 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert res["pruned"]["flops"] < res["dense"]["flops"]
     loaded = load_structured(out / "model")
     assert count_params(loaded) == res["pruned"]["params"]
+    # the model folder carries its card and preprocessing, and hf_mixmatch.from_pretrained checks the card
+    import hf_mixmatch
+    from huggingface_hub import ModelCard
+
+    assert {"README.md", "preprocessor_config.json", "structured.json"} <= {p.name for p in (out / "model").iterdir()}
+    block = ModelCard.load(out / "model" / "README.md").data.to_dict()["hf_mixmatch"]
+    assert block["params"] == res["pruned"]["params"] and block["flops_dense"] == res["dense"]["flops"]
+    assert block["metric"] == res["pruned"]["accuracy"]
+    again = hf_mixmatch.from_pretrained(out / "model")
+    assert count_params(again) == res["pruned"]["params"] and again.mixmatch_recipe["options"]["search"] == "gradient"
     # an existing folder needs --overwrite; an impossible floor is a one-line error, exit code 2
     assert main(argv) == 2
     assert "overwrite" in capsys.readouterr().err
@@ -277,3 +287,114 @@ def test_swin_mlp_units_pruned_heads_kept_dense():
     with torch.no_grad(), GateHooks(swin, plan) as gates:
         gates.values = masks_from_removed(plan, removed)
         torch.testing.assert_close(pruned(x).logits, swin(x).logits, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------- card and hf_mixmatch.from_pretrained
+
+
+def _saved_with_card(tmp_path, factory=_timm_resnet, shape=(2, 1, 32, 32), base="org/tiny-resnet"):
+    from hf_mixmatch.card import write_structured_card
+
+    model = factory()
+    x = torch.rand(shape)
+    plan = find_groups(model, x[:1])
+    pruned, part = prune_physical(model, plan, _random_removed(plan, seed=5))
+    dense_n, n = count_params(model), count_params(pruned)
+    recipe = {"example_shape": list(plan.example_shape), **part, "params": n, "params_dense": dense_n,
+              "achieved_sparsity": 1 - n / dense_n, "target_sparsity": 0.5, "winner": "gradient",
+              "search": {"gradient": {"metric": 0.8, "sparsity": 1 - n / dense_n, "seconds": 1.0}},
+              "metric_name": "accuracy", "base_model": base, "dataset": "org/data",
+              "groups": [{"root": g.root, "kind": g.kind, "units": g.size, "components": g.components,
+                          "prunable": g.prunable, "removed": _random_removed(plan, seed=5).get(g.index, [])}
+                         for g in plan.groups]}
+    out = save_structured(pruned, recipe, describe_base(model), tmp_path / "m")
+    results = {"model": base, "library": "timm", "dataset": "org/data", "eval_split": "test", "eval_samples": 64,
+               "target_sparsity": 0.5, "achieved_sparsity": 1 - n / dense_n, "winner": "gradient",
+               "metric_name": "accuracy", "metric_floor": 0.5,
+               "dense": {"params": dense_n, "flops": 1000, "latency_ms": {"b1": 2.0, "b32": 20.0}, "accuracy": 0.9,
+                         "top5": 1.0},
+               "pruned": {"params": n, "flops": 600, "latency_ms": {"b1": 1.5, "b32": 12.0}, "accuracy": 0.8,
+                          "top5": 0.95, "threads": 1, "latency_runs": 30}}
+    write_structured_card(out, results, recipe)
+    return model, pruned, out, x
+
+
+def test_structured_card_metadata_and_body(tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, pruned, out, _ = _saved_with_card(tmp_path)
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["base_model"] == "org/tiny-resnet" and data["library_name"] == "timm"
+    assert data["pipeline_tag"] == "image-classification"
+    assert {"pruned", "structured", "hf-mixmatch", "structured-pruning"} <= set(data["tags"])
+    block = data["hf_mixmatch"]
+    assert block["method"] == "structured" and block["params"] == count_params(pruned)
+    assert block["sparsity"] == pytest.approx(1 - block["params"] / block["params_dense"])
+    assert block["flops"] == 600 and block["flops_dense"] == 1000
+    assert block["latency_ms"]["pruned"] == {"b1": 1.5, "b32": 12.0} and block["latency_ms"]["dense"]["b32"] == 20.0
+    assert block["search"]["winner"] == "gradient" and block["metric"] == 0.8 and block["metric_dense"] == 0.9
+    metrics = data["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0]["type"] == "accuracy" and metrics[0]["value"] == 0.8
+    body = card.text
+    assert "plain `transformers` / `timm` cannot load" in body and "hf_mixmatch.from_pretrained" in body
+    assert "| parameters |" in body and "0.60×" in body and "structured.json" in body
+    assert "hf-mixmatch structured org/tiny-resnet" in body
+    # a local base is named in the body but never put in base_model
+    from hf_mixmatch.card import structured_card
+
+    recipe = json.loads((out / "structured.json").read_text())
+    local = structured_card({**json.loads(json.dumps({"achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},
+                                                      "pruned": {"params": 1, "flops": 1, "accuracy": 0.5}})),
+                             "model": "/tmp/my-model"}, {**recipe, "base_model": "/tmp/my-model"})
+    assert "base_model" not in local.data.to_dict()
+
+
+def test_from_pretrained_loads_structured_folder_exactly(tmp_path):
+    import hf_mixmatch
+
+    _, pruned, out, x = _saved_with_card(tmp_path)
+    loaded = hf_mixmatch.from_pretrained(out)
+    for (k, a), (k2, b) in zip(pruned.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and a.shape == b.shape and torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(_out(pruned(x)), _out(loaded(x)))
+    assert loaded.mixmatch_recipe == json.loads((out / "structured.json").read_text())
+    assert loaded.mixmatch_claims["params"] == count_params(pruned)
+    assert loaded.mixmatch_claims["method"] == "structured" and loaded.mixmatch_library == "timm"
+    assert not loaded.training
+
+
+def test_timm_preprocessing_travels_in_config(tmp_path):
+    from hf_mixmatch.structured.cli import _timm_pretrained_cfg
+
+    model = _timm_resnet()
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.25,), "std": (0.5,), "input_size": (1, 32, 32)}
+    plan = find_groups(model, torch.rand(1, 1, 32, 32))
+    pruned, part = prune_physical(model, plan, _random_removed(plan))
+    base = {**describe_base(model), "pretrained_cfg": _timm_pretrained_cfg(model)}
+    out = save_structured(pruned, {"example_shape": [1, 1, 32, 32], **part}, base, tmp_path / "t")
+    loaded = load_structured(out)
+    assert tuple(loaded.pretrained_cfg["mean"]) == (0.25,) and tuple(loaded.pretrained_cfg["input_size"]) == (1, 32, 32)
+
+
+def test_from_pretrained_detects_tampered_structured_claims(tmp_path):
+    import hf_mixmatch
+    from huggingface_hub import ModelCard
+
+    from hf_mixmatch.errors import SparsityMismatchError
+
+    _, pruned, out, _ = _saved_with_card(tmp_path)
+    card = ModelCard.load(out / "README.md")
+    card.data.hf_mixmatch["params"] += 1
+    card.save(str(out / "README.md"))
+    with pytest.raises(SparsityMismatchError, match="card claims"):
+        hf_mixmatch.from_pretrained(out)
+    assert count_params(hf_mixmatch.from_pretrained(out, check_sparsity=False)) == count_params(pruned)
+    card.data.hf_mixmatch["params"] -= 1  # card right again, recipe wrong
+    card.save(str(out / "README.md"))
+    recipe = json.loads((out / "structured.json").read_text())
+    recipe["params"] = recipe["params"] - 7
+    (out / "structured.json").write_text(json.dumps(recipe))
+    with pytest.raises(SparsityMismatchError, match="structured.json claims"):
+        hf_mixmatch.from_pretrained(out)

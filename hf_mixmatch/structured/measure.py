@@ -102,10 +102,13 @@ def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ..
 
 
 def measure_many(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, runs: int = 30,
-                 threads: int | None = None) -> dict[str, dict]:
-    """:func:`measure` for several models (e.g. dense and pruned) with interleaved latency timing."""
+                 warmup: int | None = None, threads: int | None = None) -> dict[str, dict]:
+    """:func:`measure` for several models (e.g. dense and pruned) with interleaved latency timing
+    (``warmup`` passes per model and batch size; default ``min(10, runs)``)."""
     example = torch.randn(1, *input_shape[1:])
-    lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, threads=threads) for b in (1, 32)}
+    warm = min(10, runs) if warmup is None else warmup
+    lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, warmup=warm, threads=threads)
+           for b in (1, 32)}
     return {name: {"params": count_params(m), "flops": count_flops(m, example),
                    "latency_ms": {"b1": lat[1][name], "b32": lat[32][name]},
                    "threads": threads or torch.get_num_threads(), "latency_runs": runs}
