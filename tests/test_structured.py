@@ -344,10 +344,10 @@ def test_structured_card_metadata_and_body(tmp_path):
     from hf_mixmatch.card import structured_card
 
     recipe = json.loads((out / "structured.json").read_text())
-    local = structured_card({**json.loads(json.dumps({"achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},
-                                                      "pruned": {"params": 1, "flops": 1, "accuracy": 0.5}})),
-                             "model": "/tmp/my-model"}, {**recipe, "base_model": "/tmp/my-model"})
-    assert "base_model" not in local.data.to_dict()
+    local = structured_card({"model": "/tmp/my-model", "achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},
+                             "pruned": {"params": 1, "flops": 1, "accuracy": 0.5}},
+                            {**recipe, "base_model": "/tmp/my-model"})
+    assert "base_model" not in local.data.to_dict() and "`/tmp/my-model`" in local.text
 
 
 def test_from_pretrained_loads_structured_folder_exactly(tmp_path):
