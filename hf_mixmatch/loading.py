@@ -155,9 +155,9 @@ def build_model(folder: Path) -> tuple[nn.Module, str]:
     return _build_transformers(folder).eval(), "transformers"
 
 
-def card_claims(folder: Path) -> dict:
-    """What ``README.md`` claims: sparsity, signal, strategy (``hf_mixmatch`` block), accuracy and top5
-    (model-index, else the block). Empty when there is no card."""
+def card_claims(folder: Path, keys: tuple[str, ...] | None = ("sparsity", "accuracy", "top5", "signal", "strategy")) -> dict:
+    """What ``README.md`` claims: the ``hf_mixmatch`` block (only ``keys``, or all of it when None), with
+    accuracy and top5 from the model-index when it has them. Empty when there is no card."""
     readme = folder / "README.md"
     if not readme.is_file():
         return {}
@@ -166,9 +166,9 @@ def card_claims(folder: Path) -> dict:
     try:
         data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
     except Exception as exc:  # noqa: BLE001 - a broken card is a failed claim, say so
-        raise ModelLoadError(f"cannot parse {readme}: {exc}: re-download the variant") from exc
+        raise ModelLoadError(f"cannot parse {readme}: {exc}: re-download the model") from exc
     block = data.get("hf_mixmatch") if isinstance(data.get("hf_mixmatch"), dict) else {}
-    claims = {k: block[k] for k in ("sparsity", "accuracy", "top5", "signal", "strategy") if block.get(k) is not None}
+    claims = {k: v for k, v in block.items() if v is not None and (keys is None or k in keys)}
     top1, top5 = _model_index_accuracy(data.get("model-index"))
     if top1 is not None:
         claims["accuracy"] = top1
@@ -231,31 +231,10 @@ def is_structured(folder: Path) -> bool:
     return (Path(folder) / STRUCTURED_RECIPE).is_file()
 
 
-def _structured_card_claims(folder: Path) -> dict:
-    """The ``hf_mixmatch`` block and model-index metric of a structured model's ``README.md`` ({} if none)."""
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return {}
-    from huggingface_hub import ModelCard
-
-    try:
-        data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
-    except Exception as exc:  # noqa: BLE001 - a broken card is a failed claim, say so
-        raise ModelLoadError(f"cannot parse {readme}: {exc}: re-download the model") from exc
-    block = data.get("hf_mixmatch") if isinstance(data.get("hf_mixmatch"), dict) else {}
-    claims = {k: v for k, v in block.items() if v is not None}
-    top1, top5 = _model_index_accuracy(data.get("model-index"))
-    if top1 is not None:
-        claims["accuracy"] = top1
-    if top5 is not None:
-        claims["top5"] = top5
-    return claims
-
-
 def structured_claims(folder: Path, recipe: dict) -> dict:
     """Claims of a structured model: the card's ``hf_mixmatch`` block and model-index, completed from
     ``structured.json`` (``params``, ``params_dense``, ``sparsity`` = share of parameters removed, metric)."""
-    claims = _structured_card_claims(folder)
+    claims = card_claims(folder, keys=None)
     fallback = {"method": "structured", "params": recipe.get("params"), "params_dense": recipe.get("params_dense"),
                 "sparsity": recipe.get("achieved_sparsity"), "metric_name": recipe.get("metric_name"),
                 "metric": recipe.get("metric"), "metric_dense": recipe.get("dense_metric")}
@@ -268,7 +247,7 @@ def structured_claims(folder: Path, recipe: dict) -> dict:
 def _check_structured_params(model: nn.Module, recipe: dict, folder: Path, where: str) -> None:
     """Parameter count (and share removed) of the loaded model against the card and ``structured.json``."""
     params = sum(p.numel() for p in model.parameters())
-    card = _structured_card_claims(folder)
+    card = card_claims(folder, keys=None)
     for source, value in (("card", card.get("params")), (STRUCTURED_RECIPE, recipe.get("params"))):
         if value is not None and int(value) != params:
             raise SparsityMismatchError(
