@@ -380,7 +380,7 @@ def structured_card(results: dict, recipe: dict, *, repo_id: str | None = None):
         "flops": int(pruned["flops"]),
         "flops_dense": int(dense["flops"]),
         "latency_ms": {"dense": dict(dense.get("latency_ms") or {}), "pruned": dict(pruned.get("latency_ms") or {}),
-                       "threads": pruned.get("threads")},
+                       "threads": pruned.get("threads"), "memory_format": pruned.get("memory_format")},
         "search": {"winner": results.get("winner") or recipe.get("winner"),
                    **{k: {kk: v.get(kk) for kk in ("metric", "sparsity", "seconds")} for k, v in searches.items()}},
         "metric_name": metric_name,
@@ -415,7 +415,7 @@ def structured_card(results: dict, recipe: dict, *, repo_id: str | None = None):
         "metric_floor": None if results.get("metric_floor") is None else fmt(results["metric_floor"]),
         "finetune_steps": recipe.get("finetune_steps"), "dataset": dataset, "eval_split": split,
         "eval_samples": results.get("eval_samples"), "threads": pruned.get("threads", "?"),
-        "latency_runs": pruned.get("latency_runs"), "size_rows": size_rows, "component_rows": component_rows,
+        "latency_runs": pruned.get("latency_runs"), "memory_format": pruned.get("memory_format"), "size_rows": size_rows, "component_rows": component_rows,
         "group_rows": group_rows, "n_fixed": fixed, "reproduce": _structured_reproduce(recipe, results),
     }
     return ModelCard.from_template(data, template_path=str(template_path(STRUCTURED_TEMPLATE)), **ctx)

@@ -398,3 +398,18 @@ def test_from_pretrained_detects_tampered_structured_claims(tmp_path):
     (out / "structured.json").write_text(json.dumps(recipe))
     with pytest.raises(SparsityMismatchError, match="structured.json claims"):
         hf_mixmatch.from_pretrained(out)
+
+
+def test_measure_many_interleaved_and_channels_last_leaves_models_alone():
+    from hf_mixmatch.structured import measure_many
+
+    ae = _ae()
+    plan = find_groups(ae, torch.rand(1, 1, 8, 8))
+    pruned, _ = prune_physical(ae, plan, _random_removed(plan))
+    for cl in (False, True):
+        stats = measure_many({"dense": ae, "pruned": pruned}, (1, 1, 8, 8), runs=2, threads=1, channels_last=cl)
+        assert stats["pruned"]["params"] == count_params(pruned) and stats["dense"]["params"] == count_params(ae)
+        assert stats["pruned"]["flops"] < stats["dense"]["flops"]
+        assert all(v > 0 for s in stats.values() for v in s["latency_ms"].values())
+        assert stats["dense"]["memory_format"] == ("channels_last" if cl else "contiguous")
+    assert all(p.is_contiguous() for p in ae.parameters()) and all(p.is_contiguous() for p in pruned.parameters())

@@ -35,6 +35,8 @@ def add_cli(subparsers) -> None:
                    help="components as module-name globs (or re:REGEX); default: stem / stages / head")
     p.add_argument("--latency-runs", type=int, default=30,
                    help="rounds of CPU timing per batch size, dense and pruned in turn (median reported)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="time CNNs in channels-last (NHWC) layout, PyTorch's faster CPU path (both dense and pruned)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
@@ -81,7 +83,8 @@ def run_cli(args) -> int:
     dense_acc = evaluate(model, data.eval, batch_size=64)
     res = structured_prune(model, task, example=example, config=cfg, components=args.components)
     # dense and pruned timed in turn, so load on a shared machine hits both alike
-    stats = measure_many({"dense": model, "pruned": res.model}, tuple(example.shape), runs=args.latency_runs)
+    stats = measure_many({"dense": model, "pruned": res.model}, tuple(example.shape), runs=args.latency_runs,
+                         channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "calib_split", "eval_split",

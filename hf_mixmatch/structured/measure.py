@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -76,15 +77,28 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, ru
         torch.set_num_threads(old)
 
 
+def _channels_last(models: dict[str, nn.Module], input_shape) -> dict[str, nn.Module]:
+    """Copies of ``models`` with 4-D weights in channels-last layout (the originals are left as they are)."""
+    if len(input_shape) != 4:
+        return models
+    return {name: copy.deepcopy(m).to(memory_format=torch.channels_last) for name, m in models.items()}
+
+
 def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, batch: int, runs: int = 30,
-                        warmup: int = 10, threads: int | None = None) -> dict[str, float]:
+                        warmup: int = 10, threads: int | None = None, channels_last: bool = False) -> dict[str, float]:
     """Median wall time (ms) per model of ``runs`` CPU forward passes at ``batch``, the models timed in turn
-    (A B C A B C ...) after ``warmup`` passes each, so a change of machine load hits every model alike."""
+    (A B C A B C ...) after ``warmup`` passes each, so a change of machine load hits every model alike.
+
+    ``channels_last``: time copies of the models in NHWC layout with an NHWC input (PyTorch's fast CPU path
+    for CNNs; e.g. its max-pool is far faster there than in NCHW)."""
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         x = torch.randn(batch, *input_shape[1:])
+        if channels_last and x.dim() == 4:
+            models = _channels_last(models, input_shape)
+            x = x.contiguous(memory_format=torch.channels_last)
         times: dict[str, list[float]] = {name: [] for name in models}
         with torch.inference_mode():
             for m in models.values():
@@ -102,16 +116,18 @@ def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ..
 
 
 def measure_many(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, runs: int = 30,
-                 warmup: int | None = None, threads: int | None = None) -> dict[str, dict]:
+                 warmup: int | None = None, threads: int | None = None, channels_last: bool = False) -> dict[str, dict]:
     """:func:`measure` for several models (e.g. dense and pruned) with interleaved latency timing
-    (``warmup`` passes per model and batch size; default ``min(10, runs)``)."""
+    (``warmup`` passes per model and batch size; default ``min(10, runs)``; ``channels_last``: NHWC layout)."""
     example = torch.randn(1, *input_shape[1:])
     warm = min(10, runs) if warmup is None else warmup
-    lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, warmup=warm, threads=threads)
+    lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, warmup=warm, threads=threads,
+                                  channels_last=channels_last)
            for b in (1, 32)}
+    fmt = "channels_last" if channels_last and len(input_shape) == 4 else "contiguous"
     return {name: {"params": count_params(m), "flops": count_flops(m, example),
                    "latency_ms": {"b1": lat[1][name], "b32": lat[32][name]},
-                   "threads": threads or torch.get_num_threads(), "latency_runs": runs}
+                   "threads": threads or torch.get_num_threads(), "latency_runs": runs, "memory_format": fmt}
             for name, m in models.items()}
 
 
