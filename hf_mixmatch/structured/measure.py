@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 
+def _gen() -> torch.Generator:
+    """Inputs for timing come from their own generator, so measuring never shifts the global RNG."""
+    return torch.Generator().manual_seed(0)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -63,7 +68,7 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], *, batch: int, ru
         torch.set_num_threads(threads)
     try:
         model = model.eval()
-        x = torch.randn(batch, *input_shape[1:])
+        x = torch.randn(batch, *input_shape[1:], generator=_gen())
         times = []
         with torch.inference_mode():
             for _ in range(warmup):
@@ -95,7 +100,7 @@ def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ..
     if threads:
         torch.set_num_threads(threads)
     try:
-        x = torch.randn(batch, *input_shape[1:])
+        x = torch.randn(batch, *input_shape[1:], generator=_gen())
         if channels_last and x.dim() == 4:
             models = _channels_last(models, input_shape)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -119,7 +124,7 @@ def measure_many(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, 
                  warmup: int | None = None, threads: int | None = None, channels_last: bool = False) -> dict[str, dict]:
     """:func:`measure` for several models (e.g. dense and pruned) with interleaved latency timing
     (``warmup`` passes per model and batch size; default ``min(10, runs)``; ``channels_last``: NHWC layout)."""
-    example = torch.randn(1, *input_shape[1:])
+    example = torch.randn(1, *input_shape[1:], generator=_gen())
     warm = min(10, runs) if warmup is None else warmup
     lat = {b: latency_interleaved(models, input_shape, batch=b, runs=runs, warmup=warm, threads=threads,
                                   channels_last=channels_last)
@@ -133,7 +138,7 @@ def measure_many(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, 
 
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, runs: int = 20, threads: int | None = None) -> dict:
     """``{"params", "flops", "latency_ms": {"b1", "b32"}, "threads"}`` of ``model`` on CPU."""
-    example = torch.randn(1, *input_shape[1:])
+    example = torch.randn(1, *input_shape[1:], generator=_gen())
     return {
         "params": count_params(model),
         "flops": count_flops(model, example),
