@@ -369,7 +369,13 @@ def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str 
                           seed=int(recipe.get("seed", 0)), image_column=img, label_column=lab, num_labels=num_labels,
                           dataset_name=str(dataset))
     metrics = evaluate(model, data.eval, batch_size=batch_size)
-    measured_sparsity = measure_model_sparsity(model)
+    if is_structured(folder):  # structured: sparsity = share of the dense model's parameters removed
+        dense = claims.get("params_dense") or recipe.get("params_dense")
+        if not dense:
+            raise ModelLoadError(f"{folder} claims no dense parameter count (params_dense): re-export it with hf-mixmatch structured")
+        measured_sparsity = 1.0 - sum(p.numel() for p in model.parameters()) / float(dense)
+    else:
+        measured_sparsity = measure_model_sparsity(model)
     claimed_acc, claimed_sp = claims.get("accuracy"), claims.get("sparsity")
     ok = (claimed_acc is not None and claimed_sp is not None
           and abs(float(claimed_acc) - metrics["accuracy"]) <= tolerance + 1e-12

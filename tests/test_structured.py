@@ -264,6 +264,10 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert block["metric"] == res["pruned"]["accuracy"]
     again = hf_mixmatch.from_pretrained(out / "model")
     assert count_params(again) == res["pruned"]["params"] and again.mixmatch_recipe["options"]["search"] == "gradient"
+    # verify re-measures the share of parameters removed and the accuracy on the same samples
+    report = hf_mixmatch.verify(out / "model", "default", eval_samples=32)
+    assert report.measured_sparsity == pytest.approx(1 - res["pruned"]["params"] / res["dense"]["params"])
+    assert report.measured_accuracy == pytest.approx(res["pruned"]["accuracy"]) and report.ok
     # an existing folder needs --overwrite; an impossible floor is a one-line error, exit code 2
     assert main(argv) == 2
     assert "overwrite" in capsys.readouterr().err
