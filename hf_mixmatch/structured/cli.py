@@ -25,6 +25,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--eval-split")
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--eval-samples", type=int, default=512)
+    p.add_argument("--select-samples", type=int, default=256,
+                   help="held-out training-split samples on which the searches are scored and the floor is checked "
+                        "(the evaluation split only reports)")
     p.add_argument("--sparsity", type=float, default=0.5, help="share of parameters removed (default 0.5)")
     p.add_argument("--tolerance", type=float, default=0.02, help="allowed deviation from --sparsity (default 0.02)")
     p.add_argument("--metric-floor", type=float, help="minimum top-1 accuracy (0-1) of the pruned model")
@@ -75,10 +78,11 @@ def run_cli(args) -> int:
     data = prepare_splits(ds, loaded.preprocess, calib_split=args.calib_split, eval_split=args.eval_split,
                           calib_samples=args.calib_samples, eval_samples=args.eval_samples, seed=args.seed,
                           image_column=image_col, label_column=label_col, num_labels=loaded.num_labels,
-                          dataset_name=str(args.dataset))
+                          dataset_name=str(args.dataset), train_samples=args.select_samples)
     model = loaded.model.eval()
     example = data.calib.tensors[0][:1]
-    task = classification_task(data.calib, data.eval)
+    # searches are scored on held-out training samples, never on the split the results report
+    task = classification_task(data.calib, data.train)
     base_cfg = describe_base(model)
     dense_acc = evaluate(model, data.eval, batch_size=64)
     res = structured_prune(model, task, example=example, config=cfg, components=args.components)
@@ -88,7 +92,7 @@ def run_cli(args) -> int:
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "calib_split", "eval_split",
-                                             "calib_samples", "eval_samples", "seed", "components")}
+                                             "calib_samples", "eval_samples", "select_samples", "seed", "components")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)
