@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--quick", action="store_true", help="1 seed, 1000 eval images, 20 fine-tune steps, RD grid 0.1 on 32 images")
     p.add_argument("--report-only", action="store_true", help="rebuild the doc and plots from summary.json")
+    p.add_argument("--add-results", default="",
+                   help="with --report-only: NAME=path/results.json[,...] adds a model from a finished one-shot "
+                        "run_mixmatch results.json (for a run that was stopped before its seed completed)")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds if "--seeds" in (argv or sys.argv) else "0"
@@ -339,6 +342,19 @@ def run_all(args) -> dict:
     summary["wall_s"] = time.perf_counter() - t_all
     _write_json(runs_dir / "summary.json", summary)
     return summary
+
+
+def _from_results(path: Path) -> dict:
+    """A summary entry (one seed, one-shot only) from a run_mixmatch results.json."""
+    res = json.loads(path.read_text())
+    cfg = res["config"]
+    variants = [v for v in res["variants"] if "same_as" not in v]
+    run = {"ranges": cfg["ranges"], "pareto": res["pareto"], "variants": [{**_slim(v), "ranges": cfg["ranges"]} for v in variants],
+           "baselines": [_slim(b) for b in res.get("baselines", [])], "timings": res.get("timings", {}),
+           "layer_info": {}}
+    return {"path": cfg["model"], "dense": res["dense"]["accuracy"], "train_log": _train_log(Path(cfg["model"])),
+            "command": f"(partial: {path})", "ranges": [cfg["ranges"]], "range_targets": cfg["range_targets"],
+            "seeds": {str(res["seed"]): {"oneshot": [run], "finetuned": [], "fixed": {"rows": []}, "timings": {}}}}
 
 
 def _train_log(model_dir: Path) -> dict | None:
@@ -730,6 +746,9 @@ def main(argv=None) -> int:
     if args.report_only:  # --runs-dir A,B merges the models of several summaries (e.g. runs done in parallel)
         dirs = [Path(d) for d in str(args.runs_dir).split(",")]
         summary = json.loads((dirs[0] / "summary.json").read_text())
+        for part in filter(None, args.add_results.split(",")):
+            mname, _, rpath = part.partition("=")
+            summary["models"][mname] = _from_results(Path(rpath))
         for d in dirs[1:]:
             other = json.loads((d / "summary.json").read_text())
             summary["models"].update(other["models"])
