@@ -573,9 +573,9 @@ def plot_model(name: str, model: dict, methods: tuple[str, ...], path: Path) -> 
         ax.set_xlabel("sparsity (% of prunable weights)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{name}: {'one-shot' if mode == 'oneshot' else 'fine-tuned (best M&M in band + matched baselines)'}")
-        lo = min([100 * p["accuracy"] for s in model["seeds"].values() for p in _mm_points(s[mode], mode == "finetuned")],
-                 default=0)
-        ax.set_ylim(max(0, min(lo, dense) - 15), dense + 3)
+        lo = min([100 * p["accuracy"] for s in model["seeds"].values() for r in s[mode]
+                  for p in r["variants"] + r["baselines"]], default=0)
+        ax.set_ylim(max(0, min(lo, dense) - 3), dense + 3)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
