@@ -23,10 +23,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 
 
 def templates_dir() -> Path:
-    """The ``cards/`` folder at the repository root (the package is installed editable)."""
+    """The ``cards/`` folder: at the repository root (editable install) or under ``<prefix>/share/hf_mixmatch``
+    (wheel install, from pyproject's data-files)."""
     env = os.environ.get("HF_MIXMATCH_CARDS_DIR")
+    import sys
+
     candidates = ([Path(env)] if env else []) + [Path(__file__).resolve().parent.parent / "cards",
-                                                 Path(__file__).resolve().parent / "cards"]
+                                                 Path(__file__).resolve().parent / "cards",
+                                                 Path(sys.prefix) / "share" / "hf_mixmatch" / "cards"]  # wheel data-files
     for path in candidates:
         if (path / VARIANT_TEMPLATE).is_file():
             return path
