@@ -95,3 +95,17 @@ def test_empty_split(tmp_path):
     dd.save_to_disk(str(path / "dd"))
     with pytest.raises(DatasetError, match="empty"):
         load_data(path / "dd", PRE, calib_samples=2)
+
+
+def test_imagefolder_dataset(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (6, 6), (200 if c == "dog" else 10, 0, 0)).save(d / f"{i}.png")
+    data = load_data(tmp_path / "imgs", PRE, calib_samples=4, num_labels=2)
+    assert (data.image_column, data.label_column) == ("image", "label")
+    assert data.eval.tensors[0].shape == (6, 3, 8, 8) and sorted(data.eval.tensors[1].tolist()) == [0, 0, 0, 1, 1, 1]
