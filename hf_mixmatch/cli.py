@@ -29,7 +29,7 @@ def _names(text: str) -> tuple[str, ...]:
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
     from .signals import SIGNALS
-    from .strategies import STRATEGIES
+    from .strategies import DEFAULT_STRATEGIES, STRATEGIES
 
     p = subparsers.add_parser(
         "prune",
@@ -48,13 +48,13 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
     p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
-    p.add_argument("--strategies", type=_names, default=tuple(STRATEGIES),
-                   help=f"comma-separated, from {','.join(STRATEGIES)}")
+    p.add_argument("--strategies", type=_names, default=DEFAULT_STRATEGIES,
+                   help=f"comma-separated, from {','.join(STRATEGIES)} (default: {','.join(DEFAULT_STRATEGIES)})")
     p.add_argument("--ranges", default="observed",
-                   help=f"observed (paper's Phase 1), preset (family auto-detected), preset:<family> "
+                   help=f"observed (paper's Phase 1), rd (min/max of RD/DP allocations at --range-targets), preset (family auto-detected), preset:<family> "
                         f"({', '.join(available_presets())}), or a JSON range file")
     p.add_argument("--range-targets", type=_floats, default=(0.7, 0.8, 0.9),
-                   help="global targets of the observed-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")
+                   help="global targets of the observed/rd-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")
     p.add_argument("--calib-split", help="split to calibrate on (default: train)")
     p.add_argument("--eval-split", help="split to evaluate on (default: test, then validation)")
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (from the training split)")

@@ -151,7 +151,7 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
         if not overwrite:
             raise OutputDirError(f"--output-dir {out} exists and is not empty: pass --overwrite or another directory")
         for child in out.iterdir():
-            if child.name in CACHE_FILES:
+            if child.name in CACHE_FILES or child.name.startswith("rd_curves_"):
                 continue
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     try:
@@ -227,7 +227,9 @@ def run_mixmatch(
     timings["dense_eval_s"] = time.perf_counter() - t0
 
     scores = _scores(config, model, layers, data, acc, out, timings)
-    ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets)
+    curves = _rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
+    ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets, rd_curves=curves,
+                            rd_grid=_rd_grid(config))
     finetuner = _Finetuner(config, model, layers, data, acc) if config.finetune else None
 
     # ---- Mix-and-Match variants ----
@@ -237,7 +239,7 @@ def run_mixmatch(
     seen: dict[tuple, dict] = {}
     plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
     for sig, strat in tqdm(plan, desc="variants", unit="variant", disable=not (config.progress and is_main)):
-        sparsities = strategy_sparsities(strat, ranges, layers)
+        sparsities = strategy_sparsities(strat, ranges, layers, scores=scores[sig])
         key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
         if key in seen:  # same masks as an earlier strategy (e.g. balanced == percentile_50): reuse its numbers
             prev = seen[key]
@@ -340,6 +342,24 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
     return scores
 
 
+def _rd_grid(config: PruneConfig):
+    from .rd import default_grid
+
+    return default_grid(config.rd_grid_step)
+
+
+def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
+    """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``."""
+    from .allocators import ALLOCATORS
+
+    t0 = time.perf_counter()
+    rd = ALLOCATORS["rd"].prepare(model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
+                                  cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size,
+                                  layers=layers)
+    timings["rd_curves_s"] = time.perf_counter() - t0
+    return rd.curves
+
+
 def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
     """Apply one allocation, measure its sparsity and accuracy, restore the weights."""
     apply_sparsities(model, layers, sparsities, score)
@@ -359,10 +379,8 @@ def _baselines(config, model, layers, scores, unique, front, data, eval_loader, 
 
     allocators = dict(ALLOCATORS)
     if "rd" in config.baselines:
-        from .rd import default_grid
-
         allocators["rd"] = ALLOCATORS["rd"].prepare(
-            model, data.calib.tensors[0], grid=default_grid(config.rd_grid_step), reduction=config.rd_reduction,
+            model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
             cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size, layers=layers)
     matched = [v for v in unique if config.baseline_match == "all" or v["id"] in front]
     weights = weights_of(model, layers)

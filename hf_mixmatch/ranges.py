@@ -132,6 +132,26 @@ def observed_ranges(
     return RangeTable(table, source="observed")
 
 
+def rd_range_table(layers: list[LayerInfo], curves: dict[str, torch.Tensor], *,
+                   targets: tuple[float, ...] = DEFAULT_TARGETS, grid: torch.Tensor | None = None) -> RangeTable:
+    """RD-informed Phase 1: per layer, min/max of its RD/DP sparsity (seed 003) over the global ``targets``.
+
+    The RD analogue of the observed ranges: the DP spends the sparsity where the logits move least, so
+    sensitive layers (stem, shortcuts, classifier) get narrow low ranges without hand-written clamps.
+    """
+    from .rd import rd_ranges
+
+    if not targets or any(not 0.0 < t < 1.0 for t in targets):
+        raise RangeError(f"range targets must be in (0, 1), got {targets}")
+    missing = [layer.name for layer in layers if layer.name not in curves]
+    if missing:
+        raise RangeError(f"the RD curves have no entry for {len(missing)} layer(s), e.g. {missing[:3]}: recompute them")
+    tlabel = "/".join(f"{t:g}" for t in targets)
+    raw = rd_ranges(curves, layers, targets, grid=grid)
+    return RangeTable({name: LayerRange(max(0.0, lo), min(1.0, hi), f"rd: min/max of the RD/DP allocation at {tlabel}")
+                       for name, (lo, hi) in raw.items()}, source="rd")
+
+
 def _clamp_matches(rule: dict, layer: LayerInfo) -> bool:
     if "role" in rule and rule["role"] != layer.role:
         return False
@@ -190,12 +210,18 @@ def resolve_ranges(
     scores: dict[str, dict[str, torch.Tensor]] | None = None,
     *,
     targets: tuple[float, ...] = DEFAULT_TARGETS,
+    rd_curves: dict[str, torch.Tensor] | None = None,
+    rd_grid: torch.Tensor | None = None,
 ) -> RangeTable:
-    """``observed`` | ``preset`` | ``preset:<family>`` | path to a JSON range file."""
+    """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file."""
     if spec == "observed":
         if scores is None:
             raise RangeError("observed ranges need scores")
         table = observed_ranges(layers, scores, targets=targets)
+    elif spec == "rd":
+        if rd_curves is None:
+            raise RangeError("rd ranges need RD/DP distortion curves (hf_mixmatch.rd.distortion_curves)")
+        table = rd_range_table(layers, rd_curves, targets=targets, grid=rd_grid)
     elif spec == "preset":
         table = preset_ranges(layers)
     elif spec.startswith("preset:"):
@@ -203,7 +229,7 @@ def resolve_ranges(
     elif Path(spec).is_file():
         table = RangeTable.load(spec)
     else:
-        raise RangeError(f"--ranges must be observed, preset, preset:<family> ({available_presets()}) or a JSON file; got '{spec}'")
+        raise RangeError(f"--ranges must be observed, rd, preset, preset:<family> ({available_presets()}) or a JSON file; got '{spec}'")
     table.check(layers)
     return table
 

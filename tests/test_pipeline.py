@@ -20,9 +20,8 @@ def test_pareto_front_by_hand():
 
 
 def _config(out, data, **kw):
-    kw = {"save": "none", **kw}
-    return PruneConfig(model="unused", dataset=str(data), output_dir=str(out), progress=False,
-                       strategies=("conservative", "aggressive"), calib_samples=16, **kw)
+    kw = {"save": "none", "strategies": ("conservative", "aggressive"), **kw}
+    return PruneConfig(model="unused", dataset=str(data), output_dir=str(out), progress=False, calib_samples=16, **kw)
 
 
 def test_scores_are_reused_when_the_run_is_repeated(tmp_path, image_dataset):
@@ -77,3 +76,33 @@ def test_results_json_shape(tmp_path, image_dataset):
         matched = next(v for v in res["variants"] if v["id"] == b["matched_to"])
         assert b["sparsity"] == pytest.approx(matched["sparsity"], abs=2e-3)
     assert set(res["pareto"]) <= ids
+
+
+def test_rd_ranges_and_signal_strategies_in_a_run(tmp_path, image_dataset):
+    from hf_mixmatch.models import load_model
+    from hf_mixmatch.rd import default_grid, rd_ranges
+
+    cfg = _config(tmp_path / "run", image_dataset, ranges="rd", range_targets=(0.3, 0.6), rd_grid_step=0.1,
+                  strategies=("conservative", "aggressive", "signal_balanced", "signal_p90"), signals=("hybrid",))
+    res = run_mixmatch(cfg, loaded=load_model(save_tiny_transformers(tmp_path / "m", "resnet")))
+    assert res.results["ranges"]["source"] == "rd"
+    curves_file = list((tmp_path / "run").glob("rd_curves*"))
+    assert curves_file, "the RD curves are cached in the output dir"
+    # the range table is min/max of the RD/DP allocations at the two targets
+    from hf_mixmatch.allocators import ALLOCATORS
+    from hf_mixmatch.data import load_data
+
+    loaded = load_model(tmp_path / "m")
+    data = load_data(str(image_dataset), loaded.preprocess, calib_samples=16, seed=0, num_labels=loaded.num_labels)
+    rd = ALLOCATORS["rd"].prepare(loaded.model.eval(), data.calib.tensors[0], grid=default_grid(0.1),
+                                  cache_dir=tmp_path / "run", batch_size=64, layers=res.layers)
+    expected = rd_ranges(rd.curves, res.layers, (0.3, 0.6), grid=default_grid(0.1))
+    for name, (lo, hi) in expected.items():
+        assert res.ranges[name].min == pytest.approx(lo) and res.ranges[name].max == pytest.approx(hi)
+    by_id = {v["id"]: v for v in res.variants}
+    for vid in ("hybrid-signal_balanced", "hybrid-signal_p90"):
+        v = by_id[vid]
+        for name, s in v["target_layers"].items():
+            assert res.ranges[name].min - 1e-9 <= s <= res.ranges[name].max + 1e-9
+    assert by_id["hybrid-conservative"]["sparsity"] <= by_id["hybrid-signal_balanced"]["sparsity"] + 1e-6
+    assert by_id["hybrid-signal_p90"]["sparsity"] <= by_id["hybrid-aggressive"]["sparsity"] + 1e-6

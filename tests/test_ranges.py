@@ -59,7 +59,7 @@ def test_file_roundtrip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(RangeError, match="no entry"):
         resolve_ranges(str(tmp_path / "bad.json"), layers)
-    with pytest.raises(RangeError, match="observed, preset"):
+    with pytest.raises(RangeError, match="observed, rd, preset"):
         resolve_ranges("nonsense", layers)
     with pytest.raises(RangeError, match="no preset"):
         resolve_ranges("preset:unknownfamily", layers)

@@ -1,9 +1,11 @@
 import pytest
+import torch
 
 from hf_mixmatch.errors import ConfigError, RangeError
 from hf_mixmatch.layers import LayerInfo
 from hf_mixmatch.ranges import LayerRange, RangeTable
-from hf_mixmatch.strategies import STRATEGIES, strategy_sparsities
+from hf_mixmatch.strategies import (PAPER_STRATEGIES, SIGNAL_STRATEGIES, STRATEGIES, overall_sparsity,
+                                    strategy_sparsities)
 
 # Three CNN layers: stage 0 conv (100 weights), stage 1 conv (300), classifier (200) in stage 1.
 LAYERS = [
@@ -21,8 +23,44 @@ def close(d, expected):
 
 
 def test_ten_strategies_are_registered_with_the_paper_names():
-    assert list(STRATEGIES) == ["conservative", "aggressive", "balanced", "percentile_30", "percentile_50",
-                                "percentile_70", "percentile_90", "param_proportional", "late_heavy", "early_heavy"]
+    assert list(PAPER_STRATEGIES) == ["conservative", "aggressive", "balanced", "percentile_30", "percentile_50",
+                                      "percentile_70", "percentile_90", "param_proportional", "late_heavy",
+                                      "early_heavy"]
+    assert list(STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90"]
+    assert SIGNAL_STRATEGIES == {"signal_balanced", "signal_p90"}
+
+
+def test_signal_balanced_by_hand():
+    # balanced's overall = (0.3*100 + 0.4*300 + 0.1*200) / 600 -> 170 weights; b's 60-weight minimum is forced.
+    # Threshold 200: a has 100 scores < 200 (clipped to its max 50), fc 20 (0, 10, ..., 190), b 100 (100.5..199.5)
+    # -> 50 + 20 + 100 = 170, the budget, exactly.
+    scores = {"a": torch.arange(100.0), "b": torch.arange(300.0) + 100.5, "fc": torch.arange(200.0) * 10}
+    close(strategy_sparsities("signal_balanced", TABLE, LAYERS, scores=scores), {"a": 0.5, "b": 100 / 300, "fc": 0.1})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name, reference", [("signal_balanced", "balanced"), ("signal_p90", "percentile_90")])
+def test_signal_strategies_stay_in_range_and_match_the_reference_sparsity(seed, name, reference):
+    gen = torch.Generator().manual_seed(seed)
+    # ties and very different scales across layers
+    scores = {"a": torch.randint(0, 5, (100,), generator=gen).float(), "b": torch.rand(300, generator=gen) * 1e3,
+              "fc": torch.rand(200, generator=gen) * 1e-3}
+    got = strategy_sparsities(name, TABLE, LAYERS, scores=scores)
+    ref = strategy_sparsities(reference, TABLE, LAYERS)
+    for layer in LAYERS:
+        r = TABLE[layer.name]
+        assert r.min - 1e-12 <= got[layer.name] <= r.max + 1e-12
+        assert (got[layer.name] * layer.numel) == pytest.approx(round(got[layer.name] * layer.numel), abs=1e-9)
+    assert overall_sparsity(got, LAYERS) * 600 == pytest.approx(round(overall_sparsity(ref, LAYERS) * 600), abs=1e-9)
+    # the layer whose scores are lowest everywhere (fc) is at its maximum
+    assert got["fc"] == pytest.approx(TABLE["fc"].max)
+
+
+def test_signal_strategy_needs_scores():
+    with pytest.raises(ConfigError, match="needs the signal's scores"):
+        strategy_sparsities("signal_p90", TABLE, LAYERS)
+    with pytest.raises(ConfigError, match="missing or have the wrong size"):
+        strategy_sparsities("signal_p90", TABLE, LAYERS, scores={"a": torch.zeros(100)})
 
 
 @pytest.mark.parametrize(
