@@ -25,7 +25,17 @@ from hf_mixmatch.structured import (
     timm_model,
 )
 from hf_mixmatch.structured.gates import GateHooks, masks_from_removed
-from hf_mixmatch.structured.groups import expected_params
+from hf_mixmatch.structured.groups import expected_macs, expected_params
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these models are tiny, and on a busy machine OpenMP threads waiting for each
+    other make a forward pass hundreds of times slower than one thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _ae():
@@ -54,6 +64,11 @@ def _hf_vit():
 def _timm_resnet():
     torch.manual_seed(0)
     return timm_model("resnet18", num_classes=5, in_chans=1, channels=(8, 16, 16, 16), stem_width=8).eval()
+
+
+def _cifar_resnet():
+    torch.manual_seed(0)
+    return build_architecture("cifar_resnet", {"channels": [8, 16, 16, 16], "num_classes": 5}).eval()
 
 
 def _out(y):
@@ -190,17 +205,81 @@ def test_classifier_search_keeps_output_units():
     assert set(res.recipe["search"]) == {"grid", "gradient"} and res.recipe["winner"] in {"grid", "gradient"}
 
 
-@pytest.mark.parametrize("bad", [dict(sparsity=1.2), dict(tolerance=0.0), dict(search="random")])
+@pytest.mark.parametrize("bad", [dict(sparsity=1.2), dict(tolerance=0.0), dict(search="random"),
+                                 dict(flops_weight=-1.0), dict(flops_weight=float("nan")), dict(flops_weight="2")])
 def test_config_validation(bad):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as err:
         SearchConfig(**bad)
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------- FLOP-aware search
+
+
+_BODY = {"body": ["conv1", "bn1", "layer*"], "head": ["fc", "global_pool"]}
+
+
+@pytest.mark.parametrize("factory,shape,components", [
+    (_ae, (1, 1, 8, 8), None), (_hf_resnet, (1, 1, 16, 16), None), (_hf_vit, (1, 1, 8, 8), None),
+    (_timm_resnet, (1, 1, 32, 32), None), (_cifar_resnet, (1, 1, 12, 12), _BODY)])
+def test_expected_macs_with_hard_gates_equals_measured_macs_of_pruned_model(factory, shape, components):
+    from hf_mixmatch.structured import count_flops
+
+    model = factory()
+    x = torch.rand(shape)
+    plan = find_groups(model, x, components=components)
+    assert plan.dense_macs == count_flops(model, x)
+    for seed in (0, 1):
+        removed = _random_removed(plan, seed=seed, share=0.3 + 0.3 * seed)
+        pruned, _ = prune_physical(model, plan, removed)
+        macs = float(expected_macs(plan, masks_from_removed(plan, removed)))
+        assert macs < plan.dense_macs
+        assert int(round(macs)) == count_flops(pruned, x)
+    if components is _BODY:  # a conv whose input and output channels belong to two pruned groups: a product
+        owners: dict[str, set] = {}
+        for g in plan.prunable:
+            for pd in g.dims:
+                if pd.param in plan.param_macs:
+                    owners.setdefault(pd.param, set()).add(g.index)
+        assert any(len(v) == 2 for v in owners.values())
+
+
+def test_expected_macs_is_differentiable_and_counts_consumers():
+    model = _cifar_resnet()
+    plan = find_groups(model, torch.rand(1, 1, 12, 12), components=_BODY)
+    keeps = {g.index: torch.full((g.size,), 0.5, requires_grad=True) for g in plan.prunable}
+    expected_macs(plan, keeps).backward()
+    # every unit of every group drives the MACs of at least one conv
+    assert all(float(k.grad.min()) > 0 for k in keeps.values())
+
+
+def test_flops_weight_moves_the_removal_to_mac_heavy_units():
+    model = _cifar_resnet()
+    torch.manual_seed(3)
+    x, y = torch.rand(64, 1, 12, 12), torch.randint(0, 5, (64,))
+    task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=32)
+    plan = find_groups(model, x[:1], components=_BODY)
+    total = count_params(model)
+    from hf_mixmatch.structured import gradient_search
+
+    sels = {lam: gradient_search(model, plan, task, SearchConfig(sparsity=0.5, steps=30, flops_weight=lam), total)
+            for lam in (0.0, 20.0)}
+    for lam, sel in sels.items():
+        assert abs(sel.sparsity - 0.5) <= 0.02 and sel.detail["flops_weight"] == lam
+        pruned, _ = prune_physical(model, plan, sel.removed)
+        from hf_mixmatch.structured import count_flops
+
+        assert int(round(sel.detail["macs"])) == count_flops(pruned, x[:1])
+    # same parameter share, clearly fewer MACs with the FLOP term
+    assert sels[20.0].detail["macs"] < 0.9 * sels[0.0].detail["macs"]
 
 
 # ------------------------------------------------------------------------------------------- round trip
 
 
 @pytest.mark.parametrize("factory,shape", [(_ae, (2, 1, 8, 8)), (_hf_resnet, (2, 1, 16, 16)),
-                                           (_hf_vit, (2, 1, 8, 8)), (_timm_resnet, (2, 1, 32, 32))])
+                                           (_hf_vit, (2, 1, 8, 8)), (_timm_resnet, (2, 1, 32, 32)),
+                                           (_cifar_resnet, (2, 1, 12, 12))])
 def test_save_load_round_trip_exact(factory, shape, tmp_path):
     model = factory()
     x = torch.rand(shape)
@@ -244,9 +323,13 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["structured", "default", "--dataset", "default", "--sparsity", "0.5", "--tolerance", "0.02",
             "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "1",
-            "--output-dir", str(out)]
+            "--flops-weight", "2.5", "--output-dir", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
+    assert res["flops_weight"] == 2.5
+    recipe = json.loads((out / "model" / "structured.json").read_text())
+    assert recipe["flops_weight"] == 2.5 and recipe["options"]["flops_weight"] == 2.5
+    assert 0 < recipe["search"]["gradient"]["macs"] < res["dense"]["flops"]
     for key in ("dense", "pruned"):
         assert set(res[key]["latency_ms"]) == {"b1", "b32"}
         assert res[key]["params"] > 0 and res[key]["flops"] > 0 and 0.0 <= res[key]["accuracy"] <= 1.0
@@ -273,6 +356,10 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite", "--metric-floor", "1.01"]) == 2
     assert "lower metric floor" in capsys.readouterr().err
+    bad = [a if a != "2.5" else "-1" for a in argv] + ["--overwrite"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert "flops_weight must be" in err and len(err.splitlines()) == 1
 
 
 def test_swin_mlp_units_pruned_heads_kept_dense():

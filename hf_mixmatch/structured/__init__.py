@@ -12,12 +12,13 @@ from .groups import GroupPlan, StructGroup, component_of, derive_components, fin
 from .io import describe_base, load_structured, save_structured
 from .measure import count_flops, count_params, latency_interleaved, latency_ms, measure, measure_many
 from .prune import StructuredResult, finetune, prune_physical, replay, structured_prune
-from .reference import ConvAutoencoder, build_architecture, register_architecture, timm_model
+from .groups import expected_macs, expected_params
+from .reference import ConvAutoencoder, build_architecture, cifar_resnet, register_architecture, timm_model
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task
 
 __all__ = [
-    "ConvAutoencoder", "GroupPlan", "add_cli", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
+    "ConvAutoencoder", "GroupPlan", "cifar_resnet", "expected_macs", "expected_params", "add_cli", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
     "accuracy", "build_architecture", "classification_task", "count_flops", "count_params", "derive_components",
     "component_of", "describe_base", "find_groups", "finetune", "gradient_search", "grid_search", "l1_baseline", "latency_ms",
     "latency_interleaved", "load_structured", "measure", "measure_many", "parse_components", "prune_physical", "psnr", "reconstruction_task",

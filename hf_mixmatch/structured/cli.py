@@ -34,6 +34,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--search", choices=("grid", "gradient", "both"), default="both")
     p.add_argument("--steps", type=int, default=150, help="gradient-search steps")
     p.add_argument("--finetune-steps", type=int, default=0)
+    p.add_argument("--flops-weight", type=float, default=0.0, metavar="LAMBDA",
+                   help="FLOP-aware gradient search: add LAMBDA x expected MACs / dense MACs to its loss, still under "
+                        "the parameter target (default 0: parameters only; e.g. 1-3 moves the removal to "
+                        "high-resolution, FLOP-heavy channels, for lower latency)")
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
                    help="components as module-name globs (or re:REGEX); default: stem / stages / head")
     p.add_argument("--latency-runs", type=int, default=30,
@@ -71,7 +75,8 @@ def run_cli(args) -> int:
             raise OutputDirError(f"{out} exists and is not empty: pass --overwrite or another --output-dir")
         shutil.rmtree(out)
     cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, metric_floor=args.metric_floor,
-                       search=args.search, steps=args.steps, finetune_steps=args.finetune_steps, seed=args.seed)
+                       search=args.search, steps=args.steps, finetune_steps=args.finetune_steps, seed=args.seed,
+                       flops_weight=args.flops_weight)
     loaded = load_model(args.model)
     ds, image_col, label_col = load_image_dataset(args.dataset, image_column=args.image_column,
                                                   label_column=args.label_column)
@@ -91,8 +96,9 @@ def run_cli(args) -> int:
                          channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
-    options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "calib_split", "eval_split",
-                                             "calib_samples", "eval_samples", "select_samples", "seed", "components")}
+    options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "calib_split",
+                                             "eval_split", "calib_samples", "eval_samples", "select_samples",
+                                             "seed", "components")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)
@@ -110,6 +116,7 @@ def run_cli(args) -> int:
         "eval_samples": len(data.eval),
         "metric_name": "accuracy",
         "target_sparsity": cfg.sparsity,
+        "flops_weight": cfg.flops_weight,
         "achieved_sparsity": res.recipe["achieved_sparsity"],
         "winner": res.recipe["winner"],
         "search": res.recipe["search"],

@@ -126,6 +126,12 @@ class GroupPlan:
     ignored: list[str]
     example_shape: tuple[int, ...]
     param_sizes: dict[str, int] = field(default_factory=dict)
+    param_macs: dict[str, int] = field(default_factory=dict)  # weight of a conv/linear → its MACs per example
+
+    @property
+    def dense_macs(self) -> int:
+        """Multiply-accumulates of one forward pass per example (conv / linear weights, as ``count_flops``)."""
+        return int(sum(self.param_macs.values()))
 
     @property
     def prunable(self) -> list[StructGroup]:
@@ -138,13 +144,33 @@ class GroupPlan:
         return out
 
 
-def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of conv/linear leaves in the order a forward pass runs them."""
+def execution_order(model: nn.Module, example: torch.Tensor, macs: dict[str, int] | None = None) -> list[str]:
+    """Names of conv/linear leaves in the order a forward pass runs them.
+
+    With ``macs`` (a dict, filled in place): ``{"<layer>.weight": multiply-accumulates per example}``. A layer's
+    MACs are its weight's element count times the positions it is applied at (output pixels of a conv, input
+    pixels of a transposed conv, tokens of a linear), so they shrink exactly as its weight does when channels go.
+    """
     order: list[str] = []
     hooks = []
+    batch = max(int(example.shape[0]), 1) if example.dim() else 1
+
+    def hook(mod, inp, out, n):
+        order.append(n)
+        if macs is None:
+            return
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+            positions = inp[0].numel() // max(inp[0].shape[1], 1)
+        elif isinstance(mod, nn.Linear):
+            positions = out.numel() // max(out.shape[-1], 1)
+        else:
+            positions = out.numel() // max(out.shape[1], 1)
+        key = f"{n}.weight"
+        macs[key] = macs.get(key, 0) + positions * mod.weight.numel() // batch
+
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(lambda mod, i, o, n=name: order.append(n)))
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            hooks.append(m.register_forward_hook(lambda mod, i, o, n=name: hook(mod, i, o, n)))
     try:
         with torch.no_grad():
             model(example)
@@ -188,7 +214,8 @@ def find_groups(
     """
     comps = parse_components(components) if components else derive_components(model)
     names = {m: n for n, m in model.named_modules()}
-    order = execution_order(model, example)
+    macs: dict[str, int] = {}
+    order = execution_order(model, example, macs)
     if not order:
         raise ConfigError("the model has no conv/linear layer to prune")
     ignored = [order[-1]] + [n for n in names.values() if n and ignore and any(_match(n, p) for p in ignore)]
@@ -238,7 +265,7 @@ def find_groups(
                                   dims=[ParamDim(p, d, f, ch, [r // width for r in ri]) for p, d, f, ch, ri in dims]))
     return GroupPlan(groups=groups, graph=dg, components=comps, ignored=ignored,
                      example_shape=tuple(example.shape),
-                     param_sizes={n: p.numel() for n, p in model.named_parameters()})
+                     param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs)
 
 
 def _param_dims(module, name: str, is_out: bool):
@@ -269,25 +296,39 @@ def _param_dims(module, name: str, is_out: bool):
     return [(f"{name}.{n}", 0) for n in own]
 
 
-def expected_params(plan: "GroupPlan", keeps: dict[int, torch.Tensor], total: int) -> torch.Tensor:
-    """Parameter count when group ``g`` keeps ``keeps[g][u]`` (in [0, 1]) of unit ``u``; differentiable.
-
-    Parameters whose dimensions no prunable group governs count in full. ``total`` is the dense count.
-    """
+def _expected(plan: "GroupPlan", keeps: dict[int, torch.Tensor], cost: dict[str, int], total: float) -> torch.Tensor:
+    """``total`` minus what the kept shares save: each parameter's ``cost`` scales with the kept share of every
+    dimension a prunable group governs (a product where two groups meet in one weight: its in- and out-side)."""
     per_param: dict[str, list[tuple[ParamDim, int]]] = {}
     for g in plan.prunable:
         if g.index in keeps:
             for pd in g.dims:
-                per_param.setdefault(pd.param, []).append((pd, g.index))
-    sizes = plan.param_sizes
-    count = torch.tensor(float(total - sum(sizes[p] for p in per_param)))
+                if pd.param in cost:
+                    per_param.setdefault(pd.param, []).append((pd, g.index))
+    count = torch.tensor(float(total - sum(cost[p] for p in per_param)))
     for pname, dims in per_param.items():
-        term = torch.tensor(float(sizes[pname]))
+        term = torch.tensor(float(cost[pname]))
         for pd, gi in dims:
             kept = keeps[gi][torch.tensor(pd.unit)].sum() + (pd.full - len(pd.chan))
             term = term * kept / pd.full
         count = count + term
     return count
+
+
+def expected_params(plan: "GroupPlan", keeps: dict[int, torch.Tensor], total: int) -> torch.Tensor:
+    """Parameter count when group ``g`` keeps ``keeps[g][u]`` (in [0, 1]) of unit ``u``; differentiable.
+
+    Parameters whose dimensions no prunable group governs count in full. ``total`` is the dense count.
+    """
+    return _expected(plan, keeps, plan.param_sizes, total)
+
+
+def expected_macs(plan: "GroupPlan", keeps: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Multiply-accumulates per example (conv / linear, as ``count_flops``) when group ``g`` keeps ``keeps[g][u]``
+    of unit ``u``; differentiable. With 0/1 keeps it is the MAC count of the physically pruned model: a layer
+    whose input channels belong to one group and output channels to another costs the product of both kept
+    shares. Layers no prunable group touches count in full."""
+    return _expected(plan, keeps, plan.param_macs, plan.dense_macs)
 
 
 def unit_channels(group: StructGroup, units) -> list[int]:

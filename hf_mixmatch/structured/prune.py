@@ -151,7 +151,9 @@ def structured_prune(
         "metric": final_metric,
         "metric_before_finetune": winner.metric,
         "finetune_steps": cfg.finetune_steps,
-        "search": {s.method: {"metric": s.metric, "sparsity": s.sparsity, "seconds": s.seconds}
+        "flops_weight": cfg.flops_weight,
+        "search": {s.method: {"metric": s.metric, "sparsity": s.sparsity, "seconds": s.seconds,
+                              **({"macs": s.detail["macs"]} if "macs" in s.detail else {})}
                    for s in selections},
         "winner": winner.method,
         "components": plan.components,

@@ -63,3 +63,41 @@ def conv_autoencoder(**kwargs) -> nn.Module:
 
 
 register_architecture("conv_autoencoder", conv_autoencoder)
+
+
+def cifar_resnet(architecture: str = "resnet18", *, in_chans: int = 1, num_classes: int = 10,
+                 channels=(16, 32, 64, 128), **kwargs) -> nn.Module:
+    """A timm ResNet made CIFAR-style for small inputs (e.g. 28×28): the 7×7 stride-2 stem with 64 channels
+    and its max-pool become a 3×3 stride-1 conv with ``channels[0]`` channels and no pooling, so the stages
+    run at full, 1/2, 1/4 and 1/8 resolution and the (prunable) stages carry almost all the compute.
+    Module names stay timm's (``conv1``, ``bn1``, ``layer1`` …). Build it with
+    ``build_architecture("cifar_resnet", {...})`` so ``load_structured`` can rebuild it."""
+    import timm
+
+    channels = tuple(int(c) for c in channels)
+    model = timm.create_model(architecture, pretrained=False, in_chans=in_chans, num_classes=num_classes,
+                              channels=channels, **kwargs)
+    width = channels[0]
+    model.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    model.maxpool = nn.Identity()
+    first = model.layer1[0]
+    if first.conv1.in_channels != width:  # the first block read the old 64-channel stem: rebuild its input side
+        first.conv1 = nn.Conv2d(width, first.conv1.out_channels, 3, stride=first.conv1.stride,
+                                padding=1, bias=False)
+        if first.downsample is not None and first.conv2.out_channels == width and first.conv1.stride == (1, 1):
+            first.downsample = None
+        elif first.downsample is not None:
+            conv = first.downsample[0]
+            first.downsample[0] = nn.Conv2d(width, conv.out_channels, 1, stride=conv.stride, bias=False)
+    if hasattr(model, "feature_info"):
+        model.feature_info[0] = dict(num_chs=width, reduction=1, module="act1")
+    return model
+
+
+def _cifar_resnet(**kwargs) -> nn.Module:
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return cifar_resnet(**kwargs)
+
+
+register_architecture("cifar_resnet", _cifar_resnet)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .gates import GateHooks, masks_from_removed
-from .groups import GroupPlan, StructGroup, expected_params
+from .groups import GroupPlan, StructGroup, expected_macs, expected_params
 from .tasks import Task
 
 
@@ -35,6 +35,7 @@ class SearchConfig:
     steps: int = 150
     lr: float = 0.1
     penalty: float = 20.0
+    flops_weight: float = 0.0  # λ: the gradient search adds λ·E[MACs]/MACs_dense to its loss (FLOP-aware)
     finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
     finetune_lr: float = 1e-3
     seed: int = 0
@@ -48,6 +49,10 @@ class SearchConfig:
             raise ConfigError(f"search must be grid, gradient or both, got '{self.search}'")
         if not 0.0 < self.max_unit_ratio < 1.0:
             raise ConfigError(f"max_unit_ratio must be in (0, 1), got {self.max_unit_ratio}")
+        if not (isinstance(self.flops_weight, (int, float)) and math.isfinite(self.flops_weight)
+                and self.flops_weight >= 0):
+            raise ConfigError(f"flops_weight must be a finite number >= 0, got {self.flops_weight}: 0 = parameters "
+                              "only, e.g. 1 = also push expected MACs down")
         if self.steps < 1 or self.lr <= 0 or self.finetune_steps < 0:
             raise ConfigError("steps must be >= 1, lr > 0 and finetune_steps >= 0")
 
@@ -169,9 +174,11 @@ def grid_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig
 
 def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig, total: int) -> Selection:
     """Sigmoid gates g = σ(logit / T) on every unit, weights frozen; minimise
-    task loss + μ·c + (λ/2)·c² with c = (expected params − target) / total (augmented Lagrangian, μ updated
-    each step, T annealed 1 → 0.2). Then the units with the lowest logits are removed until the parameter
-    target is met exactly (bisection on the count)."""
+    task loss + μ·c + (ρ/2)·c² + λ·E[MACs]/MACs_dense with c = (expected params − target) / total (augmented
+    Lagrangian, μ updated each step, T annealed 1 → 0.2; λ = ``cfg.flops_weight``, 0 by default: under the
+    same parameter target, λ > 0 moves the removal towards units that cost many MACs per parameter, e.g.
+    early, high-resolution conv channels). Then the units with the lowest logits are removed until the
+    parameter target is met exactly (bisection on the count)."""
     _check_prunable(plan)
     if task.loss is None or task.batches is None:
         raise ConfigError("the gradient search needs a loss and calibration batches: give Task(loss=..., batches=...)"
@@ -183,6 +190,7 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     opt = torch.optim.Adam(logits.values(), lr=cfg.lr)
     target = (1.0 - cfg.sparsity) * total
     mu = 0.0
+    dense_macs = max(float(plan.dense_macs), 1.0)
     frozen = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -199,6 +207,8 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
                     gates.values = {k: torch.sigmoid(v / temp) for k, v in logits.items()}
                     c = (expected_params(plan, gates.values, total) - target) / total
                     loss = task.loss(model, batch) + mu * c + 0.5 * cfg.penalty * c * c
+                    if cfg.flops_weight:
+                        loss = loss + cfg.flops_weight * expected_macs(plan, gates.values) / dense_macs
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -211,7 +221,10 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     final = {k: v.detach() for k, v in logits.items()}
     removed, share = _threshold(plan, final, cfg, total)
     metric = metric_with_removed(model, plan, task, removed)
-    return Selection("gradient", removed, share, metric, time.perf_counter() - t, detail={"steps": step})
+    macs = float(expected_macs(plan, masks_from_removed(plan, removed)))
+    return Selection("gradient", removed, share, metric, time.perf_counter() - t,
+                     detail={"steps": step, "flops_weight": cfg.flops_weight, "macs": macs,
+                             "macs_dense": plan.dense_macs})
 
 
 def _threshold(plan: GroupPlan, scores: dict[int, torch.Tensor], cfg: SearchConfig, total: int):
