@@ -26,6 +26,12 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _strategy_names(text: str) -> tuple[str, ...]:
+    from .strategies import STRATEGY_SETS
+
+    return STRATEGY_SETS.get(text.strip(), None) or _names(text)
+
+
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
     from .signals import SIGNALS
@@ -33,7 +39,7 @@ def add_prune_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "prune",
-        help="prune a classifier with Mix-and-Match (3 signals x 10 strategies), evaluate, keep the Pareto front",
+        help="prune a classifier with Mix-and-Match (3 signals x 12 strategies), evaluate, keep the Pareto front",
         description=(
             "Score the model once on calibration data, derive per-layer sparsity ranges, build every "
             "signal x strategy variant, evaluate each on the evaluation split, and write results.json, "
@@ -48,8 +54,9 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
     p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
-    p.add_argument("--strategies", type=_names, default=DEFAULT_STRATEGIES,
-                   help=f"comma-separated, from {','.join(STRATEGIES)} (default: {','.join(DEFAULT_STRATEGIES)})")
+    p.add_argument("--strategies", type=_strategy_names, default=DEFAULT_STRATEGIES,
+                   help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten) "
+                        f"(default: all {len(DEFAULT_STRATEGIES)})")
     p.add_argument("--ranges", default="observed",
                    help=f"observed (paper's Phase 1), rd (min/max of RD/DP allocations at --range-targets), preset (family auto-detected), preset:<family> "
                         f"({', '.join(available_presets())}), or a JSON range file")

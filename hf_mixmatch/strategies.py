@@ -159,7 +159,10 @@ for _name, _ref in (("signal_balanced", "balanced"), ("signal_p90", "percentile_
                     "sparsity")(_signal_strategy(_ref))
     SIGNAL_STRATEGIES.add(_name)
 
-DEFAULT_STRATEGIES = PAPER_STRATEGIES
+# Default: the paper's ten plus the two signal-driven ones (they cost 2 evaluations per signal and, on the
+# reference CNN, gave the best variant at 73% and 88.5% sparsity: docs/BENCHMARKS_quality.md). ``paper`` = the ten.
+DEFAULT_STRATEGIES = tuple(STRATEGIES)
+STRATEGY_SETS = {"default": DEFAULT_STRATEGIES, "paper": PAPER_STRATEGIES, "all": tuple(STRATEGIES)}
 
 
 def strategy_sparsities(name: str, ranges: RangeTable, layers: list[LayerInfo], *,

@@ -4,7 +4,7 @@
 For every reference model (``reference_models/<name>``, trained by ``scripts/train_reference.py`` on
 Fashion-MNIST) and every seed:
 
-1. one-shot run (``run_mixmatch``): 3 signals x 10 strategies per range source, every baseline matched to
+1. one-shot run (``run_mixmatch``): 3 signals x the strategies (``--strategies``) per range source, every baseline matched to
    *every* Mix-and-Match variant (``baseline_match="all"``);
 2. fine-tuned run: the same, but the Pareto front and the baselines matched to it are fine-tuned with the
    same budget (``finetune_steps``; masks kept exact);
@@ -59,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--ranges", default="observed",
                    help="comma list of range sources; each gives 3 x 10 variants, their union is the M&M family")
     p.add_argument("--range-targets", default="0.7,0.8,0.9", help="global targets of the observed ranges")
+    p.add_argument("--strategies", default="default",
+                   help="comma list of strategies, 'default' (the library's default), 'paper' (the paper's ten) or 'all'")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--baseline-match", default="pareto", choices=("all", "pareto"))
     p.add_argument("--calib-samples", type=int, default=128)
@@ -95,6 +97,9 @@ def parse_args(argv=None):
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
     args.ranges = [r for r in args.ranges.split(",") if r]
     args.range_targets = tuple(float(t) for t in args.range_targets.split(","))
+    from hf_mixmatch.strategies import STRATEGY_SETS
+
+    args.strategies = STRATEGY_SETS.get(args.strategies) or tuple(x for x in args.strategies.split(",") if x)
     args.baselines = tuple(b for b in args.baselines.split(",") if b)
     args.fixed_targets = tuple(float(t) for t in args.fixed_targets.split(","))
     args.fixed_methods = tuple(m for m in args.fixed_methods.split(",") if m)
@@ -186,7 +191,8 @@ def _run(args, model_dir: Path, data, seed: int, ranges: str, *, out: Path, acc)
     pipeline._write_report = lambda out, results: None  # the benchmark reads results, not the per-run report
     cfg = PruneConfig(
         model=str(model_dir), dataset=args.dataset, output_dir=str(out), ranges=ranges,
-        range_targets=args.range_targets, calib_samples=args.calib_samples, eval_samples=args.eval_samples,
+        range_targets=args.range_targets, strategies=args.strategies, rd_grid_step=args.rd_grid_step,
+        calib_samples=args.calib_samples, eval_samples=args.eval_samples,
         batch_size=args.batch_size, seed=seed, save="none", overwrite=True, progress=False,
         baselines=tuple(b for b in args.baselines if b != "rd"), baseline_match=args.baseline_match,
     )
@@ -597,7 +603,9 @@ def write_doc(summary: dict, args) -> str:
              f"training images, fine-tuning subset/order, RD curves). Evaluation: a fixed subset of "
              f"{n_eval} Fashion-MNIST *test* images (same for all seeds and methods); binomial SE of one accuracy "
              f"≈ {binom_se(0.9, n_eval):.2f} points at 90%.")
-    L.append(f"- Mix-and-Match family: 3 signals × 10 strategies per range source; range sources: "
+    strats = summary["args"].get("strategies") or ["the paper's ten"]
+    L.append(f"- Mix-and-Match family: 3 signals × {len(strats) if len(strats) > 1 else 10} strategies "
+             f"({', '.join(strats)}) per range source; range sources: "
              f"{', '.join('`' + r + '`' for r in summary['args']['ranges'])} (observed targets "
              f"{summary['args']['range_targets']}). Baselines: {', '.join(SHORT[m] for m in methods)}, each evaluated "
              f"at the measured sparsity of {'every' if summary['args']['baseline_match'] == 'all' else 'every Pareto-front'} "
