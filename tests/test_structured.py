@@ -115,6 +115,25 @@ def test_user_components_split_groups(components):
         assert all(not g.prunable for g in plan.groups if "shortcut" in g.root)
 
 
+def test_body_head_layout_makes_the_stem_stream_prunable():
+    m = _cifar_resnet()
+    x = torch.rand(1, 1, 12, 12)
+    default = find_groups(m, x)
+    body = find_groups(m, x, layout="body-head")
+    assert set(body.components) == {"body", "head"}
+    stem = lambda plan: next(g for g in plan.groups if g.root == "conv1")  # noqa: E731
+    assert not stem(default).prunable and "spans" in stem(default).reason
+    assert stem(body).prunable and stem(body).component == "body"
+    # the stream into the classifier still spans body and head, so it stays dense
+    assert any(not g.prunable and g.components == ["body", "head"] for g in body.groups)
+    for g in body.prunable:
+        assert {component_of(n, body.components) for n in g.members} == {"body"}
+    with pytest.raises(ConfigError, match="either components or a layout"):
+        find_groups(m, x, components=["a=layer1"], layout="body-head")
+    with pytest.raises(ConfigError, match="unknown component layout"):
+        find_groups(m, x, layout="blocks")
+
+
 def test_bad_component_spec():
     with pytest.raises(ConfigError, match="NAME=PATTERN"):
         find_groups(_ae(), torch.rand(1, 1, 8, 8), components=["enc="])
@@ -323,12 +342,13 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["structured", "default", "--dataset", "default", "--sparsity", "0.5", "--tolerance", "0.02",
             "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "1",
-            "--flops-weight", "2.5", "--output-dir", str(out)]
+            "--flops-weight", "2.5", "--layout", "body-head", "--output-dir", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["flops_weight"] == 2.5
     recipe = json.loads((out / "model" / "structured.json").read_text())
     assert recipe["flops_weight"] == 2.5 and recipe["options"]["flops_weight"] == 2.5
+    assert recipe["options"]["layout"] == "body-head" and "body" in recipe["components"]
     assert 0 < recipe["search"]["gradient"]["macs"] < res["dense"]["flops"]
     for key in ("dense", "pruned"):
         assert set(res[key]["latency_ms"]) == {"b1", "b32"}

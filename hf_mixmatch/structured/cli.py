@@ -39,7 +39,10 @@ def add_cli(subparsers) -> None:
                         "the parameter target (default 0: parameters only; e.g. 1-3 moves the removal to "
                         "high-resolution, FLOP-heavy channels, for lower latency)")
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
-                   help="components as module-name globs (or re:REGEX); default: stem / stages / head")
+                   help="components as module-name globs (or re:REGEX); default: derived, see --layout")
+    p.add_argument("--layout", choices=("stem-stages-head", "body-head"),
+                   help="derived components when --components is not given (default stem-stages-head; "
+                        "body-head: stem and stages one component, so the stem's residual stream is prunable too)")
     p.add_argument("--latency-runs", type=int, default=30,
                    help="rounds of CPU timing per batch size, dense and pruned in turn (median reported)")
     p.add_argument("--channels-last", action="store_true",
@@ -90,7 +93,8 @@ def run_cli(args) -> int:
     task = classification_task(data.calib, data.train)
     base_cfg = describe_base(model)
     dense_acc = evaluate(model, data.eval, batch_size=64)
-    res = structured_prune(model, task, example=example, config=cfg, components=args.components)
+    res = structured_prune(model, task, example=example, config=cfg, components=args.components,
+                           layout=args.layout)
     # dense and pruned timed in turn, so load on a shared machine hits both alike
     stats = measure_many({"dense": model, "pruned": res.model}, tuple(example.shape), runs=args.latency_runs,
                          channels_last=args.channels_last)
@@ -98,7 +102,7 @@ def run_cli(args) -> int:
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
-                                             "seed", "components")}
+                                             "seed", "components", "layout")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)

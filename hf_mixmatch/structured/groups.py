@@ -56,11 +56,22 @@ _STEM = ("*embedder*", "*embeddings*", "*patch_embed*", "stem*", "conv1", "bn1",
 _HEAD = ("classifier*", "head*", "fc", "fc_norm", "norm", "*.pooler*", "pooler*", "*.layernorm", "global_pool*")
 
 
-def derive_components(model: nn.Module) -> dict[str, list[str]]:
-    """Components of a known layout: ``encoder``/``decoder`` for autoencoders, else ``stem``/``stages``/``head``."""
+LAYOUTS = ("stem-stages-head", "body-head")
+
+
+def derive_components(model: nn.Module, layout: str = "stem-stages-head") -> dict[str, list[str]]:
+    """Components of a known layout: ``encoder``/``decoder`` for autoencoders, else ``stem``/``stages``/``head``.
+
+    ``layout="body-head"``: the stem joins the stages in one ``body`` component, so the stream the stem writes
+    (in a ResNet, the first stage's residual stream) becomes prunable too; only the head stays apart.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown component layout '{layout}': use one of {', '.join(LAYOUTS)}")
     top = dict(model.named_children())
     if "encoder" in top and "decoder" in top and len(top) <= 3:
         return {"encoder": ["encoder"], "decoder": ["decoder"]}
+    if layout == "body-head":
+        return {"head": list(_HEAD), "body": ["*"]}
     return {"stem": list(_STEM), "head": list(_HEAD), "stages": ["*"]}
 
 
@@ -205,14 +216,18 @@ def find_groups(
     *,
     components: dict[str, list[str]] | None = None,
     ignore: list[str] | None = None,
+    layout: str | None = None,
 ) -> GroupPlan:
     """Groups of ``model`` (traced on ``example``), each tagged with the components it touches.
 
     The last conv/linear run in the forward pass (the classifier, or an autoencoder's output layer) is
     never pruned, nor are modules matching ``ignore``; the model's input channels have no producer and
-    are never part of a group.
+    are never part of a group. Without ``components``, they are derived (``layout``: see
+    :func:`derive_components`).
     """
-    comps = parse_components(components) if components else derive_components(model)
+    if components and layout:
+        raise ConfigError("give either components or a layout, not both: a layout derives the components")
+    comps = parse_components(components) if components else derive_components(model, layout or LAYOUTS[0])
     names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
     order = execution_order(model, example, macs)

@@ -101,6 +101,7 @@ def structured_prune(
     config: SearchConfig | None = None,
     components=None,
     ignore: list[str] | None = None,
+    layout: str | None = None,
     with_baseline: bool = True,
 ) -> StructuredResult:
     """Remove ``config.sparsity`` ± ``config.tolerance`` of the parameters as whole channels / units / heads,
@@ -110,7 +111,7 @@ def structured_prune(
     """
     cfg = config or SearchConfig()
     model.eval()
-    plan = find_groups(model, example, components=components, ignore=ignore)
+    plan = find_groups(model, example, components=components, ignore=ignore, layout=layout)
     total = count_params(model)
     dense_metric = float(task.metric(model))
     selections = []
