@@ -214,11 +214,18 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "per_role_weighted": bool(numel),
         "layer_rows": _layer_rows({**recipe, "layers": recipe.get("layers") or variant.get("layers") or {}}, numel),
         "range_source": recipe.get("range_source"),
+        "strategy_description": _strategy_description(variant.get("strategy")),
         "reproduce": _reproduce_command(recipe),
         "version": recipe.get("hf_mixmatch_version"),
         "finetune": recipe.get("finetune"),
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
+
+
+def _strategy_description(name: str | None) -> str:
+    from .strategies import STRATEGY_DESCRIPTIONS
+
+    return STRATEGY_DESCRIPTIONS.get(name or "", "")
 
 
 def _layer_numel_from_folder(variant_dir: Path) -> dict[str, int] | None:
