@@ -1,9 +1,11 @@
 """Phase 2 of Mix-and-Match: per-layer sparsity strategies from a range table.
 
-The paper's ten strategies map ``(ranges, layers) -> {layer name: sparsity}``. Two more, ``signal_balanced``
-and ``signal_p90`` (:data:`SIGNAL_STRATEGIES`), also read the sensitivity signal's scores: one global threshold
-on the signal with every layer clipped to its range, so the signal decides *which* layers take more
-sparsity inside the architecture-aware ranges. Names are shared by the CLI, the recipe file and the card.
+The paper's ten strategies map ``(ranges, layers) -> {layer name: sparsity}``. Three more
+(:data:`SIGNAL_STRATEGIES`) also read the sensitivity signal's scores: ``signal_balanced`` / ``signal_p90`` put one
+global threshold on the signal with every layer clipped to its range, at the overall sparsity of ``balanced`` /
+``percentile_90``, so the signal decides *which* layers take more sparsity inside the architecture-aware ranges;
+``signal_max`` does the same at ``aggressive``'s sparsity with the measured (observed / rd) maxima lifted, since
+at that sparsity they would leave no choice. Names are shared by the CLI, the recipe file and the card.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from .errors import ConfigError
 from .layers import LayerInfo, is_transformer_like
-from .ranges import RangeTable
+from .ranges import LayerRange, RangeTable
 
 Strategy = Callable[..., dict[str, float]]
 STRATEGIES: dict[str, Strategy] = {}
@@ -159,8 +161,29 @@ for _name, _ref in (("signal_balanced", "balanced"), ("signal_p90", "percentile_
                     "sparsity")(_signal_strategy(_ref))
     SIGNAL_STRATEGIES.add(_name)
 
-# Default: the paper's ten plus the two signal-driven ones (they cost 2 evaluations per signal and, on the
-# reference CNN, gave the best variant at 73% and 88.5% sparsity: docs/BENCHMARKS_quality.md). ``paper`` = the ten.
+
+def _measured(reason: str) -> bool:
+    """A range measured from global runs (observed / rd), as opposed to a rule (clamp, preset, file)."""
+    return reason.startswith(("observed", "rd:"))
+
+
+@register("signal_max", "aggressive's overall sparsity by one global threshold on the signal; every layer kept at "
+                        "or above rho_min, and below rho_max only where the range is a rule (clamp / preset)")
+def signal_max(ranges: RangeTable, layers: list[LayerInfo], *, scores: dict[str, torch.Tensor]) -> dict[str, float]:
+    # At aggressive's sparsity, clipping to the measured maxima leaves no freedom (every layer at its max, a
+    # mix of the global runs' extremes that no criterion chose); here only the rules and the minima bind.
+    target = overall_sparsity(STRATEGIES["aggressive"](ranges, layers), layers)
+    lifted = RangeTable({layer.name: LayerRange(ranges[layer.name].min,
+                                                1.0 if _measured(ranges[layer.name].reason) else ranges[layer.name].max,
+                                                ranges[layer.name].reason) for layer in layers}, ranges.source)
+    counts = clipped_global_counts(scores, layers, lifted, target)
+    return {layer.name: counts[layer.name] / layer.numel for layer in layers}
+
+
+SIGNAL_STRATEGIES.add("signal_max")
+
+# Default: the paper's ten plus the three signal-driven ones (3 more evaluations per signal; on the reference CNN
+# they close the gap to global SNIP at 88-93% sparsity: docs/BENCHMARKS_quality.md). ``paper`` = the ten.
 DEFAULT_STRATEGIES = tuple(STRATEGIES)
 STRATEGY_SETS = {"default": DEFAULT_STRATEGIES, "paper": PAPER_STRATEGIES, "all": tuple(STRATEGIES)}
 

@@ -288,18 +288,33 @@ def run_all(args) -> dict:
                         band = _band_of(front[len(front) // 2]) if front else None
                         if band is None:
                             continue
+                    # the most accurate front variant in the band; if the front skips the band (a sparser
+                    # variant is as accurate), the most accurate variant in it
                     best, best_run = None, None
-                    for r in s["oneshot"]:
-                        for v in r["variants"]:
-                            if v["id"] in r["pareto"] and band[0] <= v["sparsity"] < band[1] and \
-                                    (best is None or v["accuracy"] > best["accuracy"]):
-                                best, best_run = v, r
+                    for front_only in (True, False):
+                        for r in s["oneshot"]:
+                            for v in r["variants"]:
+                                if (v["id"] in r["pareto"] or not front_only) and band[0] <= v["sparsity"] < band[1] \
+                                        and (best is None or v["accuracy"] > best["accuracy"]):
+                                    best, best_run = v, r
+                        if best is not None:
+                            break
                     if best is None:
                         print(f"[{name} seed {seed}] no front variant in band {band}: nothing fine-tuned", flush=True)
                         continue
                     bench = Bench(args, model_dir, data, seed, runs_dir / name / f"s{seed}")
                     bench.load_scores(runs_dir / name / f"s{seed}" / best_run["ranges"].replace(":", "_") / "scores.safetensors")
                     ft = {"band": list(band), "ranges": best_run["ranges"], "pareto": [best["id"]], "variants": [], "baselines": []}
+                    if not any(b["matched_to"] == best["id"] for b in best_run["baselines"]):
+                        # not on the front, so no baseline was matched to it yet: match them now (one-shot)
+                        if "rd" in args.baselines:
+                            bench.prepare_rd()
+                        for method in args.baselines:
+                            alloc = bench.allocate(method, best["sparsity"])
+                            row = bench.measure(alloc.sparsities, alloc.rank_by)
+                            best_run["baselines"].append({"id": f"{method}@{best['id']}", "method": method,
+                                                          "matched_to": best["id"], "rank_by": alloc.rank_by,
+                                                          "target_layers": alloc.sparsities, **row})
                     res = bench.finetune(best["target_layers"], best["signal"])
                     ft["variants"].append({**_slim(best), "oneshot": {"accuracy": best["accuracy"]}, **res})
                     for b in best_run["baselines"]:
@@ -690,7 +705,7 @@ def write_doc(summary: dict, args) -> str:
 
 def strategy_lines(model: dict) -> list[str]:
     """Signal-driven strategies vs the interpolated strategy with the same overall sparsity (one-shot)."""
-    pairs = (("signal_balanced", "balanced"), ("signal_p90", "percentile_90"))
+    pairs = (("signal_balanced", "balanced"), ("signal_p90", "percentile_90"), ("signal_max", "aggressive"))
     dense = model["dense"]
     rows = []
     for signal in ("magnitude", "gradient", "hybrid"):

@@ -26,7 +26,7 @@ def default_run(tmp_path_factory):
 def test_default_run_shape(default_run):
     out, res = default_run
     assert res["dataset"] == "hf-mixmatch/digits" and res["eval_split"] == "test"
-    assert len(res["variants"]) == 36  # 3 signals x (the paper's 10 + signal_balanced, signal_p90)
+    assert len(res["variants"]) == 39  # 3 signals x (the paper's 10 + signal_balanced, signal_p90, signal_max)
     assert {v["signal"] for v in res["variants"]} == {"magnitude", "gradient", "hybrid"}
     assert 0.9 <= res["dense"]["accuracy"] <= 1.0 and res["dense"]["top5"] >= res["dense"]["accuracy"]
     for v in res["variants"]:

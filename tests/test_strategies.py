@@ -26,8 +26,8 @@ def test_ten_strategies_are_registered_with_the_paper_names():
     assert list(PAPER_STRATEGIES) == ["conservative", "aggressive", "balanced", "percentile_30", "percentile_50",
                                       "percentile_70", "percentile_90", "param_proportional", "late_heavy",
                                       "early_heavy"]
-    assert list(STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90"]
-    assert SIGNAL_STRATEGIES == {"signal_balanced", "signal_p90"}
+    assert list(STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90", "signal_max"]
+    assert SIGNAL_STRATEGIES == {"signal_balanced", "signal_p90", "signal_max"}
 
 
 def test_signal_balanced_by_hand():
@@ -54,6 +54,17 @@ def test_signal_strategies_stay_in_range_and_match_the_reference_sparsity(seed, 
     assert overall_sparsity(got, LAYERS) * 600 == pytest.approx(round(overall_sparsity(ref, LAYERS) * 600), abs=1e-9)
     # the layer whose scores are lowest everywhere (fc) is at its maximum
     assert got["fc"] == pytest.approx(TABLE["fc"].max)
+
+
+def test_signal_max_lifts_measured_maxima_only():
+    scores = {"a": torch.arange(100.0), "b": torch.arange(300.0) + 100.5, "fc": torch.arange(200.0) * 10}
+    # every range a rule (reason ""): nothing lifts, so signal_max is aggressive
+    close(strategy_sparsities("signal_max", TABLE, LAYERS, scores=scores), strategy_sparsities("aggressive", TABLE, LAYERS))
+    # a, b measured (observed), fc a rule. Budget = aggressive's 50 + 180 + 40 = 270 weights. Threshold 245.5:
+    # a all 100 (its 0.5 max lifted), b 145 (100.5..244.5), fc 25 (0..240, under its rule max of 40) -> 270.
+    table = RangeTable({"a": LayerRange(0.1, 0.5, "observed: t"), "b": LayerRange(0.2, 0.6, "observed: t"),
+                        "fc": LayerRange(0.0, 0.2, "")}, "test")
+    close(strategy_sparsities("signal_max", table, LAYERS, scores=scores), {"a": 1.0, "b": 145 / 300, "fc": 0.125})
 
 
 def test_signal_strategy_needs_scores():
