@@ -39,7 +39,7 @@ def add_prune_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "prune",
-        help="prune a classifier with Mix-and-Match (3 signals x 12 strategies), evaluate, keep the Pareto front",
+        help="prune a classifier with Mix-and-Match (3 signals x 13 strategies), evaluate, keep the Pareto front",
         description=(
             "Score the model once on calibration data, derive per-layer sparsity ranges, build every "
             "signal x strategy variant, evaluate each on the evaluation split, and write results.json, "
