@@ -181,7 +181,10 @@ def main(argv=None) -> int:
     ap.add_argument("--search-steps", type=int, default=120)
     ap.add_argument("--latency-runs", type=int, default=30)
     ap.add_argument("--test-images", type=int, default=5000)
-    ap.add_argument("--lambdas", default="1,3", help="FLOP weights λ of the gradient search rows (besides 0)")
+    ap.add_argument("--lambdas", default="10,30",
+                    help="FLOP weights λ of the gradient rows with 'body' components on the reference CNN (besides 0)")
+    ap.add_argument("--lambda", dest="lam", type=float, default=10.0,
+                    help="the FLOP weight λ of the other FLOP-aware rows (autoencoder, per stage, earlier CNN)")
     ap.add_argument("--skip-old-cnn", action="store_true", help="leave out the 7×7-stem resnet18 case")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -203,7 +206,7 @@ def main(argv=None) -> int:
     train(ae, ae_task, args.train_steps)
     ae_floor = ae_test(ae) - 1.0
     ae_variants = [("grid", None, "grid", cfg), ("gradient λ=0", None, "gradient", cfg),
-                   *[(f"gradient λ={lam:g}", None, "gradient", replace(cfg, flops_weight=lam)) for lam in lambdas],
+                   (f"gradient λ={args.lam:g}", None, "gradient", replace(cfg, flops_weight=args.lam)),
                    ("l1", None, "l1", cfg)]
     ae_rows, _ = run_case("autoencoder", ae, ae_task, ae_test, example, args.finetune_steps, ae_variants, log,
                           runs=args.latency_runs)
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
     cnn_floor = cnn_test(cnn) - 0.03
     stem = torch.nn.Sequential(cnn.conv1, cnn.bn1, cnn.act1)
     cnn_rows, cnn_extra = run_case("cifar-resnet18-w16", cnn, cnn_task, cnn_test, example, args.finetune_steps,
-                                   cnn_variants(cfg, [0.0, *lambdas[-1:]], [0.0, *lambdas]), log,
+                                   cnn_variants(cfg, [0.0, args.lam], [0.0, *lambdas]), log,
                                    runs=args.latency_runs, extra={"stem": stem})
 
     # --- the earlier reference: timm resnet18 with its 7×7 stride-2 stem and max-pool (for comparison)
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
         old_floor = cnn_test(old) - 0.03
         old_stem = torch.nn.Sequential(old.conv1, old.bn1, old.act1, old.maxpool)
         old_rows, old_extra = run_case("resnet18-w16", old, cnn_task, cnn_test, example, args.finetune_steps,
-                                       cnn_variants(cfg, [0.0], lambdas[-1:], grid=False), log,
+                                       cnn_variants(cfg, [0.0], [args.lam], grid=False), log,
                                        runs=args.latency_runs, extra={"stem": old_stem})
 
     elapsed = time.perf_counter() - t0
@@ -250,7 +253,8 @@ def main(argv=None) -> int:
         "l1 = Torch-Pruning group L1 magnitude with one uniform ratio over the same component-aware groups, "
         "fitted to the same parameter share. grid = per-component ratios "
         f"s·w (w ∈ {list(cfg.grid_weights)}, s fitted to the target), lowest-L1 units first. gradient λ = sigmoid "
-        f"gates, {args.search_steps} steps, augmented Lagrangian on expected params, plus λ·E[MACs]/MACs_dense "
+        f"gates, {args.search_steps} steps, task loss divided by the dense model's, augmented Lagrangian on "
+        "expected params, plus λ·E[MACs]/MACs_dense "
         "(`SearchConfig.flops_weight`, `--flops-weight`; λ=0 is the parameter-only search), then thresholded to "
         "the parameter target. 'per stage' = one component per stage (stem, layer1 … layer4, head): every "
         "stage-to-stage residual stream spans two components and stays dense; 'body' = stem and all stages one "

@@ -272,6 +272,21 @@ def test_expected_macs_is_differentiable_and_counts_consumers():
     assert all(float(k.grad.min()) > 0 for k in keeps.values())
 
 
+def test_gradient_search_does_not_depend_on_the_loss_units():
+    import dataclasses
+
+    from hf_mixmatch.structured import gradient_search
+
+    ae = _ae()
+    task = _ae_task()
+    scaled = dataclasses.replace(task, loss=lambda m, b: 1000.0 * task.loss(m, b))
+    plan = find_groups(ae, torch.rand(1, 1, 8, 8))
+    total = count_params(ae)
+    pick = lambda t, norm: gradient_search(ae, plan, t, SearchConfig(steps=12, normalize_loss=norm), total).removed  # noqa: E731
+    assert pick(task, True) == pick(scaled, True)
+    assert pick(task, False) != pick(scaled, False)  # without normalising, the loss's scale changes the choice
+
+
 def test_flops_weight_moves_the_removal_to_mac_heavy_units():
     model = _cifar_resnet()
     torch.manual_seed(3)

@@ -36,6 +36,7 @@ class SearchConfig:
     lr: float = 0.1
     penalty: float = 20.0
     flops_weight: float = 0.0  # λ: the gradient search adds λ·E[MACs]/MACs_dense to its loss (FLOP-aware)
+    normalize_loss: bool = True  # gradient search: task loss divided by the dense model's (scale-free)
     finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
     finetune_lr: float = 1e-3
     seed: int = 0
@@ -178,7 +179,12 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     Lagrangian, μ updated each step, T annealed 1 → 0.2; λ = ``cfg.flops_weight``, 0 by default: under the
     same parameter target, λ > 0 moves the removal towards units that cost many MACs per parameter, e.g.
     early, high-resolution conv channels). Then the units with the lowest logits are removed until the
-    parameter target is met exactly (bisection on the count)."""
+    parameter target is met exactly (bisection on the count).
+
+    With ``cfg.normalize_loss`` (default) the task loss is divided by the dense model's loss on the first
+    calibration batches, so the balance between the task and the cost terms does not depend on the loss's
+    units: a reconstruction MSE of 0.007 would otherwise be drowned by the constraint, Adam would move every
+    gate in lockstep and the selection would be decided by ties."""
     _check_prunable(plan)
     if task.loss is None or task.batches is None:
         raise ConfigError("the gradient search needs a loss and calibration batches: give Task(loss=..., batches=...)"
@@ -197,7 +203,12 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     was = model.training
     model.eval()
     step = 0
+    scale = 1.0
     try:
+        if cfg.normalize_loss:
+            with torch.no_grad():
+                seen = [float(task.loss(model, b)) for b, _ in zip(task.batches(), range(4))]
+            scale = 1.0 / max(sum(seen) / max(len(seen), 1), 1e-12)
         with GateHooks(model, plan) as gates:
             while step < cfg.steps:
                 for batch in task.batches():
@@ -206,7 +217,7 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
                     temp = 1.0 - 0.8 * step / max(cfg.steps - 1, 1)
                     gates.values = {k: torch.sigmoid(v / temp) for k, v in logits.items()}
                     c = (expected_params(plan, gates.values, total) - target) / total
-                    loss = task.loss(model, batch) + mu * c + 0.5 * cfg.penalty * c * c
+                    loss = scale * task.loss(model, batch) + mu * c + 0.5 * cfg.penalty * c * c
                     if cfg.flops_weight:
                         loss = loss + cfg.flops_weight * expected_macs(plan, gates.values) / dense_macs
                     opt.zero_grad()
@@ -223,7 +234,7 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     metric = metric_with_removed(model, plan, task, removed)
     macs = float(expected_macs(plan, masks_from_removed(plan, removed)))
     return Selection("gradient", removed, share, metric, time.perf_counter() - t,
-                     detail={"steps": step, "flops_weight": cfg.flops_weight, "macs": macs,
+                     detail={"steps": step, "flops_weight": cfg.flops_weight, "loss_scale": scale, "macs": macs,
                              "macs_dense": plan.dense_macs})
 
 
