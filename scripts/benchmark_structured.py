@@ -274,7 +274,7 @@ def main(argv=None) -> int:
         md += [
             *table("Earlier reference: resnet18 (timm, widths 16-32-64-128) with its 7×7 stride-2 stem (64 channels) "
                    "and max-pool; stages at 7, 4, 2, 1 px", old_rows, "top-1", old_floor), "",
-            f"Its stem (conv1 7×7 with 64 channels, BN, ReLU, max-pool), which is never pruned, takes "
+            f"Its stem (conv1 7×7 with 64 channels, BN, ReLU, max-pool; kept dense with per-stage components) takes "
             f"{old_extra['stem']['b32']:.2f} ms at batch 32 = {old_extra['stem']['b32'] / odense['latency_ms']['b32']:.2f}× "
             "the dense model.", "",
             *targets(old_rows, "7×7 stem", old_floor), "",
