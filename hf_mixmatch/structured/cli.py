@@ -36,7 +36,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--flops-weight", type=float, default=0.0, metavar="LAMBDA",
                    help="FLOP-aware gradient search: add LAMBDA x expected MACs / dense MACs to its loss, still under "
-                        "the parameter target (default 0: parameters only; e.g. 1-3 moves the removal to "
+                        "the parameter target (default 0: parameters only; e.g. 10 moves the removal to "
                         "high-resolution, FLOP-heavy channels, for lower latency)")
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
                    help="components as module-name globs (or re:REGEX); default: derived, see --layout")
