@@ -246,3 +246,20 @@ def test_train_reference_rejects_bad_input(tmp_path):
         tr.main(["--arch", "vit", "--epochs", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="apt-get install dataset-fashion-mnist"):
         tr.main(["--arch", "vit", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")])
+
+
+# ---------------------------------------------------------------- docs/BENCHMARKS.md assembly
+
+def test_assemble_benchmarks_replaces_included_pages_only(tmp_path):
+    ab = _load_script("assemble_benchmarks")
+    (tmp_path / "PAGE.md").write_text("# Title\n\ntext\n\n## sub\n\n```\n# not a heading\n```\n")
+    overview = ("# Benchmarks\n\n## 1. Own\n\nkept\n\n## 2. Included\n\n"
+                "*Written by `scripts/x.py` into `docs/PAGE.md`; included here verbatim.*\n\nstale copy\n### stale\n\n"
+                "## 3. After\n\nkept too\n")
+    new = ab.assemble(overview, docs=tmp_path)
+    assert "stale" not in new and "kept\n" in new and "kept too" in new
+    assert "### Title\n\ntext\n\n#### sub" in new and "```\n# not a heading\n```" in new  # code blocks untouched
+    assert new.index("### Title") < new.index("## 3. After")
+    assert ab.assemble(new, docs=tmp_path) == new  # idempotent
+    with pytest.raises(SystemExit, match="does not exist"):
+        ab.assemble(overview.replace("PAGE.md", "MISSING.md"), docs=tmp_path)
