@@ -757,20 +757,21 @@ def sensitivity_lines(model: dict) -> list[str]:
 
 def targets_section(summary: dict, methods, n_eval: int) -> str:
     L = ["## Targets\n"]
-    sw = summary["models"].get("swin")
-    if sw:
+    for sw_name, sw in summary["models"].items():
+        if not sw_name.startswith("swin"):
+            continue
         for mode in ("oneshot", "finetuned"):
             if not any(s[mode] for s in sw["seeds"].values()):
-                L.append(f"- (a) Swin 40–50% {mode}: **not measured** (the run stopped before this step).")
+                L.append(f"- (a) {sw_name} 40–50% {mode}: **not measured** (the run stopped before this step).")
                 continue
             t = band_table(sw, mode, methods).get((0.4, 0.5))
             if not t:
-                L.append(f"- (a) Swin 40–50% {mode}: **no M&M variant in the band** (ranges do not reach it).")
+                L.append(f"- (a) {sw_name} 40–50% {mode}: **no M&M variant in the band** (ranges do not reach it).")
                 continue
             ratio = [a / b if b > 1e-9 else float("inf") for a, b in zip(t["mm"], t["global_magnitude"])]
             ok = _mean(t["mm"]) <= 0.6 * _mean(t["global_magnitude"])
             vacuous = _mean(t["global_magnitude"]) <= 2 * math.sqrt(2) * binom_se(0.75, n_eval)
-            L.append(f"- (a) Swin 40–50% {mode}: best M&M drop {_ms(t['mm'])} vs MAG {_ms(t['global_magnitude'])} "
+            L.append(f"- (a) {sw_name} 40–50% {mode}: best M&M drop {_ms(t['mm'])} vs MAG {_ms(t['global_magnitude'])} "
                      f"(ratio of means "
                      f"{'n/a' if _mean(t['global_magnitude']) <= 1e-9 else format(_mean(t['mm']) / _mean(t['global_magnitude']), '.2f')}"
                      f"; target ≤ 0.6): **{'met' if ok else 'not met'}**"
