@@ -316,7 +316,11 @@ def _structured_reproduce(recipe: dict, results: dict) -> str:
         parts.append(f"--tolerance {recipe['tolerance']}")
     if recipe.get("metric_floor") is not None:
         parts.append(f"--metric-floor {recipe['metric_floor']}")
+    if opts.get("flops_weight") is None and recipe.get("flops_weight") is not None:
+        opts = {**opts, "flops_weight": recipe["flops_weight"]}
     for key, flag in (("search", "--search"), ("steps", "--steps"), ("finetune_steps", "--finetune-steps"),
+                      ("flops_weight", "--flops-weight"), ("round_to", "--round-to"),
+                      ("layout", "--layout"),
                       ("calib_split", "--calib-split"), ("eval_split", "--eval-split"),
                       ("calib_samples", "--calib-samples"), ("eval_samples", "--eval-samples"), ("seed", "--seed")):
         if opts.get(key) is not None:

@@ -225,7 +225,8 @@ def test_classifier_search_keeps_output_units():
 
 
 @pytest.mark.parametrize("bad", [dict(sparsity=1.2), dict(tolerance=0.0), dict(search="random"),
-                                 dict(flops_weight=-1.0), dict(flops_weight=float("nan")), dict(flops_weight="2")])
+                                 dict(flops_weight=-1.0), dict(flops_weight=float("nan")), dict(flops_weight="2"),
+                                 dict(round_to=0), dict(round_to=2.5)])
 def test_config_validation(bad):
     with pytest.raises(ConfigError) as err:
         SearchConfig(**bad)
@@ -308,6 +309,23 @@ def test_flops_weight_moves_the_removal_to_mac_heavy_units():
     assert sels[20.0].detail["macs"] < 0.9 * sels[0.0].detail["macs"]
 
 
+def test_round_to_keeps_pruned_widths_a_multiple_of_the_block():
+    from hf_mixmatch.structured import gradient_search
+
+    model = _cifar_resnet()
+    torch.manual_seed(3)
+    x, y = torch.rand(32, 1, 12, 12), torch.randint(0, 5, (32,))
+    task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=32)
+    plan = find_groups(model, x[:1], components=_BODY)
+    total = count_params(model)
+    sel = gradient_search(model, plan, task, SearchConfig(sparsity=0.5, tolerance=0.1, steps=10, flops_weight=5.0,
+                                                          round_to=4), total)
+    assert sel.removed and abs(sel.sparsity - 0.5) <= 0.1
+    for g in plan.prunable:
+        kept = g.size - len(sel.removed.get(g.index, []))
+        assert kept >= 1 and (g.size % 4 or kept % 4 == 0), (g.root, g.size, kept)
+
+
 # ------------------------------------------------------------------------------------------- round trip
 
 
@@ -357,7 +375,7 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["structured", "default", "--dataset", "default", "--sparsity", "0.5", "--tolerance", "0.02",
             "--calib-samples", "32", "--eval-samples", "32", "--search", "gradient", "--steps", "3", "--latency-runs", "1",
-            "--flops-weight", "2.5", "--layout", "body-head", "--output-dir", str(out)]
+            "--flops-weight", "2.5", "--round-to", "2", "--layout", "body-head", "--output-dir", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["flops_weight"] == 2.5
@@ -380,6 +398,9 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     block = ModelCard.load(out / "model" / "README.md").data.to_dict()["hf_mixmatch"]
     assert block["params"] == res["pruned"]["params"] and block["flops_dense"] == res["dense"]["flops"]
     assert block["metric"] == res["pruned"]["accuracy"]
+    card_text = (out / "model" / "README.md").read_text()  # the reproduce command carries λ and the layout
+    assert "--flops-weight 2.5" in card_text and "--layout body-head" in card_text and "--round-to 2" in card_text
+    assert recipe["options"]["round_to"] == 2
     again = hf_mixmatch.from_pretrained(out / "model")
     assert count_params(again) == res["pruned"]["params"] and again.mixmatch_recipe["options"]["search"] == "gradient"
     # verify re-measures the share of parameters removed and the accuracy on the same samples
@@ -395,6 +416,10 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert "flops_weight must be" in err and len(err.splitlines()) == 1
+    bad = [a if a != "2" else "0" for a in argv] + ["--overwrite"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert "round_to must be" in err and len(err.splitlines()) == 1
 
 
 def test_swin_mlp_units_pruned_heads_kept_dense():

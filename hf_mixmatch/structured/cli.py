@@ -38,6 +38,9 @@ def add_cli(subparsers) -> None:
                    help="FLOP-aware gradient search: add LAMBDA x expected MACs / dense MACs to its loss, still under "
                         "the parameter target (default 0: parameters only; e.g. 10 moves the removal to "
                         "high-resolution, FLOP-heavy channels, for lower latency)")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="gradient search: remove units in blocks of N, so every pruned group's width stays a multiple "
+                        "of N (default 1: no rounding; e.g. 8 keeps conv widths CPU-friendly)")
     p.add_argument("--components", nargs="+", metavar="NAME=PATTERN[,PATTERN]",
                    help="components as module-name globs (or re:REGEX); default: derived, see --layout")
     p.add_argument("--layout", choices=("stem-stages-head", "body-head"),
@@ -79,7 +82,7 @@ def run_cli(args) -> int:
         shutil.rmtree(out)
     cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, metric_floor=args.metric_floor,
                        search=args.search, steps=args.steps, finetune_steps=args.finetune_steps, seed=args.seed,
-                       flops_weight=args.flops_weight)
+                       flops_weight=args.flops_weight, round_to=args.round_to)
     loaded = load_model(args.model)
     ds, image_col, label_col = load_image_dataset(args.dataset, image_column=args.image_column,
                                                   label_column=args.label_column)
@@ -100,7 +103,7 @@ def run_cli(args) -> int:
                          channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
-    options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "calib_split",
+    options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "round_to", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
                                              "seed", "components", "layout")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),

@@ -32,6 +32,7 @@ class SearchConfig:
     search: str = "both"  # "grid" | "gradient" | "both"
     grid_weights: tuple[float, ...] = (0.5, 1.0, 1.5)
     max_unit_ratio: float = 0.9  # never remove more than this share of a group's units
+    round_to: int = 1  # gradient search: remove units in blocks of this many, so kept widths stay multiples of it
     steps: int = 150
     lr: float = 0.1
     penalty: float = 20.0
@@ -54,6 +55,9 @@ class SearchConfig:
                 and self.flops_weight >= 0):
             raise ConfigError(f"flops_weight must be a finite number >= 0, got {self.flops_weight}: 0 = parameters "
                               "only, e.g. 1 = also push expected MACs down")
+        if not (isinstance(self.round_to, int) and self.round_to >= 1):
+            raise ConfigError(f"round_to must be an integer >= 1, got {self.round_to!r}: e.g. 8 keeps every pruned "
+                              "group's width a multiple of 8 (1 = no rounding)")
         if self.steps < 1 or self.lr <= 0 or self.finetune_steps < 0:
             raise ConfigError("steps must be >= 1, lr > 0 and finetune_steps >= 0")
 
@@ -241,17 +245,22 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
 def _threshold(plan: GroupPlan, scores: dict[int, torch.Tensor], cfg: SearchConfig, total: int):
     """Remove the globally lowest-scored units (each group keeps ≥ 1 and ≤ max_unit_ratio removed) until the
     removed share reaches ``sparsity``: bisection on how many units go."""
-    cand = []
+    cand = []  # (score, group, units): one block of cfg.round_to units (the lowest-scored first)
     for g in plan.prunable:
         order = torch.argsort(scores[g.index], stable=True).tolist()
         cap = min(int(math.floor(cfg.max_unit_ratio * g.size + 1e-9)), g.size - 1)
-        cand += [(float(scores[g.index][u]), g.index, u) for u in order[:cap]]
-    cand.sort()
+        # a group whose width is not a multiple of the block (or no wider than it) is not rounded
+        r = cfg.round_to if g.size > cfg.round_to and g.size % cfg.round_to == 0 else 1
+        cap -= cap % r
+        for i in range(0, cap - r + 1, r):
+            block = order[i:i + r]
+            cand.append((max(float(scores[g.index][u]) for u in block), g.index, block))
+    cand.sort(key=lambda c: (c[0], c[1], c[2]))
 
     def removed_of(n):
         out: dict[int, list[int]] = {}
-        for _, gi, u in cand[:n]:
-            out.setdefault(gi, []).append(u)
+        for _, gi, units in cand[:n]:
+            out.setdefault(gi, []).extend(units)
         return {k: sorted(v) for k, v in out.items()}
 
     lo, hi = 0, len(cand)
