@@ -1,10 +1,10 @@
-"""Structured, component-aware pruning on Fashion-MNIST: the reference CNN (a CIFAR-style reduced-width timm
-resnet18: 3×3 stride-1 stem, no max-pool), the paper's conv autoencoder (PSNR floor) and, for comparison, the
-earlier reference (the same resnet18 with its 7×7 stride-2 stem and max-pool). Dense vs grid search vs gradient
+"""Structured, component-aware pruning on Fashion-MNIST: the reference CNN (a CIFAR-style timm resnet18, widths
+32-64-128-256 by default: 3×3 stride-1 stem, no max-pool), the paper's conv autoencoder (PSNR floor) and, on
+request, the earlier references (the same CNN at widths 16-32-64-128; resnet18 with its 7×7 stride-2 stem). Dense vs grid search vs gradient
 search (parameter-only, λ=0, and FLOP-aware, λ>0) vs plain L1 channel pruning at equal parameter count: params,
 FLOPs, CPU latency (batch 1 / 32), metric, search time.
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_structured.py --out docs/BENCHMARKS_structured.md
+    OMP_NUM_THREADS=1 python scripts/benchmark_structured.py --with-narrow-cnn --out docs/BENCHMARKS_structured.md
 
 Reads top to bottom: data, training, one function per case, the table, main.
 """
@@ -133,14 +133,19 @@ STAGES = {"stem": ["conv1", "bn1"], "layer1": ["layer1"], "layer2": ["layer2"], 
 BODY = {"body": ["conv1", "bn1", "layer*"], "head": ["fc", "global_pool"]}
 
 
-def cnn_variants(cfg, lambdas_stage, lambdas_body, grid=True):
+def _gradient(lam, round_to, comps_label, comps, cfg):
+    tag = f"gradient λ={lam:g}" + (f" ×{round_to}" if round_to > 1 else "")
+    return (f"{tag}, {comps_label}", comps, "gradient", replace(cfg, flops_weight=lam, round_to=round_to))
+
+
+def cnn_variants(cfg, stage, body, grid=False):
     """(label, components, method, config) rows of a CNN case: one component per stage, then stem + stages as
-    one 'body' component (every residual stream but the one into the classifier becomes prunable)."""
+    one 'body' component (every residual stream but the one into the classifier becomes prunable). ``stage`` /
+    ``body``: (λ, round_to) of the gradient rows; round_to > 1 keeps every pruned width a multiple of it."""
     out = [("grid, per stage", STAGES, "grid", cfg)] if grid else []
-    out += [(f"gradient λ={lam:g}, per stage", STAGES, "gradient", replace(cfg, flops_weight=lam))
-            for lam in lambdas_stage]
+    out += [_gradient(lam, r, "per stage", STAGES, cfg) for lam, r in stage]
     out += [("l1, per stage", STAGES, "l1", cfg)]
-    out += [(f"gradient λ={lam:g}, body", BODY, "gradient", replace(cfg, flops_weight=lam)) for lam in lambdas_body]
+    out += [_gradient(lam, r, "body", BODY, cfg) for lam, r in body]
     out += [("l1, body", BODY, "l1", cfg)]
     return out
 
@@ -181,17 +186,21 @@ def main(argv=None) -> int:
     ap.add_argument("--search-steps", type=int, default=120)
     ap.add_argument("--latency-runs", type=int, default=30)
     ap.add_argument("--test-images", type=int, default=5000)
-    ap.add_argument("--lambdas", default="10,30",
-                    help="FLOP weights λ of the gradient rows with 'body' components on the reference CNN (besides 0)")
+    ap.add_argument("--cnn-channels", default="32,64,128,256", help="stage widths of the reference CNN")
     ap.add_argument("--lambda", dest="lam", type=float, default=10.0,
-                    help="the FLOP weight λ of the other FLOP-aware rows (autoencoder, per stage, earlier CNN)")
-    ap.add_argument("--skip-old-cnn", action="store_true", help="leave out the 7×7-stem resnet18 case")
+                    help="the FLOP weight λ of the FLOP-aware rows (besides λ=0 and the rounded λ=--lambda-rounded rows)")
+    ap.add_argument("--lambda-rounded", type=float, default=30.0,
+                    help="λ of the reference CNN's gradient rows whose pruned widths stay multiples of --round-to")
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--with-narrow-cnn", action="store_true",
+                    help="also the reference CNN at widths 16-32-64-128 (the previous reference)")
+    ap.add_argument("--with-old-cnn", action="store_true", help="also the 7×7-stem resnet18 case")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
     log = lambda m: print(m, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    lambdas = [float(v) for v in args.lambdas.split(",") if v.strip()]
+    channels = [int(v) for v in args.cnn_channels.split(",")]
     full, test_ds = load_fmnist("train", 8500), load_fmnist("test", args.test_images)
     train_ds = TensorDataset(*(t[:8000] for t in full.tensors))
     val_ds = TensorDataset(*(t[8000:] for t in full.tensors))
@@ -214,23 +223,35 @@ def main(argv=None) -> int:
     # --- the reference CNN: CIFAR-style reduced-width resnet18 (3×3 stride-1 stem, no max-pool), top-1
     cnn_task = classification_task(calib, val_ds, batch_size=64)
     cnn_test = classification_task(calib, test_ds, batch_size=64).metric
-    cnn = build_architecture("cifar_resnet", {"channels": [16, 32, 64, 128]})
+    cnn = build_architecture("cifar_resnet", {"channels": channels})
     train(cnn, cnn_task, args.train_steps)
     cnn_floor = cnn_test(cnn) - 0.03
     stem = torch.nn.Sequential(cnn.conv1, cnn.bn1, cnn.act1)
-    cnn_rows, cnn_extra = run_case("cifar-resnet18-w16", cnn, cnn_task, cnn_test, example, args.finetune_steps,
-                                   cnn_variants(cfg, [0.0, args.lam], [0.0, *lambdas]), log,
-                                   runs=args.latency_runs, extra={"stem": stem})
+    rounded = (args.lambda_rounded, args.round_to)
+    cnn_rows, cnn_extra = run_case(f"cifar-resnet18-w{channels[0]}", cnn, cnn_task, cnn_test, example,
+                                   args.finetune_steps,
+                                   cnn_variants(cfg, [(0.0, 1), (args.lam, 1), rounded], [(args.lam, 1), rounded]),
+                                   log, runs=args.latency_runs, extra={"stem": stem})
+
+    # --- the previous reference: the same CNN at widths 16-32-64-128 (narrow convs, overhead-bound on CPU)
+    narrow_rows, narrow_extra = [], {}
+    if args.with_narrow_cnn:
+        narrow = build_architecture("cifar_resnet", {"channels": [16, 32, 64, 128]})
+        train(narrow, cnn_task, args.train_steps)
+        narrow_floor = cnn_test(narrow) - 0.03
+        narrow_rows, _ = run_case("cifar-resnet18-w16", narrow, cnn_task, cnn_test, example, args.finetune_steps,
+                                  cnn_variants(cfg, [(args.lam, 1)], [(args.lam, 1), rounded]), log,
+                                  runs=args.latency_runs)
 
     # --- the earlier reference: timm resnet18 with its 7×7 stride-2 stem and max-pool (for comparison)
     old_rows, old_extra = [], {}
-    if not args.skip_old_cnn:
+    if args.with_old_cnn:
         old = timm_model("resnet18", num_classes=10, in_chans=1, channels=(16, 32, 64, 128), stem_width=16)
         train(old, cnn_task, args.train_steps)
         old_floor = cnn_test(old) - 0.03
         old_stem = torch.nn.Sequential(old.conv1, old.bn1, old.act1, old.maxpool)
         old_rows, old_extra = run_case("resnet18-w16", old, cnn_task, cnn_test, example, args.finetune_steps,
-                                       cnn_variants(cfg, [0.0], [args.lam], grid=False), log,
+                                       cnn_variants(cfg, [(0.0, 1)], [(args.lam, 1)]), log,
                                        runs=args.latency_runs, extra={"stem": old_stem})
 
     elapsed = time.perf_counter() - t0
@@ -256,19 +277,27 @@ def main(argv=None) -> int:
         f"gates, {args.search_steps} steps, task loss divided by the dense model's, augmented Lagrangian on "
         "expected params, plus λ·E[MACs]/MACs_dense "
         "(`SearchConfig.flops_weight`, `--flops-weight`; λ=0 is the parameter-only search), then thresholded to "
-        "the parameter target. 'per stage' = one component per stage (stem, layer1 … layer4, head): every "
+        f"the parameter target; '×{args.round_to}' = units removed in blocks of {args.round_to}, so every pruned "
+        f"width stays a multiple of {args.round_to} (`SearchConfig.round_to`, `--round-to`). 'per stage' = one component per stage (stem, layer1 … layer4, head): every "
         "stage-to-stage residual stream spans two components and stays dense; 'body' = stem and all stages one "
         "component, head (fc) another: every residual stream but the one into the classifier is prunable. "
         "Search time includes its metric evaluations. FLOPs count conv/linear multiply-accumulates per image.", "",
-        *table("Reference CNN: CIFAR-style resnet18 (timm, widths 16-32-64-128; 3×3 stride-1 stem with 16 channels, "
-               "no max-pool; stages at 28, 14, 7, 4 px)", cnn_rows, "top-1", cnn_floor), "",
-        f"Its stem (conv1 3×3, BN, ReLU; 16 channels at 28×28) takes {cnn_extra['stem']['b32']:.2f} ms at batch 32 "
+        *table(f"Reference CNN: CIFAR-style resnet18 (timm, widths {'-'.join(map(str, channels))}; 3×3 stride-1 "
+               f"stem with {channels[0]} channels, no max-pool; stages at 28, 14, 7, 4 px; "
+               f"{args.train_steps} training steps)", cnn_rows, "top-1", cnn_floor), "",
+        f"Its stem (conv1 3×3, BN, ReLU; {channels[0]} channels at 28×28) takes {cnn_extra['stem']['b32']:.2f} ms at batch 32 "
         f"= {cnn_extra['stem']['b32'] / dense['latency_ms']['b32']:.2f}× the dense model.", "",
         "Targets on the reference CNN at 50% of the parameters removed (floor: dense test top-1 − 3 points):", "",
         *targets(cnn_rows, "CIFAR-style", cnn_floor), "",
         *table("Conv autoencoder (encoder / decoder components; the latent is never pruned)", ae_rows, "PSNR dB",
                ae_floor), "",
     ]
+    if narrow_rows:
+        md += [
+            *table("Previous reference: the same CIFAR-style resnet18 at widths 16-32-64-128 (16-channel stem)",
+                   narrow_rows, "top-1", narrow_floor), "",
+            *targets(narrow_rows, "widths 16-128", narrow_floor), "",
+        ]
     if old_rows:
         odense = old_rows[0]
         md += [
