@@ -81,7 +81,13 @@ def run_case(name, model, task, test_metric, example, ft_steps, variants, log, *
         one_shot = test_metric(pruned)
         finetune(pruned, task, steps=ft_steps, lr=1e-3)
         rows.append(dict(method=label, metric_one_shot=one_shot, metric=test_metric(pruned),
-                         sparsity=1 - count_params(pruned) / total, seconds=sel.seconds, model=pruned))
+                         sparsity=1 - count_params(pruned) / total, seconds=sel.seconds, model=pruned,
+                         detail={k: v for k, v in sel.detail.items() if k != "tried"}))
+        d = sel.detail
+        if "start" in d:
+            log(f"[{name}] {label}: init {d.get('init')}, kept {d['start']} (held-out metric gates "
+                f"{d.get('metric_gates', float('nan')):.4f}, l1 {d.get('metric_l1', float('nan')):.4f}"
+                + (f"; l1 not a candidate: {d['l1_skipped']}" if "l1_skipped" in d else "") + ")")
         log(f"[{name}] {label}: share {rows[-1]['sparsity']:.3f} one-shot {one_shot:.4f} "
             f"fine-tuned {rows[-1]['metric']:.4f} ({sel.seconds:.1f}s) kept "
             + ", ".join(f"{g.root}:{g.size - len(sel.removed.get(g.index, []))}/{g.size}" for g in plan.prunable))
@@ -154,6 +160,15 @@ def row(rows, method):
     return next(r for r in rows if r["method"] == method)
 
 
+def _safeguard_note(r):
+    d = r.get("detail") or {}
+    if "start" not in d:
+        return ""
+    l1 = (f"L1 {d['metric_l1']:.4f}" if "metric_l1" in d else f"L1 not a candidate: {d.get('l1_skipped')}")
+    return (f"; search returned the {'L1' if d['start'] == 'l1' else 'gates’'} selection (held-out metric: "
+            f"gates {d['metric_gates']:.4f}, {l1})")
+
+
 def targets(rows, tag, floor):
     """The issue's two CNN targets, one line per gradient row, against L1 on the same components."""
     dense = rows[0]
@@ -172,7 +187,7 @@ def targets(rows, tag, floor):
             f"top-1 fine-tuned {r['metric']:.4f} vs L1 {l1['metric']:.4f} "
             f"({'≥ L1' if r['metric'] >= l1['metric'] else '< L1'}; one-shot {r['metric_one_shot']:.4f} vs "
             f"{l1['metric_one_shot']:.4f}), floor {floor:.4f} {'met' if r['metric'] >= floor else 'NOT met'}; "
-            f"L1 itself {ratio(l1):.2f}× latency, FLOPs {l1['flops'] / dense['flops']:.2f}×.")
+            f"L1 itself {ratio(l1):.2f}× latency, FLOPs {l1['flops'] / dense['flops']:.2f}×{_safeguard_note(r)}.")
     return out
 
 
@@ -195,6 +210,10 @@ def main(argv=None) -> int:
     ap.add_argument("--with-narrow-cnn", action="store_true",
                     help="also the reference CNN at widths 16-32-64-128 (the previous reference)")
     ap.add_argument("--with-old-cnn", action="store_true", help="also the 7×7-stem resnet18 case")
+    ap.add_argument("--init", choices=["l1", "uniform"], default="l1",
+                    help="gradient search: start from the L1-uniform selection (l1) or from equal gates (uniform)")
+    ap.add_argument("--no-safeguard", action="store_true",
+                    help="gradient search: return the gates' selection even where L1 is better on the held-out metric")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -205,7 +224,8 @@ def main(argv=None) -> int:
     train_ds = TensorDataset(*(t[:8000] for t in full.tensors))
     val_ds = TensorDataset(*(t[8000:] for t in full.tensors))
     calib = train_ds
-    cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, steps=args.search_steps)
+    cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, steps=args.search_steps, init=args.init,
+                       safeguard=not args.no_safeguard)
     example = torch.zeros(1, 1, 28, 28)
 
     # --- the paper's case: conv autoencoder, encoder / decoder components, PSNR
@@ -274,11 +294,20 @@ def main(argv=None) -> int:
         "l1 = Torch-Pruning group L1 magnitude with one uniform ratio over the same component-aware groups, "
         "fitted to the same parameter share. grid = per-component ratios "
         f"s·w (w ∈ {list(cfg.grid_weights)}, s fitted to the target), lowest-L1 units first. gradient λ = sigmoid "
-        f"gates, {args.search_steps} steps, task loss divided by the dense model's, augmented Lagrangian on "
+        f"gates, {args.search_steps} steps, "
+        + ("logits started at the L1-uniform selection (L1 rank within each group, the L1 cut at 0; "
+           "`SearchConfig.init='l1'`), " if args.init == "l1" else "all logits started equal, ")
+        + "task loss divided by the dense model's, augmented Lagrangian on "
         "expected params, plus λ·E[MACs]/MACs_dense "
         "(`SearchConfig.flops_weight`, `--flops-weight`; λ=0 is the parameter-only search), then thresholded to "
         f"the parameter target; '×{args.round_to}' = units removed in blocks of {args.round_to}, so every pruned "
-        f"width stays a multiple of {args.round_to} (`SearchConfig.round_to`, `--round-to`). 'per stage' = one component per stage (stem, layer1 … layer4, head): every "
+        f"width stays a multiple of {args.round_to} (`SearchConfig.round_to`, `--round-to`). "
+        + ("Safeguard (`SearchConfig.safeguard`): the search then compares its selection with the L1 selection at "
+           "the same parameter target (L1-uniform; with ×N the L1 order thresholded in the same blocks) on the "
+           "held-out selection images and returns the better; with λ > 0 L1 is a candidate only if it has no more "
+           "MACs than the gates' selection; which one was returned is given per row below the table. "
+           if not args.no_safeguard else "No safeguard: the gates' selection is returned as is. ")
+        + "'per stage' = one component per stage (stem, layer1 … layer4, head): every "
         "stage-to-stage residual stream spans two components and stays dense; 'body' = stem and all stages one "
         "component, head (fc) another: every residual stream but the one into the classifier is prunable. "
         "Search time includes its metric evaluations. FLOPs count conv/linear multiply-accumulates per image.", "",

@@ -226,7 +226,8 @@ def test_classifier_search_keeps_output_units():
 
 @pytest.mark.parametrize("bad", [dict(sparsity=1.2), dict(tolerance=0.0), dict(search="random"),
                                  dict(flops_weight=-1.0), dict(flops_weight=float("nan")), dict(flops_weight="2"),
-                                 dict(round_to=0), dict(round_to=2.5)])
+                                 dict(round_to=0), dict(round_to=2.5), dict(init="random"), dict(steps=-1),
+                                 dict(steps=1.5)])
 def test_config_validation(bad):
     with pytest.raises(ConfigError) as err:
         SearchConfig(**bad)
@@ -283,7 +284,8 @@ def test_gradient_search_does_not_depend_on_the_loss_units():
     scaled = dataclasses.replace(task, loss=lambda m, b: 1000.0 * task.loss(m, b))
     plan = find_groups(ae, torch.rand(1, 1, 8, 8))
     total = count_params(ae)
-    pick = lambda t, norm: gradient_search(ae, plan, t, SearchConfig(steps=12, normalize_loss=norm), total).removed  # noqa: E731
+    pick = lambda t, norm: gradient_search(ae, plan, t, SearchConfig(steps=12, normalize_loss=norm, init="uniform",  # noqa: E731
+                                                                      safeguard=False), total).removed
     assert pick(task, True) == pick(scaled, True)
     assert pick(task, False) != pick(scaled, False)  # without normalising, the loss's scale changes the choice
 
@@ -297,7 +299,8 @@ def test_flops_weight_moves_the_removal_to_mac_heavy_units():
     total = count_params(model)
     from hf_mixmatch.structured import gradient_search
 
-    sels = {lam: gradient_search(model, plan, task, SearchConfig(sparsity=0.5, steps=30, flops_weight=lam), total)
+    sels = {lam: gradient_search(model, plan, task, SearchConfig(sparsity=0.5, steps=30, flops_weight=lam,
+                                                                 init="uniform", safeguard=False), total)
             for lam in (0.0, 20.0)}
     for lam, sel in sels.items():
         assert abs(sel.sparsity - 0.5) <= 0.02 and sel.detail["flops_weight"] == lam
@@ -321,6 +324,89 @@ def test_round_to_keeps_pruned_widths_a_multiple_of_the_block():
     sel = gradient_search(model, plan, task, SearchConfig(sparsity=0.5, tolerance=0.1, steps=10, flops_weight=5.0,
                                                           round_to=4), total)
     assert sel.removed and abs(sel.sparsity - 0.5) <= 0.1
+    for g in plan.prunable:
+        kept = g.size - len(sel.removed.get(g.index, []))
+        assert kept >= 1 and (g.size % 4 or kept % 4 == 0), (g.root, g.size, kept)
+
+
+def _small_cnn_case(n=64):
+    model = _cifar_resnet()
+    torch.manual_seed(3)
+    x, y = torch.rand(n, 1, 12, 12), torch.randint(0, 5, (n,))
+    task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=32)
+    plan = find_groups(model, x[:1], components=_BODY)
+    return model, task, plan, count_params(model)
+
+
+def test_warm_start_logits_put_the_l1_selection_below_zero():
+    from hf_mixmatch.structured.search import l1_baseline, warm_start_logits
+
+    model, task, plan, total = _small_cnn_case()
+    cfg = SearchConfig(sparsity=0.5, steps=0)
+    logits, removed = warm_start_logits(plan, model, cfg, total)
+    l1 = l1_baseline(model, plan, task, cfg, total)
+    assert removed == l1.removed
+    hard = {k: sorted(int(i) for i in torch.nonzero(v < 0).flatten()) for k, v in logits.items()}
+    assert {k: v for k, v in hard.items() if v} == l1.removed
+    # the L1 order is kept within each group
+    from hf_mixmatch.structured.search import l1_importance
+
+    scores = l1_importance(plan, model)
+    for g in plan.prunable:
+        order = torch.argsort(scores[g.index], stable=True)
+        assert bool((logits[g.index][order].diff() > 0).all())
+
+
+def test_warm_start_with_zero_steps_returns_the_l1_selection():
+    from hf_mixmatch.structured import gradient_search
+    from hf_mixmatch.structured.search import l1_baseline
+
+    model, task, plan, total = _small_cnn_case()
+    cfg = SearchConfig(sparsity=0.5, tolerance=0.05, steps=0, init="l1", safeguard=False)
+    l1 = l1_baseline(model, plan, task, cfg, total)
+    sel = gradient_search(model, plan, task, cfg, total)
+    assert sel.detail["steps"] == 0 and sel.detail["init"] == "l1" and sel.detail["start"] == "gates"
+    # without steps the gates' hard selection is L1's; thresholding to the exact share only removes more of the
+    # lowest-ranked kept units or keeps some of the highest-ranked removed ones, so the two sets are nested
+    a = {(k, u) for k, v in sel.removed.items() for u in v}
+    b = {(k, u) for k, v in l1.removed.items() for u in v}
+    assert a <= b or b <= a
+    assert abs(sel.sparsity - 0.5) <= abs(l1.sparsity - 0.5)
+    guarded = gradient_search(model, plan, task, SearchConfig(sparsity=0.5, tolerance=0.05, steps=0), total)
+    assert guarded.metric >= l1.metric
+
+
+@pytest.mark.parametrize("steps,lam", [(0, 0.0), (15, 0.0), (15, 10.0)])
+def test_safeguard_never_returns_a_selection_worse_than_l1_on_the_held_out_metric(steps, lam):
+    from hf_mixmatch.structured import gradient_search
+    from hf_mixmatch.structured.search import l1_baseline
+
+    model, task, plan, total = _small_cnn_case()
+    cfg = SearchConfig(sparsity=0.5, tolerance=0.05, steps=steps, flops_weight=lam, init="uniform")
+    sel = gradient_search(model, plan, task, cfg, total)
+    l1 = l1_baseline(model, plan, task, cfg, total)
+    assert sel.detail["start"] in ("l1", "gates") and abs(sel.sparsity - 0.5) <= 0.05
+    assert sel.metric == max(sel.detail["metric_gates"], sel.detail.get("metric_l1", float("-inf")))
+    if lam == 0.0:
+        assert sel.metric >= l1.metric and sel.detail["metric_l1"] == l1.metric
+        if sel.detail["start"] == "l1":
+            assert sel.removed == l1.removed
+    else:  # λ > 0: L1 only competes when it has no more MACs than the gates' selection
+        assert "metric_l1" in sel.detail or sel.detail["l1_macs"] > sel.detail["macs"]
+        if "metric_l1" in sel.detail:
+            assert sel.metric >= sel.detail["metric_l1"]
+    off = gradient_search(model, plan, task, SearchConfig(sparsity=0.5, tolerance=0.05, steps=steps, flops_weight=lam,
+                                                          init="uniform", safeguard=False), total)
+    assert off.detail["start"] == "gates" and "metric_l1" not in off.detail
+    assert sel.metric >= off.metric
+
+
+def test_safeguard_with_round_to_keeps_widths_multiples():
+    from hf_mixmatch.structured import gradient_search
+
+    model, task, plan, total = _small_cnn_case(32)
+    cfg = SearchConfig(sparsity=0.5, tolerance=0.1, steps=0, round_to=4)
+    sel = gradient_search(model, plan, task, cfg, total)
     for g in plan.prunable:
         kept = g.size - len(sel.removed.get(g.index, []))
         assert kept >= 1 and (g.size % 4 or kept % 4 == 0), (g.root, g.size, kept)

@@ -38,6 +38,8 @@ class SearchConfig:
     penalty: float = 20.0
     flops_weight: float = 0.0  # λ: the gradient search adds λ·E[MACs]/MACs_dense to its loss (FLOP-aware)
     normalize_loss: bool = True  # gradient search: task loss divided by the dense model's (scale-free)
+    init: str = "l1"  # gradient search: "l1" = gate logits start at the L1-uniform selection, "uniform" = all equal
+    safeguard: bool = True  # gradient search: return the L1 selection when it is better on the held-out metric
     finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
     finetune_lr: float = 1e-3
     seed: int = 0
@@ -58,8 +60,11 @@ class SearchConfig:
         if not (isinstance(self.round_to, int) and self.round_to >= 1):
             raise ConfigError(f"round_to must be an integer >= 1, got {self.round_to!r}: e.g. 8 keeps every pruned "
                               "group's width a multiple of 8 (1 = no rounding)")
-        if self.steps < 1 or self.lr <= 0 or self.finetune_steps < 0:
-            raise ConfigError("steps must be >= 1, lr > 0 and finetune_steps >= 0")
+        if self.init not in ("l1", "uniform"):
+            raise ConfigError(f"init must be l1 or uniform, got {self.init!r}: l1 = gradient search starts from the "
+                              "L1-uniform selection, uniform = all gates equal")
+        if not isinstance(self.steps, int) or self.steps < 0 or self.lr <= 0 or self.finetune_steps < 0:
+            raise ConfigError("steps must be an integer >= 0 (0 = no gradient step), lr > 0 and finetune_steps >= 0")
 
 
 @dataclass
@@ -177,6 +182,27 @@ def grid_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig
     return best
 
 
+def warm_start_logits(plan: GroupPlan, model: nn.Module, cfg: SearchConfig, total: int,
+                      scale: float = 3.0) -> tuple[dict[int, torch.Tensor], dict[int, list[int]]]:
+    """Gate logits whose hard selection (logit < 0 removed) is the L1-uniform selection (``l1_baseline``'s).
+
+    Within a group the units are ranked by L1 magnitude; with n of its m units removed by L1, the unit of rank r
+    (0 = lowest) gets ``scale·(r − n + ½)/n`` if removed (in (−scale, 0)) and ``scale·(r − n + ½)/(m − n)`` if
+    kept (in (0, scale)): the L1 order is kept, the units at the L1 cut start near 0 (cheap to swap), the
+    clearly (un)important ones far from it. Returns the logits and the L1 selection."""
+    scores = l1_importance(plan, model)
+    removed, _ = _fit_scale(plan, scores, lambda g: 1.0, cfg, total)
+    logits = {}
+    for g in plan.prunable:
+        m, n = g.size, len(removed.get(g.index, []))
+        rank = torch.empty(m)
+        rank[torch.argsort(scores[g.index], stable=True)] = torch.arange(m, dtype=torch.float32)
+        z = rank - n + 0.5
+        z = torch.where(z < 0, z / max(n, 1), z / max(m - n, 1))
+        logits[g.index] = scale * z
+    return logits, removed
+
+
 def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchConfig, total: int) -> Selection:
     """Sigmoid gates g = σ(logit / T) on every unit, weights frozen; minimise
     task loss + μ·c + (ρ/2)·c² + λ·E[MACs]/MACs_dense with c = (expected params − target) / total (augmented
@@ -196,7 +222,12 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     groups = plan.prunable
-    logits = {g.index: torch.full((g.size,), 3.0, requires_grad=True) for g in groups}
+    if cfg.init == "l1":
+        init, l1_removed = warm_start_logits(plan, model, cfg, total)
+        logits = {k: v.clone().requires_grad_(True) for k, v in init.items()}
+    else:
+        l1_removed = None
+        logits = {g.index: torch.full((g.size,), 3.0, requires_grad=True) for g in groups}
     opt = torch.optim.Adam(logits.values(), lr=cfg.lr)
     target = (1.0 - cfg.sparsity) * total
     mu = 0.0
@@ -237,9 +268,43 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
     removed, share = _threshold(plan, final, cfg, total)
     metric = metric_with_removed(model, plan, task, removed)
     macs = float(expected_macs(plan, masks_from_removed(plan, removed)))
-    return Selection("gradient", removed, share, metric, time.perf_counter() - t,
-                     detail={"steps": step, "flops_weight": cfg.flops_weight, "loss_scale": scale, "macs": macs,
-                             "macs_dense": plan.dense_macs})
+    detail = {"steps": step, "flops_weight": cfg.flops_weight, "loss_scale": scale, "init": cfg.init,
+              "start": "gates", "metric_gates": metric}
+    if cfg.safeguard:
+        removed, share, metric, macs = _safeguard(model, plan, task, cfg, total, removed, share, metric, macs,
+                                                  l1_removed, detail)
+    detail.update(macs=macs, macs_dense=plan.dense_macs)
+    return Selection("gradient", removed, share, metric, time.perf_counter() - t, detail=detail)
+
+
+def _safeguard(model, plan, task, cfg, total, removed, share, metric, macs, l1_removed, detail):
+    """Compare the gates' selection with the L1 selection at the same parameter target on the held-out metric
+    (``task.metric``: the selection samples, never a test set) and keep the better one.
+
+    The L1 candidate is L1-uniform (``l1_baseline``'s selection) when ``round_to`` is 1, else the L1 order
+    thresholded with the same blocks (so it keeps widths multiples of ``round_to`` too). It is only a
+    candidate when its removed share is within ``tolerance`` of ``sparsity`` and, with a FLOP weight λ > 0,
+    when its MACs are no more than the gates' selection's (it must be at least as good on the FLOP term, which
+    the metric alone does not see); ties keep the gates. ``detail`` records ``start`` ("l1" | "gates"), both
+    metrics and why L1 was not a candidate."""
+    if l1_removed is None or cfg.round_to > 1:
+        warm, l1_plain = warm_start_logits(plan, model, cfg, total)
+        l1_removed = l1_plain if cfg.round_to == 1 else _threshold(plan, warm, cfg, total)[0]
+    l1_share = removed_share(plan, l1_removed, total)
+    l1_macs = float(expected_macs(plan, masks_from_removed(plan, l1_removed)))
+    detail.update(l1_sparsity=l1_share, l1_macs=l1_macs)
+    if abs(l1_share - cfg.sparsity) > cfg.tolerance:
+        detail["l1_skipped"] = "share outside the tolerance"
+        return removed, share, metric, macs
+    if cfg.flops_weight and l1_macs > macs:
+        detail["l1_skipped"] = "more MACs than the gates' selection (λ > 0)"
+        return removed, share, metric, macs
+    l1_metric = metric_with_removed(model, plan, task, l1_removed)
+    detail["metric_l1"] = l1_metric
+    if l1_metric > metric:
+        detail["start"] = "l1"
+        return l1_removed, l1_share, l1_metric, l1_macs
+    return removed, share, metric, macs
 
 
 def _threshold(plan: GroupPlan, scores: dict[int, torch.Tensor], cfg: SearchConfig, total: int):
