@@ -469,6 +469,7 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert recipe["flops_weight"] == 2.5 and recipe["options"]["flops_weight"] == 2.5
     assert recipe["options"]["layout"] == "body-head" and "body" in recipe["components"]
     assert 0 < recipe["search"]["gradient"]["macs"] < res["dense"]["flops"]
+    assert recipe["search"]["gradient"]["start"] in ("gates", "l1")  # which selection the safeguard returned
     for key in ("dense", "pruned"):
         assert set(res[key]["latency_ms"]) == {"b1", "b32"}
         assert res[key]["params"] > 0 and res[key]["flops"] > 0 and 0.0 <= res[key]["accuracy"] <= 1.0

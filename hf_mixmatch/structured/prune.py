@@ -154,7 +154,7 @@ def structured_prune(
         "finetune_steps": cfg.finetune_steps,
         "flops_weight": cfg.flops_weight,
         "search": {s.method: {"metric": s.metric, "sparsity": s.sparsity, "seconds": s.seconds,
-                              **({"macs": s.detail["macs"]} if "macs" in s.detail else {})}
+                              **{k: s.detail[k] for k in ("macs", "start") if k in s.detail}}
                    for s in selections},
         "winner": winner.method,
         "components": plan.components,
