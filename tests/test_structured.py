@@ -290,13 +290,17 @@ def test_gradient_search_does_not_depend_on_the_loss_units():
     assert pick(task, False) != pick(scaled, False)  # without normalising, the loss's scale changes the choice
 
 
-def test_flops_weight_moves_the_removal_to_mac_heavy_units():
+def _cifar_case(n: int):
+    """A small CIFAR-style resnet with body/head components and a random 5-class task on n images."""
     model = _cifar_resnet()
     torch.manual_seed(3)
-    x, y = torch.rand(64, 1, 12, 12), torch.randint(0, 5, (64,))
+    x, y = torch.rand(n, 1, 12, 12), torch.randint(0, 5, (n,))
     task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=32)
-    plan = find_groups(model, x[:1], components=_BODY)
-    total = count_params(model)
+    return model, x, task, find_groups(model, x[:1], components=_BODY), count_params(model)
+
+
+def test_flops_weight_moves_the_removal_to_mac_heavy_units():
+    model, x, task, plan, total = _cifar_case(64)
     from hf_mixmatch.structured import gradient_search
 
     sels = {lam: gradient_search(model, plan, task, SearchConfig(sparsity=0.5, steps=30, flops_weight=lam,
@@ -315,12 +319,7 @@ def test_flops_weight_moves_the_removal_to_mac_heavy_units():
 def test_round_to_keeps_pruned_widths_a_multiple_of_the_block():
     from hf_mixmatch.structured import gradient_search
 
-    model = _cifar_resnet()
-    torch.manual_seed(3)
-    x, y = torch.rand(32, 1, 12, 12), torch.randint(0, 5, (32,))
-    task = classification_task(TensorDataset(x, y), TensorDataset(x, y), batch_size=32)
-    plan = find_groups(model, x[:1], components=_BODY)
-    total = count_params(model)
+    model, x, task, plan, total = _cifar_case(32)
     sel = gradient_search(model, plan, task, SearchConfig(sparsity=0.5, tolerance=0.1, steps=10, flops_weight=5.0,
                                                           round_to=4), total)
     assert sel.removed and abs(sel.sparsity - 0.5) <= 0.1
