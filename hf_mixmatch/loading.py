@@ -87,72 +87,15 @@ def _read_json(path: Path) -> dict | None:
         raise ModelLoadError(f"{path} is not valid JSON ({exc}): re-download the variant") from exc
 
 
-def _build_timm(folder: Path, cfg: dict) -> nn.Module:
-    import timm
-    from safetensors.torch import load_file
-
-    arch = cfg["architecture"]
-    kwargs = dict(cfg.get("model_args") or {})
-    if cfg.get("num_classes") is not None:
-        kwargs.setdefault("num_classes", int(cfg["num_classes"]))
-    pretrained_cfg = dict(cfg.get("pretrained_cfg") or {}) or None
-    try:
-        model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - timm raises RuntimeError/KeyError for unknown archs
-        raise ModelLoadError(f"timm cannot build '{arch}' from {folder}/config.json: {exc}") from exc
-    state = load_compact(folder / COMPACT_FILE) if is_compact(folder) else load_file(str(folder / DENSE_FILE))
-    _load_state(model, state, folder)
-    return model
-
-
-def _load_state(model: nn.Module, state: dict, folder: Path) -> None:
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch
-        raise ModelLoadError(f"the weights in {folder} do not fit the model its config.json describes: "
-                             f"{str(exc).splitlines()[0]}") from exc
-    tied = set()
-    for keys in (getattr(model, "_tied_weights_keys", None) or {},):
-        tied |= set(keys if isinstance(keys, (list, tuple, set)) else keys.keys())
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise ModelLoadError(f"the weights in {folder} do not match the model from config.json (missing: "
-                             f"{missing[:3]}, unexpected: {unexpected[:3]}): re-save the variant")
-
-
-def _build_transformers(folder: Path) -> nn.Module:
-    from transformers import AutoModelForImageClassification
-
-    try:
-        if is_compact(folder):
-            # transformers renames checkpoint keys while loading (e.g. legacy ViT names): let it, by restoring the
-            # dense file next to a copy of the config in a temporary folder
-            import shutil
-            import tempfile
-
-            from safetensors.torch import save_file
-
-            with tempfile.TemporaryDirectory(prefix="hf_mixmatch_compact_") as tmp:
-                for item in folder.glob("*.json"):
-                    if item.name != "mixmatch.json":
-                        shutil.copyfile(item, Path(tmp) / item.name)
-                save_file(load_compact(folder / COMPACT_FILE), str(Path(tmp) / DENSE_FILE), metadata={"format": "pt"})
-                return AutoModelForImageClassification.from_pretrained(tmp, use_safetensors=True)
-        return AutoModelForImageClassification.from_pretrained(str(folder), use_safetensors=True)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
-        raise ModelLoadError(f"transformers cannot load {folder}: {str(exc).splitlines()[0]}") from exc
-
-
 def build_model(folder: Path) -> tuple[nn.Module, str]:
-    """(model in eval mode, library) from a variant folder, dense or compact."""
+    """(model in eval mode, library) from a variant folder, dense or compact; the adapter is chosen by config.json."""
+    from .adapters import adapter_for_config
+
     cfg = _read_json(folder / "config.json")
     if cfg is None:
         raise ModelLoadError(f"{folder} has no config.json: pass a folder written by hf-mixmatch (save_variant)")
-    if "architecture" in cfg:
-        return _build_timm(folder, cfg).eval(), "timm"
-    return _build_transformers(folder).eval(), "transformers"
+    adapter = adapter_for_config(cfg, f"{folder}/config.json")
+    return adapter.build(folder, cfg).eval(), adapter.name
 
 
 def card_claims(folder: Path, keys: tuple[str, ...] | None = ("sparsity", "accuracy", "top5", "signal", "strategy")) -> dict:
@@ -335,11 +278,10 @@ class VerifyReport:
 
 
 def _preprocess_for(model: nn.Module, library: str, folder: Path):
-    from . import models
+    """The variant's own preprocessing (its processor file / timm pretrained_cfg), as its library reads it."""
+    from .adapters import get_adapter
 
-    if library == "timm":
-        return models._timm_preprocess(model)
-    return models._transformers_preprocess(str(folder), None, model.config)
+    return get_adapter(library).transform(model, folder)
 
 
 def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str | None = None,

@@ -10,14 +10,14 @@ from hf_mixmatch.models import Preprocess, load_model, logits
 def test_transformers_dir(tiny_vit_dir):
     lm = load_model(tiny_vit_dir)
     assert lm.library == "transformers" and lm.num_labels == 4
-    assert lm.preprocess.size == (16, 16) and lm.preprocess.mean == (0.5, 0.5, 0.5)
+    assert lm.preprocess.input_size == (3, 16, 16) and lm.preprocess.to_dict()["image_mean"] == [0.5, 0.5, 0.5]
     assert logits(lm.model, torch.zeros(2, 3, 16, 16)).shape == (2, 4)
 
 
 def test_timm_local_dir(tiny_timm_dir):
     lm = load_model(tiny_timm_dir)
     assert lm.library == "timm" and lm.num_labels == 4
-    assert lm.preprocess.size == (16, 16)
+    assert lm.preprocess.input_size == (3, 16, 16)
     assert logits(lm.model, torch.zeros(1, 3, 16, 16)).shape == (1, 4)
 
 
@@ -77,6 +77,7 @@ def test_embedded_default_reads_size_from_the_image_processor():
 
     cfg = json.loads((DEFAULT_MODEL_DIR / "preprocessor_config.json").read_text())
     lm = load_model("default")
-    assert lm.preprocess.size == (cfg["size"]["height"], cfg["size"]["width"]) == (32, 32)
-    assert lm.preprocess.mean == tuple(cfg["image_mean"]) and lm.preprocess.std == tuple(cfg["image_std"])
+    assert lm.preprocess.input_size == (3, cfg["size"]["height"], cfg["size"]["width"]) == (3, 32, 32)
+    own = lm.preprocess.to_dict()
+    assert own["image_mean"] == cfg["image_mean"] and own["image_std"] == cfg["image_std"]
     assert lm.library == "transformers" and lm.num_labels == 10

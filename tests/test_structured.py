@@ -603,13 +603,11 @@ def test_from_pretrained_loads_structured_folder_exactly(tmp_path):
 
 
 def test_timm_preprocessing_travels_in_config(tmp_path):
-    from hf_mixmatch.structured.cli import _timm_pretrained_cfg
-
     model = _timm_resnet()
     model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.25,), "std": (0.5,), "input_size": (1, 32, 32)}
     plan = find_groups(model, torch.rand(1, 1, 32, 32))
     pruned, part = prune_physical(model, plan, _random_removed(plan))
-    base = {**describe_base(model), "pretrained_cfg": _timm_pretrained_cfg(model)}
+    base = describe_base(model)  # timm's pretrained_cfg travels in it
     out = save_structured(pruned, {"example_shape": [1, 1, 32, 32], **part}, base, tmp_path / "t")
     loaded = load_structured(out)
     assert tuple(loaded.pretrained_cfg["mean"]) == (0.25,) and tuple(loaded.pretrained_cfg["input_size"]) == (1, 32, 32)

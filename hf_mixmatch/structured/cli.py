@@ -56,13 +56,6 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=run_cli)
 
 
-def _timm_pretrained_cfg(model) -> dict:
-    pcfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    for key in ("hf_hub_id", "url", "file", "source", "hf_hub_filename", "tag", "state_dict"):
-        pcfg.pop(key, None)
-    return json.loads(json.dumps(pcfg, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))
-
-
 def run_cli(args) -> int:
     from ..data import load_image_dataset, prepare_splits
     from ..evaluate import evaluate
@@ -109,11 +102,8 @@ def run_cli(args) -> int:
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)
-    if loaded.library == "timm":  # timm's preprocessing travels in config.json, as for timm's own checkpoints
-        base_cfg["pretrained_cfg"] = _timm_pretrained_cfg(model)
     model_dir = save_structured(res.model, res.recipe, base_cfg, out / "model")
-    if loaded.library == "transformers":
-        loaded._copy_or_write_processor(model_dir)  # preprocessor_config.json
+    loaded.save_preprocessing(model_dir)  # e.g. preprocessor_config.json (timm keeps it in config.json)
     results = {
         "model": loaded.source,
         "library": loaded.library,

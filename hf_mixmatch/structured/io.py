@@ -10,58 +10,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import ModelLoadError, OutputDirError
 from .prune import replay
-from .reference import build_architecture
 
 RECIPE = "structured.json"
 
 
 def describe_base(model: nn.Module, *, timm_kwargs: dict | None = None) -> dict:
-    """``config.json`` content that rebuilds the dense architecture of ``model``."""
-    if hasattr(model, "config") and hasattr(model, "save_pretrained"):
-        cfg = model.config.to_dict()
-        cfg["_hfmm_library"] = "transformers"
-        return cfg
-    arch = getattr(model, "_hfmm_arch", None)
-    if arch is not None:
-        return {"_hfmm_library": "torch", "architecture": arch[0], "kwargs": arch[1]}
-    pcfg = getattr(model, "pretrained_cfg", None)
-    if pcfg and pcfg.get("architecture"):
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-        kwargs = {"num_classes": getattr(model, "num_classes", None)}
-        if first_conv is not None:
-            kwargs["in_chans"] = first_conv.in_channels
-        kwargs.update(timm_kwargs or getattr(model, "_hfmm_timm_kwargs", {}) or {})
-        return {"_hfmm_library": "timm", "architecture": pcfg["architecture"], "model_kwargs": kwargs}
-    raise ModelLoadError(f"cannot describe {type(model).__name__} for rebuilding: use a transformers or timm model, "
-                         "or hf_mixmatch.structured.build_architecture for a registered torch one")
+    """``config.json`` content that rebuilds the dense architecture of ``model`` (its library's adapter decides;
+    a timm model keeps every constructor argument it was built with, ``timm_kwargs`` added)."""
+    from ..adapters import adapter_for_module
+
+    cfg = adapter_for_module(model).describe(model)
+    if timm_kwargs and "model_kwargs" in cfg:
+        cfg["model_kwargs"].update(timm_kwargs)
+    return cfg
 
 
 def _rebuild(cfg: dict) -> nn.Module:
-    lib = cfg.get("_hfmm_library")
-    if lib == "transformers":
-        from transformers import AutoConfig, AutoModelForImageClassification
+    from ..adapters import adapter_for_config
 
-        c = dict(cfg)
-        c.pop("_hfmm_library")
-        model_type = c.pop("model_type")
-        config = AutoConfig.for_model(model_type, **c)
-        return AutoModelForImageClassification.from_config(config)
-    if lib == "timm":
-        import timm
-
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get("model_kwargs", {}).items()}
-        if cfg.get("pretrained_cfg"):  # preprocessing (mean/std/input size) travels with the model
-            kwargs["pretrained_cfg"] = dict(cfg["pretrained_cfg"])
-        return timm.create_model(cfg["architecture"], pretrained=False, **kwargs)
-    if lib == "torch":
-        return build_architecture(cfg["architecture"], cfg.get("kwargs", {}))
-    raise ModelLoadError(f"config.json names no known library ('{lib}'): was this folder written by save_structured?")
+    if not cfg.get("_hfmm_library"):
+        raise ModelLoadError("config.json names no library (_hfmm_library): was this folder written by save_structured?")
+    return adapter_for_config(cfg).rebuild(cfg)
 
 
 def save_structured(model: nn.Module, recipe: dict, base_config: dict, path, *, overwrite: bool = False) -> Path:
