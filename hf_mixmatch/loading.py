@@ -18,7 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from .errors import HubError, ModelLoadError, SparsityMismatchError, UnsafeWeightsError
-from .storage import COMPACT_FILE, DENSE_FILE, is_compact, load_compact
+from .storage import COMPACT_FILE
 
 SAFE_PATTERNS = ("*.json", "*.safetensors", "*.md", "*.png", "*.txt")
 UNSAFE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
