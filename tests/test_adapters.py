@@ -9,6 +9,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from conftest import save_tiny_transformers, tiny_transformers
+from hub_server import hub_server  # noqa: F401
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -213,3 +214,27 @@ def test_structured_model_from_timm_with_model_args_reloads(tmp_path):
     back = load_structured(out)
     with torch.no_grad():
         assert torch.equal(back(x), pruned(x))
+
+
+def test_hub_base_model_safe_files_only(hub_server, tmp_path):
+    from huggingface_hub import HfApi
+
+    folder = save_tiny_transformers(tmp_path / "v", "vit")
+    torch.save({"w": torch.zeros(1)}, folder / "stray.bin")  # a pickle beside safetensors: never downloaded
+    api = HfApi(endpoint=hub_server.endpoint)
+    api.create_repo("tester/vit")
+    api.upload_folder(repo_id="tester/vit", folder_path=str(folder))
+    loaded = load_model("tester/vit")
+    assert loaded.library == "transformers" and loaded.source == "tester/vit" and loaded.revision
+    assert not list(__import__("pathlib").Path(loaded.source_dir).glob("*.bin"))
+    x = loaded.preprocess([torch.zeros(20, 30, 3, dtype=torch.uint8).numpy()])
+    assert x.shape == (1, 3, 16, 16)
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    tiny_transformers("vit").config.save_pretrained(pickled)
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    api.create_repo("tester/pickled")
+    api.upload_folder(repo_id="tester/pickled", folder_path=str(pickled))
+    with pytest.raises(UnsafeWeightsError, match="pytorch_model.bin.*convert to safetensors"):
+        load_model("tester/pickled")
