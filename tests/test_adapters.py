@@ -238,3 +238,18 @@ def test_hub_base_model_safe_files_only(hub_server, tmp_path):
     api.upload_folder(repo_id="tester/pickled", folder_path=str(pickled))
     with pytest.raises(UnsafeWeightsError, match="pytorch_model.bin.*convert to safetensors"):
         load_model("tester/pickled")
+
+
+def test_in_memory_timm_model_keeps_its_constructor_args(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=3, layers=(1, 1, 1, 1), global_pool="max")
+    loaded = load_model(model.eval())  # a timm module brings its own preprocessing (pretrained_cfg)
+    assert loaded.library == "timm" and loaded.preprocess.input_size == (3, 224, 224)
+    loaded.save_pretrained(tmp_path / "s")
+    back = timm.create_model(f"local-dir:{tmp_path / 's'}", pretrained=True).eval()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["model_args"]["global_pool"] == "max"

@@ -30,7 +30,8 @@ def load_model(
     ``source`` is a Hub id (``org/name``, ``timm/name``, ``hf-hub:org/name``), a local folder written by
     transformers' ``save_pretrained`` or timm's ``save_for_hf``, ``"default"`` for the embedded digits model, or
     an ``nn.Module``. Weights are read from safetensors only; no remote code runs. ``preprocess`` overrides the
-    model's own preprocessing (required for a plain ``nn.Module``).
+    model's own preprocessing (required for an ``nn.Module`` whose preprocessing its library cannot tell: plain
+    torch, or a transformers model without its processor folder; a timm module uses its ``pretrained_cfg``).
     """
     if isinstance(preprocess, dict):
         preprocess = Preprocess.from_dict(preprocess)
@@ -54,8 +55,9 @@ def _from_module(module: nn.Module, preprocess, num_labels: int | None) -> Loade
     n = num_labels or adapter.num_labels(module)
     if not n:
         raise ConfigError("cannot tell the number of classes of this nn.Module: pass num_labels=")
+    preprocess = preprocess if preprocess is not None else adapter.transform(module, None)  # e.g. timm's own
     if preprocess is None:
-        raise ConfigError("an nn.Module needs preprocess=Preprocess(size=..., mean=..., std=..., channels=...)")
+        raise ConfigError("this nn.Module needs preprocess=Preprocess(size=..., mean=..., std=..., channels=...)")
     return LoadedModel(model=module.eval(), library=adapter.name, source=type(module).__name__, preprocess=preprocess,
                        num_labels=int(n), id2label=adapter.label_names(module))
 

@@ -28,6 +28,26 @@ def clean_pretrained_cfg(model: nn.Module) -> dict:
     return _jsonable(pcfg)
 
 
+def _is_plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def constructor_args(model: nn.Module) -> dict:
+    """Every constructor argument the model was built with (timm records them), JSON-able ones only."""
+    from timm.models import get_model_args
+
+    try:
+        args = dict(get_model_args(model))
+    except (TypeError, ValueError, AttributeError):  # a module timm did not build
+        args = {}
+    args.update(getattr(model, "_hfmm_timm_kwargs", None) or {})
+    return _jsonable({k: v for k, v in args.items() if _is_plain(v)})
+
+
 def _model_args(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(cfg.get("model_args") or {}).items()}
 
@@ -91,8 +111,6 @@ class TimmAdapter(Adapter):
             model = timm.create_model(arch, pretrained=False, pretrained_cfg=pcfg or None, **kwargs)
         except Exception as exc:  # noqa: BLE001 - timm raises RuntimeError/KeyError/TypeError for bad configs
             raise ModelLoadError(f"timm cannot build '{arch}' from {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        # the constructor arguments travel with the model, so saving or rebuilding it keeps e.g. global_pool
-        model._hfmm_timm_kwargs = _jsonable({k: v for k, v in kwargs.items() if k != "num_classes"})
         return model
 
     def build(self, folder: Path, cfg: dict) -> nn.Module:
@@ -140,15 +158,10 @@ class TimmAdapter(Adapter):
             raise ModelLoadError("cannot save this timm model: its pretrained_cfg names no architecture")
         pcfg["num_classes"] = loaded.num_labels
         cfg = {"architecture": arch, "num_classes": loaded.num_labels,
-               "num_features": getattr(model, "num_features", None), "pretrained_cfg": pcfg}
-        for key in ("global_pool",):
-            if getattr(model, key, None) is not None and isinstance(getattr(model, key), str):
-                cfg[key] = getattr(model, key)
+               "num_features": getattr(model, "num_features", None), "pretrained_cfg": pcfg,
+               "model_args": constructor_args(model)}  # so e.g. global_pool or custom widths come back
         if loaded.id2label:
             cfg["label_names"] = [loaded.id2label[i] for i in sorted(loaded.id2label)]
-        args = getattr(model, "_hfmm_timm_kwargs", None)
-        if args:
-            cfg["model_args"] = args
         (out / "config.json").write_text(json.dumps(cfg, indent=2))
         save_file(contiguous_state(model), str(out / DENSE_FILE))
 
@@ -161,7 +174,7 @@ class TimmAdapter(Adapter):
         kwargs = {"num_classes": getattr(model, "num_classes", None)}
         if first_conv is not None:
             kwargs["in_chans"] = first_conv.in_channels
-        kwargs.update(getattr(model, "_hfmm_timm_kwargs", None) or {})
+        kwargs.update(constructor_args(model))
         return {"_hfmm_library": self.name, "architecture": pcfg["architecture"], "model_kwargs": kwargs,
                 "pretrained_cfg": pcfg}
 

@@ -147,8 +147,10 @@ class TransformersAdapter(Adapter):
         return model.eval()
 
     def transform(self, model: nn.Module, folder: Path | None):
+        if folder is None:  # an in-memory model: its processor is not known
+            return None
         # the processor config is preprocessor_config.json, or config.json itself (timm_wrapper models)
-        own = processor_transform(folder, int(getattr(model.config, "num_channels", 3) or 3)) if folder else None
+        own = processor_transform(folder, int(getattr(model.config, "num_channels", 3) or 3))
         return own if own is not None else _fallback_transform(model, folder)
 
     def label_names(self, model: nn.Module) -> dict[int, str]:
