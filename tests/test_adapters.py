@@ -253,3 +253,47 @@ def test_in_memory_timm_model_keeps_its_constructor_args(tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
     assert json.loads((tmp_path / "s" / "config.json").read_text())["model_args"]["global_pool"] == "max"
+
+
+def _hostile(tmp_path, case):
+    folder = tmp_path / "m"
+    if case in ("vit-broken-processor", "timm-wrong-head"):
+        if case == "vit-broken-processor":
+            save_tiny_transformers(folder, "vit")
+            (folder / "preprocessor_config.json").write_text("{broken")
+        else:
+            _timm_folder(folder)
+            cfg = json.loads((folder / "config.json").read_text())
+            cfg["num_classes"] = 7
+            cfg["model_args"]["num_classes"] = 7
+            (folder / "config.json").write_text(json.dumps(cfg))
+        return folder
+    folder.mkdir()
+    config = {"list-config": [1, 2], "unknown-timm-arch": {"architecture": "no_such_net_xyz"},
+              "no-weights": {"model_type": "vit"}, "unknown-layout": {"hello": 1},
+              "plain-torch": {"library": "torch", "class": "Net"}}[case]
+    (folder / "config.json").write_text(json.dumps(config))
+    if case != "no-weights":
+        save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("case,message", [
+    ("list-config", "no JSON object"),
+    ("unknown-timm-arch", "timm cannot build 'no_such_net_xyz'"),
+    ("no-weights", "has no model.safetensors"),
+    ("unknown-layout", "recognises"),
+    ("plain-torch", "cannot be rebuilt from its folder"),
+    ("vit-broken-processor", "cannot build the image processor"),
+    ("timm-wrong-head", "do not fit the model"),
+])
+def test_hostile_model_folders_give_one_line(tmp_path, image_dataset, capsys, case, message):
+    from hf_mixmatch.cli import main
+
+    folder = _hostile(tmp_path, case)
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(folder)
+    capsys.readouterr()
+    code = main(["prune", str(folder), "--dataset", str(image_dataset), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("hf-mixmatch: error:") and "\n" not in err and message.split("'")[0] in err

@@ -185,6 +185,11 @@ class Adapter(ABC):
     def rebuild(self, cfg: dict) -> nn.Module:
         """The dense architecture described by :meth:`describe`'s output."""
 
+    def folder_transform(self, folder: Path, cfg: dict) -> Transform | None:
+        """The preprocessing a folder describes without building the model (checked before the weights load);
+        None: ask :meth:`transform` with the built model."""
+        return None
+
     def save_preprocessing(self, loaded: LoadedModel, out: Path) -> None:
         """Preprocessing files kept beside the config; nothing for libraries that store it in config.json."""
 
@@ -192,11 +197,12 @@ class Adapter(ABC):
         return None
 
     def load(self, folder: Path, cfg: dict, *, source: str, revision: str | None = None) -> LoadedModel:
+        pre = self.folder_transform(folder, cfg)  # a broken preprocessing config fails before any weight loads
         model = self.build(folder, cfg).eval()
         n = self.num_labels(model)
         if not n or n <= 0:
             raise ModelLoadError(f"'{source}' has no classifier head (0 classes): use an image-classification model")
-        pre = self.transform(model, folder)
+        pre = pre if pre is not None else self.transform(model, folder)
         if pre is None:
             raise ModelLoadError(f"cannot tell the preprocessing of '{source}': pass preprocess=Preprocess(...)")
         return LoadedModel(model=model, library=self.name, source=source, preprocess=pre, num_labels=int(n),

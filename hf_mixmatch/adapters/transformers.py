@@ -146,6 +146,10 @@ class TransformersAdapter(Adapter):
                                  "head (fine-tune and save the whole model first)")
         return model.eval()
 
+    def folder_transform(self, folder: Path, cfg: dict) -> ProcessorTransform | None:
+        self._check_code(folder, cfg)
+        return processor_transform(folder, int(cfg.get("num_channels", 3) or 3))
+
     def transform(self, model: nn.Module, folder: Path | None):
         if folder is None:  # an in-memory model: its processor is not known
             return None
