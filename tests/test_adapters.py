@@ -297,3 +297,16 @@ def test_hostile_model_folders_give_one_line(tmp_path, image_dataset, capsys, ca
     code = main(["prune", str(folder), "--dataset", str(image_dataset), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("hf-mixmatch: error:") and "\n" not in err and message.split("'")[0] in err
+
+
+def test_logits_of_a_classifier_whose_output_has_no_logits_field():
+    # transformers' PP-LCNet classifier returns its class scores as the output's only tensor
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForImageClassification.from_config(AutoConfig.for_model("pp_lcnet", num_labels=3)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        assert getattr(out, "logits", None) is None
+        assert logits(model, x).shape == (2, 3)
