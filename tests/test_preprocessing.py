@@ -1,5 +1,5 @@
 """The model's own preprocessing, on real non-square photos: every image-classification processor transformers
-can build offline, timm's eval transform for several families, and end to end through ``load_model``."""
+can build offline and timm's eval transform for several families (end to end: test_preprocessing_e2e.py)."""
 
 from __future__ import annotations
 
