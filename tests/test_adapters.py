@@ -4,6 +4,7 @@ saving and rebuilding (timm model_args survive). Safe loading: tests/test_adapte
 from __future__ import annotations
 
 import json
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -59,8 +60,11 @@ def test_timm_wrapper_folder_loads_through_transformers(tmp_path):
                             id2label={0: "a", 1: "b", 2: "c"})
     model = TimmWrapperForImageClassification(cfg).eval()
     model.save_pretrained(tmp_path / "w")
-    loaded = load_model(tmp_path / "w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no processor file: timm's eval transform of the inner model, no fallback
+        loaded = load_model(tmp_path / "w")
     assert loaded.library == "transformers" and loaded.num_labels == 3 and loaded.id2label == {0: "a", 1: "b", 2: "c"}
+    assert loaded.preprocess.key == get_adapter("timm").transform(model.timm_model, None).key
     x = loaded.preprocess([torch.zeros(40, 60, 3, dtype=torch.uint8).numpy()])
     with torch.no_grad():
         assert torch.allclose(logits(loaded.model, x), model(x).logits)
@@ -177,3 +181,11 @@ def test_logits_of_a_classifier_whose_output_has_no_logits_field():
         out = model(x)
         assert getattr(out, "logits", None) is None
         assert logits(model, x).shape == (2, 3)
+
+
+def test_timm_save_warns_when_a_manual_preprocess_was_used(tmp_path):
+    _timm_folder(tmp_path / "t")
+    pre = Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.warns(UserWarning, match="manual Preprocess"):
+        load_model(tmp_path / "t", preprocess=pre).save_pretrained(tmp_path / "s")
+    assert load_model(tmp_path / "s").preprocess.key == load_model(tmp_path / "t").preprocess.key

@@ -5,6 +5,7 @@ safetensors, preprocessed by timm's eval transform (``create_transform(**resolve
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -152,6 +153,10 @@ class TimmAdapter(Adapter):
         from safetensors.torch import save_file
 
         model = loaded.model
+        if not isinstance(loaded.preprocess, TimmTransform):
+            warnings.warn("this timm model was fed a manual Preprocess, which timm's pretrained_cfg cannot describe: "
+                          "the saved config keeps the model's own preprocessing; load it with the same "
+                          "preprocess=... to reproduce the numbers", stacklevel=3)
         pcfg = clean_pretrained_cfg(model)
         arch = pcfg.get("architecture")
         if not arch:

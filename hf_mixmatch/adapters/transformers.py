@@ -82,7 +82,14 @@ def processor_transform(folder: Path, channels: int = 3) -> ProcessorTransform |
     return ProcessorTransform(processor, channels)
 
 
-def _fallback_transform(model: nn.Module, folder: Path | None) -> Preprocess:
+def _fallback_transform(model: nn.Module, folder: Path | None):
+    inner = getattr(model, "timm_model", None)  # a timm_wrapper model: timm's own eval transform of the inner model
+    if inner is not None and getattr(inner, "pretrained_cfg", None):
+        from timm.data import resolve_data_config
+
+        from .timm import TimmTransform
+
+        return TimmTransform(resolve_data_config({}, model=inner))
     config = model.config
     channels = int(getattr(config, "num_channels", 3) or 3)
     size = getattr(config, "image_size", None) or 224
