@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from .errors import HfMixmatchError
+from .argtypes import float_in, non_negative_int, positive_float, positive_int, seed
 
 # Modules that add their own subcommands through ``add_cli(subparsers)``.
 SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.loading", "hf_mixmatch.structured")
@@ -64,10 +64,10 @@ def add_prune_parser(subparsers) -> None:
                    help="global targets of the observed/rd-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")
     p.add_argument("--calib-split", help="split to calibrate on (default: train)")
     p.add_argument("--eval-split", help="split to evaluate on (default: test, then validation)")
-    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (from the training split)")
-    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples (default: the whole split)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation subsampling")
+    p.add_argument("--calib-samples", type=positive_int, default=256, help="calibration samples (from the training split)")
+    p.add_argument("--eval-samples", type=positive_int, default=None, help="evaluation samples (default: the whole split)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--seed", type=seed, default=0, help="seed of the calibration/evaluation subsampling")
     p.add_argument("--image-column", help="image column (default: auto-detected)")
     p.add_argument("--label-column", help="label column (default: auto-detected)")
     p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
@@ -79,15 +79,15 @@ def add_prune_parser(subparsers) -> None:
                         "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd)")
     p.add_argument("--baseline-match", choices=("pareto", "all"), default="pareto",
                    help="match baselines to the Pareto variants or to every variant")
-    p.add_argument("--rd-grid-step", type=float, default=0.02, help="pruning-amount grid step of the RD curves")
+    p.add_argument("--rd-grid-step", type=float_in(0.0, 1.0, open_low=True), default=0.02, help="pruning-amount grid step of the RD curves")
     p.add_argument("--rd-reduction", choices=("mean", "worst"), default="mean",
                    help="RD distortion: mean over samples, or the worst sample (the paper's runs)")
-    p.add_argument("--finetune-steps", type=int, help="fine-tune the front (and matched baselines) this many steps, "
+    p.add_argument("--finetune-steps", type=non_negative_int, help="fine-tune the front (and matched baselines) this many steps, "
                                                        "masks kept exact")
-    p.add_argument("--finetune-epochs", type=int, help="fine-tune this many epochs instead of --finetune-steps")
-    p.add_argument("--finetune-lr", type=float, default=1e-4)
-    p.add_argument("--finetune-patience", type=int, default=3, help="early stopping patience (evaluations)")
-    p.add_argument("--finetune-samples", type=int, default=2048,
+    p.add_argument("--finetune-epochs", type=non_negative_int, help="fine-tune this many epochs instead of --finetune-steps")
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-4)
+    p.add_argument("--finetune-patience", type=positive_int, default=3, help="early stopping patience (evaluations)")
+    p.add_argument("--finetune-samples", type=positive_int, default=2048,
                    help="training-split samples for fine-tuning (10%% held out for early stopping)")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
@@ -158,15 +158,26 @@ def summary(results: dict, output_dir) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one ``hf-mixmatch: error:`` line (exit 2), like every other failure."""
+
+    def error(self, message):
+        from .failure import PREFIX
+
+        self.exit(2, f"{PREFIX} {self.prog.removeprefix('hf-mixmatch').strip() or 'hf-mixmatch'}: {message} "
+                     f"(see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hf-mixmatch",
         description="Mix-and-Match pruning for Hugging Face transformers and timm vision classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"hf-mixmatch {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", "-v", "--verbose", dest="debug", action="store_true",
+                        help="on failure show the full traceback; debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prune_parser(sub)
     for name in SUBCOMMAND_MODULES:
@@ -175,25 +186,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:
-        warnings.filterwarnings("default")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .failure import check_interrupt, exit_code_for, install_sigint_handler, interrupted
+
+    install_sigint_handler()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return int(args.func(args) or 0)
-    except HfMixmatchError as exc:
-        if args.verbose:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+        if not args.debug:
+            warnings.filterwarnings("default")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        code = int(args.func(args) or 0)
+        check_interrupt()  # a Ctrl-C that a library swallowed still ends the command with 130
+        return code
+    except SystemExit as exc:  # argparse: --help, --version, or a bad option (already reported in one line)
+        if interrupted():
+            return exit_code_for(KeyboardInterrupt())
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:  # noqa: BLE001 - every failure ends in one line and a known exit code
+        if not isinstance(exc, Exception) and not isinstance(exc, KeyboardInterrupt):
             raise
-        print(f"hf-mixmatch: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hf-mixmatch: interrupted (no results.json was written for an unfinished run)", file=sys.stderr)
-        return 130
+        return exit_code_for(exc, debug=debug)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,7 @@ class HubError(HfMixmatchError, RuntimeError):
 
 class MetricFloorError(HfMixmatchError, ValueError):
     """A structured-pruning target cannot be met above the requested metric floor."""
+
+
+class ClaimError(HfMixmatchError, ValueError):
+    """A card or recipe states a number that cannot be true (NaN, infinite, out of range, not a number)."""

@@ -298,35 +298,70 @@ def _metrics(card: dict) -> tuple[float | None, float | None, str | None]:
 
 
 def _info_from_model(model) -> PrunedModelInfo | None:
+    """The listing's claims, or None when it has no ``hf_mixmatch`` block; :class:`ClaimError` when a claim is
+    not a number in range (NaN, inf, text, < 0 or > 1)."""
+    from .claims import claim_number
+
     card = model.card_data.to_dict() if model.card_data is not None else {}
     block = card.get("hf_mixmatch")
-    if not isinstance(block, dict) or not isinstance(block.get("sparsity"), (int, float)):
+    if not isinstance(block, dict):
         return None
-    top1, top5, dataset = _metrics(card)
+    try:
+        top1, top5, dataset = _metrics(card)
+    except (TypeError, ValueError):  # a metric value that is not a number
+        top1 = top5 = dataset = "not a number"
+    where = str(model.id)
+    sparsity = claim_number(block.get("sparsity"), "sparsity", where)
+    top1 = None if top1 is None else claim_number(top1, "accuracy", where)
+    top5 = None if top5 is None else claim_number(top5, "top5", where)
     base = card.get("base_model")
     base = base[0] if isinstance(base, list) and base else base
     return PrunedModelInfo(
         repo_id=model.id, base_model=base if isinstance(base, str) else None,
-        signal=block.get("signal"), strategy=block.get("strategy"), sparsity=float(block["sparsity"]),
-        accuracy=top1, top5=top5, dataset=dataset, last_modified=getattr(model, "last_modified", None))
+        signal=block.get("signal"), strategy=block.get("strategy"), sparsity=sparsity,
+        accuracy=top1, top5=top5, dataset=dataset if dataset != "not a number" else None,
+        last_modified=getattr(model, "last_modified", None))
 
 
 def list_pruned(base_model: str | None = None, *, author: str | None = None, min_accuracy: float | None = None,
                 min_sparsity: float | None = None, sort: str = "accuracy", limit: int = 100,
                 token: str | None = None, endpoint: str | None = None) -> list[PrunedModelInfo]:
-    """Published hf-mixmatch variants (of ``base_model`` if given), filtered and sorted best first."""
+    """Published hf-mixmatch variants (of ``base_model`` if given), filtered and sorted best first. Listings whose
+    claims are not numbers in range are skipped (``search_pruned`` also returns how many)."""
+    return search_pruned(base_model, author=author, min_accuracy=min_accuracy, min_sparsity=min_sparsity, sort=sort,
+                         limit=limit, token=token, endpoint=endpoint)[0]
+
+
+def search_pruned(base_model: str | None = None, *, author: str | None = None, min_accuracy: float | None = None,
+                  min_sparsity: float | None = None, sort: str = "accuracy", limit: int = 100,
+                  token: str | None = None, endpoint: str | None = None) -> tuple[list[PrunedModelInfo], list[str]]:
+    """(variants as :func:`list_pruned` returns them, repo ids skipped because a claim is not a number in range)."""
     from huggingface_hub import HfApi
 
+    from .claims import claim_number
+    from .errors import ClaimError
+
+    for name, value in (("--min-accuracy", min_accuracy), ("--min-sparsity", min_sparsity)):
+        if value is not None:
+            try:
+                claim_number(value, "accuracy", name)
+            except ClaimError:
+                raise ConfigError(f"{name} must be a number in [0, 1], got {value}") from None
     if sort not in ("accuracy", "sparsity"):
         raise ConfigError(f"sort must be 'accuracy' or 'sparsity', got {sort!r}.")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}.")
     filters = ["hf-mixmatch"] + ([f"base_model:{base_model}"] if base_model else [])
     api = HfApi(endpoint=endpoint, token=token)
-    found = []
+    found, skipped = [], []
     try:
         for model in itertools.islice(api.list_models(filter=filters, author=author, cardData=True), _SEARCH_CAP):
-            info = _info_from_model(model)
+            try:
+                info = _info_from_model(model)
+            except ClaimError as exc:
+                logger.warning("skipped: %s", exc)
+                skipped.append(str(model.id))
+                continue
             if info is None:
                 continue
             if min_accuracy is not None and (info.accuracy is None or info.accuracy < min_accuracy):
@@ -343,7 +378,7 @@ def list_pruned(base_model: str | None = None, *, author: str | None = None, min
         value = info.accuracy if sort == "accuracy" else info.sparsity
         return (value is None, -(value or 0.0), info.repo_id)
 
-    return sorted(found, key=key)[:limit]
+    return sorted(found, key=key)[:limit], skipped
 
 
 # ------------------------------------------------------------------------------------------------ download
@@ -410,8 +445,11 @@ def format_table(infos: list[PrunedModelInfo]) -> str:
 
 
 def _cmd_search(args) -> int:
-    infos = list_pruned(args.base_model, author=args.author, min_accuracy=args.min_accuracy,
-                        min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit)
+    infos, skipped = search_pruned(args.base_model, author=args.author, min_accuracy=args.min_accuracy,
+                                   min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit)
+    if skipped:
+        print(f"hf-mixmatch: skipped {len(skipped)} repo(s) whose card claims are not numbers in [0, 1]: "
+              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=2))
     elif infos:
@@ -428,6 +466,8 @@ def _cmd_download(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Register the ``push``, ``search`` and ``download`` subcommands on an argparse subparsers object."""
+    from .argtypes import fraction, positive_int
+
     p = subparsers.add_parser("push", help="push every saved variant of a run to the Hub")
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output dir of `hf-mixmatch prune`")
     p.add_argument("--namespace", required=True, help="Hub user or organization to push to")
@@ -439,10 +479,10 @@ def add_cli(subparsers) -> None:
     s = subparsers.add_parser("search", help="find published hf-mixmatch variants")
     s.add_argument("--base-model", default=None, help="only variants of this base model (Hub id)")
     s.add_argument("--author", default=None, help="only repos of this user or organization")
-    s.add_argument("--min-accuracy", type=float, default=None, help="minimum top-1 accuracy (0-1) claimed by the card")
-    s.add_argument("--min-sparsity", type=float, default=None, help="minimum sparsity (0-1) claimed by the card")
+    s.add_argument("--min-accuracy", type=fraction, default=None, help="minimum top-1 accuracy (0-1) claimed by the card")
+    s.add_argument("--min-sparsity", type=fraction, default=None, help="minimum sparsity (0-1) claimed by the card")
     s.add_argument("--sort", choices=("accuracy", "sparsity"), default="accuracy", help="sort key, descending")
-    s.add_argument("--limit", type=int, default=100, help="at most this many results")
+    s.add_argument("--limit", type=positive_int, default=100, help="at most this many results")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_search)
 
