@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version, or a bad option (already reported in one line)
         if interrupted():
             return exit_code_for(KeyboardInterrupt())
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if not exc.code:
+            raise  # --help / --version
+        return exc.code if isinstance(exc.code, int) else 2
     except BaseException as exc:  # noqa: BLE001 - every failure ends in one line and a known exit code
         if not isinstance(exc, Exception) and not isinstance(exc, KeyboardInterrupt):
             raise
