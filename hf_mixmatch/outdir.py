@@ -56,6 +56,9 @@ def _write_manifest(out: Path, data: dict) -> None:
 
 def record(out: str | os.PathLike, *paths: str, cache: bool = False) -> None:
     """Add ``paths`` (relative to ``out``) to the manifest: call it before writing them."""
+    from .failure import check_interrupt
+
+    check_interrupt()  # no write starts after Ctrl-C, even if a library swallowed the KeyboardInterrupt
     out = Path(out)
     data = read_manifest(out) or {"written_by": _TAG, "entries": {}}
     new = {p: {"cache": cache} for p in paths if data["entries"].get(p) != {"cache": cache}}
