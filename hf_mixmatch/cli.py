@@ -95,6 +95,9 @@ def add_prune_parser(subparsers) -> None:
                         "compact (bitmask + nonzero values, shrinks with sparsity; load with hf_mixmatch.from_pretrained)")
     p.add_argument("--push-to", metavar="NAMESPACE", help="after the run, push the saved variants to this Hub namespace")
     p.add_argument("--private", action="store_true", help="with --push-to: create private repos")
+    from .hub import add_push_naming
+
+    add_push_naming(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prune)
 
@@ -136,7 +139,8 @@ def cmd_prune(args) -> int:
         if args.push_to:
             from .hub import push_run
 
-            push_run(run.output_dir, namespace=args.push_to, private=args.private)
+            push_run(run.output_dir, namespace=args.push_to, private=args.private, repo_prefix=args.repo_prefix,
+                     force=args.force)
     return 0
 
 

@@ -17,8 +17,10 @@ import itertools
 import json
 import logging
 import os
+import random
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -82,13 +84,19 @@ def _clean(part: str) -> str:
     return part.strip("-._")
 
 
-def repo_name_for(base_model: str, signal: str, strategy: str, namespace: str) -> str:
-    """``<namespace>/<base>-mixmatch-<signal>-<strategy>``: sanitized, at most 96 characters, deterministic."""
+def repo_name_for(base_model: str, signal: str, strategy: str, namespace: str, *, run_id: str | None = None,
+                  prefix: str | None = None) -> str:
+    """``<namespace>/<base>-mixmatch[-<run_id>]-<signal>-<strategy>``, or ``<namespace>/<prefix>-<signal>-<strategy>``
+    with a ``prefix``: sanitized, at most 96 characters, deterministic. The run id keeps two runs on the same base
+    model from pushing to the same repos."""
     if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace) or "--" in namespace \
             or ".." in namespace:
         raise ConfigError(f"Invalid namespace {namespace!r}: use your Hub user or organization name.")
+    if prefix is not None and not _clean(prefix):
+        raise ConfigError(f"Invalid --repo-prefix {prefix!r}: use letters, digits, '-', '_' or '.'.")
     base = _clean(str(base_model).rstrip("/").split("/")[-1]) or "model"
-    name = _clean(f"{base}-mixmatch-{_clean(signal)}-{_clean(strategy)}")
+    head = _clean(prefix) if prefix else (f"{base}-mixmatch" + (f"-{_clean(run_id)}" if run_id else ""))
+    name = _clean(f"{head}-{_clean(signal)}-{_clean(strategy)}")
     if len(name) > MAX_REPO_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         name = _clean(name[:MAX_REPO_NAME - len(digest) - 1]) + "-" + digest
@@ -132,6 +140,10 @@ def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -
     )
 
     rerun = "retry (rerunning a push completes the remaining variants)"
+    tries = "after retries"
+    if isinstance(exc, _Exhausted):
+        tries = f"on all {exc.attempts} attempts"
+        exc = exc.cause
     exc = _hub_cause(exc) or exc
     if isinstance(exc, RepositoryNotFoundError):
         hint = "repository not found or not accessible: check the repo id / --namespace and that you are " \
@@ -147,15 +159,63 @@ def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -
         elif status == 403:
             hint = f"no write access to namespace {namespace!r}: check --namespace or use a token with write rights"
         elif status is not None and status >= 500:
-            hint = f"the Hub answered HTTP {status} after retries: try again later and {rerun}"
+            hint = f"the Hub answered HTTP {status} {tries}: try again later and {rerun}"
+        elif status == 429:
+            hint = f"the Hub rate-limited the push (HTTP 429) {tries}: wait a few minutes and {rerun}"
         else:
             hint = f"the Hub answered HTTP {status}: {str(exc).splitlines()[0] if str(exc) else ''}"
     elif _is_network_error(exc):
-        hint = f"network error ({type(exc).__name__}): check your connection and HF_ENDPOINT, then {rerun}"
+        hint = f"network error ({type(exc).__name__}) {tries}: check your connection and HF_ENDPOINT, then {rerun}"
     else:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = f"{type(exc).__name__}: {first}"
     return HubError(f"{what} failed: {hint}".replace("\n", " "))
+
+
+# ------------------------------------------------------------------------------------------------ retries
+
+RETRY_ATTEMPTS = 5  # calls per Hub request before giving up (429, 5xx and connection errors only)
+RETRY_BASE_S = 1.0  # first back-off; doubled each retry, times a random jitter in [0.5, 1.5), capped
+RETRY_CAP_S = 30.0
+_sleep = time.sleep  # tests replace it
+
+
+class _Exhausted(Exception):
+    """A retried call that kept failing; carries the real number of attempts."""
+
+    def __init__(self, attempts: int, cause: BaseException):
+        super().__init__(str(cause))
+        self.attempts, self.cause = attempts, cause
+
+
+def _retryable(exc: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cause = _hub_cause(exc)
+    if cause is None:
+        return False
+    if isinstance(cause, HfHubHTTPError):
+        status = cause.response.status_code if getattr(cause, "response", None) is not None else None
+        return status == 429 or (status is not None and status >= 500)
+    return True  # connection / timeout
+
+
+def with_retries(call, *, attempts: int = RETRY_ATTEMPTS):
+    """``call()``, retried with exponential back-off and jitter on 429 / 5xx / connection errors; raises
+    :class:`_Exhausted` (with the real attempt count) when every attempt failed that way."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - only transient Hub failures are retried
+            if not _retryable(exc):
+                raise
+            if attempt == attempts:
+                raise _Exhausted(attempts, exc) from exc
+            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            logger.info("Hub call failed (%s); retry %d of %d in %.1f s", type(exc).__name__, attempt,
+                        attempts - 1, delay)
+            _sleep(delay)
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------------ push
@@ -197,27 +257,81 @@ def _progress(iterable, **kwargs):
     return tqdm(iterable, disable=os.environ.get("HF_MIXMATCH_NO_PROGRESS") == "1", **kwargs)
 
 
+def run_id_of(results: dict) -> str:
+    """The run's short id: ``results["run_id"]`` (written by prune), else a digest of its variants (older runs)."""
+    if results.get("run_id"):
+        return str(results["run_id"])
+    text = json.dumps([[v.get("id"), v.get("sparsity"), v.get("accuracy")] for v in results["variants"]], default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _run_marker(run_id: str) -> str:
+    return f"[hf-mixmatch run {run_id}]"
+
+
+def _variant_folder(run_dir: Path, v: dict) -> Path:
+    """The variant's folder, only if it and every file in it resolve inside the run directory."""
+    from .outdir import contains
+
+    folder = contains(run_dir, str(v["path"]))
+    if folder is None:
+        raise ConfigError(f"variant {v.get('id')!r}: its path {v['path']!r} in results.json points outside "
+                          f"{run_dir}: only folders inside the run directory are pushed; fix 'path' or rerun prune.")
+    if not folder.is_dir():
+        raise ConfigError(f"variant folder {folder} is missing: rerun the pruning or fix 'path' in results.json.")
+    outside = [p for p in folder.rglob("*") if p.is_file() and contains(run_dir, p.relative_to(run_dir.resolve()))
+               is None]
+    if outside:
+        raise ConfigError(f"{outside[0]} in variant folder {folder} links outside {run_dir}: remove the link, "
+                          "only files inside the run directory are pushed.")
+    return folder
+
+
+def _check_owner(api, repo_id: str, run_id: str, force: bool) -> str | None:
+    """The repo's head commit before this push (None: it does not exist). Refuses a repo that holds commits
+    but none from this run (another run's variant, or someone else's files) unless ``force``."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        head = with_retries(lambda: api.repo_info(repo_id).sha)
+    except RepositoryNotFoundError:
+        return None
+    commits = with_retries(lambda: api.list_repo_commits(repo_id))
+    ours = any(_run_marker(run_id) in (c.title or "") + (c.message or "") for c in commits)
+    if len(commits) > 1 and not ours and not force:
+        raise ConfigError(f"{repo_id} already holds commits from another run or person: pass --repo-prefix to push "
+                          "under other names, or --force to push over it")
+    return head
+
+
 def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: bool = False, dry_run: bool = False,
-             token: str | None = None, endpoint: str | None = None) -> list[PushRecord]:
-    """Push every saved variant of ``run_dir`` to ``<namespace>/<base>-mixmatch-<signal>-<strategy>``.
+             token: str | None = None, endpoint: str | None = None, repo_prefix: str | None = None,
+             force: bool = False) -> list[PushRecord]:
+    """Push every saved variant of ``run_dir`` to ``<namespace>/<base>-mixmatch-<run id>-<signal>-<strategy>``
+    (``<namespace>/<repo_prefix>-<signal>-<strategy>`` with a prefix).
 
     One repo and one commit per variant; an unchanged variant makes no new commit (status ``unchanged``).
+    Every Hub call is retried on 429 / 5xx / connection errors with exponential back-off and jitter.
     ``push_summary.json`` in ``run_dir`` is rewritten after every variant, so a failed or interrupted push
-    records exactly what is on the Hub and a rerun completes the rest. Raises :class:`HubError` after trying
-    every variant if any of them failed.
+    records exactly what is on the Hub and a rerun completes the rest (a commit whose response was lost is
+    recognised then). Only folders inside ``run_dir`` are pushed; a repo holding another run's commits is
+    refused unless ``force``. Raises :class:`HubError` after trying every variant if any of them failed.
     """
     from huggingface_hub import HfApi, constants, get_token
 
+    from .outdir import read_manifest, record
+
     run_dir = Path(run_dir)
     results = _read_results(run_dir)
+    run_id = run_id_of(results)
+    named_run_id = run_id if results.get("run_id") else None  # older runs keep their names
     pareto = set(results.get("pareto") or [])
     variants = [v for v in results["variants"] if v.get("path") and (not only_pareto or v.get("id") in pareto)]
     plan = []
     for v in variants:
-        folder = run_dir / v["path"]
-        if not folder.is_dir():
-            raise ConfigError(f"variant folder {folder} is missing: rerun the pruning or fix 'path' in results.json.")
-        plan.append((v, folder, repo_name_for(results["base_model"], v["signal"], v["strategy"], namespace)))
+        folder = _variant_folder(run_dir, v)
+        plan.append((v, folder, repo_name_for(results["base_model"], v["signal"], v["strategy"], namespace,
+                                              run_id=named_run_id, prefix=repo_prefix)))
     if len({repo for _, _, repo in plan}) != len(plan):
         raise ConfigError("two variants map to the same repo name (same signal and strategy): "
                           "push them with --only-pareto or from separate runs.")
@@ -232,6 +346,8 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
         return out
     if token is None and get_token() is None:
         raise HubError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then rerun push.")
+    if read_manifest(run_dir) is not None:  # a run dir hf-mixmatch made: the summary joins its manifest
+        record(run_dir, SUMMARY_FILE)
     if (run_dir / "report.md").is_file():
         # a pipeline run: put each variant's repo id into its card (load snippets) and the family report
         from .report import write_report
@@ -241,18 +357,24 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
     pushed: list[PushRecord] = []
     first_error: HubError | None = None
     for v, folder, repo_id in _progress(plan, desc="push", unit="variant"):
-        before = None
         try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            before = api.repo_info(repo_id).sha
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder,
-                                     commit_message=f"hf-mixmatch: {v['id']} ({v['signal']}/{v['strategy']}, "
-                                                    f"sparsity {float(v['sparsity']):.3f})")
+            before = _check_owner(api, repo_id, run_id, force)
+            if before is None:
+                with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
+                before = with_retries(lambda: api.repo_info(repo_id).sha)
+            message = (f"hf-mixmatch: {v['id']} ({v['signal']}/{v['strategy']}, sparsity {float(v['sparsity']):.3f}) "
+                       f"{_run_marker(run_id)}")
+            info = with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=folder,
+                                                          commit_message=message))
             status = "unchanged" if info.oid == before else "pushed"
+            prev = records.get(v["id"])
+            if status == "unchanged" and prev is not None and prev.status == "failed" and prev.repo_id == repo_id:
+                status = "pushed"  # the earlier commit went through although its response was lost
             rec = PushRecord(v["id"], repo_id, status, info.oid, f"{api.endpoint}/{repo_id}")
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported once below
-            err = _hub_error(exc, f"pushing {v['id']} to {repo_id}", namespace=namespace)
-            if not isinstance(exc, (HfMixmatchError, ValueError, OSError)) and not _is_hub_exception(exc):
+            err = exc if isinstance(exc, ConfigError) else _hub_error(exc, f"pushing {v['id']} to {repo_id}",
+                                                                      namespace=namespace)
+            if not isinstance(exc, (HfMixmatchError, ValueError, OSError, _Exhausted)) and not _is_hub_exception(exc):
                 records[v["id"]] = PushRecord(v["id"], repo_id, "failed", error=str(err))
                 _write_summary(run_dir, records, api.endpoint or constants.ENDPOINT, namespace)
                 raise
@@ -421,7 +543,7 @@ def download(repo_id: str, *, revision: str | None = None, local_dir=None, token
 
 def _cmd_push(args) -> int:
     records = push_run(args.run_dir, namespace=args.namespace, private=args.private, only_pareto=args.only_pareto,
-                       dry_run=args.dry_run)
+                       dry_run=args.dry_run, repo_prefix=args.repo_prefix, force=args.force)
     for rec in records:
         if rec.status == "dry-run":
             print(f"would push {rec.variant_id} -> {rec.repo_id}")
@@ -464,6 +586,15 @@ def _cmd_download(args) -> int:
     return 0
 
 
+def add_push_naming(p) -> None:
+    """``--repo-prefix`` and ``--force``, shared by ``push`` and ``prune --push-to``."""
+    p.add_argument("--repo-prefix", default=None,
+                   help="name the repos <namespace>/<PREFIX>-<signal>-<strategy> (default: "
+                        "<base>-mixmatch-<run id>-<signal>-<strategy>)")
+    p.add_argument("--force", action="store_true",
+                   help="push even over a repo that holds commits from another run or person")
+
+
 def add_cli(subparsers) -> None:
     """Register the ``push``, ``search`` and ``download`` subcommands on an argparse subparsers object."""
     from .argtypes import fraction, positive_int
@@ -474,6 +605,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--only-pareto", action="store_true", help="push only the Pareto-optimal variants")
     p.add_argument("--dry-run", action="store_true", help="print what would be pushed, push nothing")
+    add_push_naming(p)
     p.set_defaults(func=_cmd_push)
 
     s = subparsers.add_parser("search", help="find published hf-mixmatch variants")

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -289,6 +290,7 @@ def run_mixmatch(
         "eval_samples": data.eval_samples,
         "seed": config.seed,
         "hf_mixmatch_version": __version__,
+        "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
         "ranges": ranges.to_dict(),
         "layer_roles": {layer.name: layer.role for layer in layers},
