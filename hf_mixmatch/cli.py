@@ -51,6 +51,8 @@ def add_prune_parser(subparsers) -> None:
                                  "(the embedded digits model)")
     p.add_argument("--dataset", help="Hub id or local folder that datasets.load_dataset opens (parquet, arrow, "
                                      "imagefolder) or a save_to_disk folder; 'default' = embedded digits")
+    p.add_argument("--dataset-name", help="what cards and recipes call the dataset (default: its Hub id, or a local "
+                                          "folder's name and content fingerprint; local paths are never published)")
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
     p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
@@ -130,6 +132,7 @@ def cmd_prune(args) -> int:
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
+        dataset_name=args.dataset_name,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState
@@ -151,13 +154,17 @@ def summary(results: dict, output_dir) -> str:
         f"hf-mixmatch: {results['base_model']} on {results['dataset']} ({results['eval_split']}, "
         f"{results['eval_samples']} samples)",
         f"dense: top-1 {d['accuracy']:.4f}" + (f"  top-5 {d['top5']:.4f}" if d.get("top5") is not None else ""),
-        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}):",
-        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}",
+        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}"
+        + (", chosen on the fine-tuned accuracies):" if results.get("pareto_basis") == "finetuned" else "):"),
+        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}"
+        + (f" {'one-shot':>8s}" if results.get("pareto_basis") == "finetuned" else ""),
     ]
     by_id = {v["id"]: v for v in results["variants"]}
     for vid in results["pareto"]:
         v = by_id[vid]
-        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}")
+        oneshot = f" {v['oneshot']['accuracy']:8.4f}" if v.get("oneshot") else ""
+        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}"
+                     + oneshot)
     lines.append(f"results: {output_dir}/results.json  report: {output_dir}/report.md")
     return "\n".join(lines)
 

@@ -70,6 +70,7 @@ class PruneConfig:
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
     storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
+    dataset_name: str | None = None  # what cards and recipes call the dataset (default: Hub id / local name+fingerprint)
 
     @property
     def finetune(self) -> bool:
@@ -284,6 +285,7 @@ def run_mixmatch(
         "library": loaded.library,
         "license": loaded.license,
         "dataset": data.dataset,
+        "dataset_name": config.dataset_name,
         "calib_split": data.calib_split,
         "eval_split": data.eval_split,
         "calib_samples": data.calib_samples,
@@ -463,10 +465,17 @@ class _Finetuner:
 
 
 def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dict:
-    """``mixmatch.json``: enough to re-derive the masks from the base model."""
+    """``mixmatch.json``: enough to re-derive the masks from the base model. Local models and datasets are named
+    by folder name and content fingerprint, never by path (the recipe is published with the variant)."""
+    from .card import public_ref
+
+    cfg = results["config"]
+    ft_config = ({"steps": cfg["finetune_steps"], "epochs": cfg["finetune_epochs"], "lr": cfg["finetune_lr"],
+                  "patience": cfg["finetune_patience"], "samples": cfg["finetune_samples"]}
+                 if cfg.get("finetune_steps") or cfg.get("finetune_epochs") else None)
     return {
         "hf_mixmatch_version": results["hf_mixmatch_version"],
-        "base_model": results["base_model"],
+        "base_model": public_ref(results["base_model"]),
         "base_revision": results["base_revision"],
         "library": results["library"],
         "method": variant["method"],
@@ -480,7 +489,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "ranges": results["ranges"]["ranges"],
         "range_source": results["ranges"]["source"],
         "range_targets": list(results["config"]["range_targets"]),
-        "dataset": results["dataset"],
+        "dataset": results.get("dataset_name") or public_ref(results["dataset"]),
         "calib_split": results["calib_split"],
         "eval_split": results["eval_split"],
         "calib_samples": results["calib_samples"],
@@ -494,6 +503,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "dense_top5": results["dense"]["top5"],
         "storage": "dense",
         "finetune": variant.get("finetune"),
+        "finetune_config": ft_config,
         "oneshot": variant.get("oneshot"),
     }
 
