@@ -287,21 +287,22 @@ def _variant_folder(run_dir: Path, v: dict) -> Path:
     return folder
 
 
-def _check_owner(api, repo_id: str, run_id: str, force: bool) -> str | None:
-    """The repo's head commit before this push (None: it does not exist). Refuses a repo that holds commits
-    but none from this run (another run's variant, or someone else's files) unless ``force``."""
+def _check_owner(api, repo_id: str, run_id: str, force: bool) -> tuple[str | None, bool]:
+    """(the repo's head commit before this push or None when it does not exist, whether that head is a commit of
+    this run). Refuses a repo that holds commits but none from this run (another run's variant, or someone
+    else's files) unless ``force``."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
         head = with_retries(lambda: api.repo_info(repo_id).sha)
     except RepositoryNotFoundError:
-        return None
+        return None, False
     commits = with_retries(lambda: api.list_repo_commits(repo_id))
-    ours = any(_run_marker(run_id) in (c.title or "") + (c.message or "") for c in commits)
-    if len(commits) > 1 and not ours and not force:
+    mine = [_run_marker(run_id) in (c.title or "") + (c.message or "") for c in commits]
+    if len(commits) > 1 and not any(mine) and not force:
         raise ConfigError(f"{repo_id} already holds commits from another run or person: pass --repo-prefix to push "
                           "under other names, or --force to push over it")
-    return head
+    return head, bool(mine and mine[0])
 
 
 def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: bool = False, dry_run: bool = False,
@@ -358,7 +359,7 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
     first_error: HubError | None = None
     for v, folder, repo_id in _progress(plan, desc="push", unit="variant"):
         try:
-            before = _check_owner(api, repo_id, run_id, force)
+            before, head_is_ours = _check_owner(api, repo_id, run_id, force)
             if before is None:
                 with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
                 before = with_retries(lambda: api.repo_info(repo_id).sha)
@@ -368,8 +369,9 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
                                                           commit_message=message))
             status = "unchanged" if info.oid == before else "pushed"
             prev = records.get(v["id"])
-            if status == "unchanged" and prev is not None and prev.status == "failed" and prev.repo_id == repo_id:
-                status = "pushed"  # the earlier commit went through although its response was lost
+            if status == "unchanged" and head_is_ours and prev is not None and prev.status == "failed" \
+                    and prev.repo_id == repo_id:
+                status = "pushed"  # this run's earlier commit went through although its response was lost
             rec = PushRecord(v["id"], repo_id, status, info.oid, f"{api.endpoint}/{repo_id}")
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported once below
             err = exc if isinstance(exc, ConfigError) else _hub_error(exc, f"pushing {v['id']} to {repo_id}",
