@@ -79,8 +79,9 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
         raise OutputDirError(f"--output-dir {out} is not empty and was not written by hf-mixmatch (no {MANIFEST}); "
                              "nothing in it is deleted: pass a new or empty directory")
     entries = manifest["entries"]
-    if all(c.name == MANIFEST or entries.get(c.name, {}).get("cache") for c in out.iterdir()):
-        return out  # only caches of a run that stopped early: reuse them, no --overwrite needed
+    if all(c.name == MANIFEST or entries.get(c.name, {}).get("cache")
+           or (entries.get(c.name, {}).get("dir") and c.is_dir() and not any(c.iterdir())) for c in out.iterdir()):
+        return out  # only caches (and empty folders) of a run that stopped early: reuse them, no --overwrite needed
     if not overwrite:
         raise OutputDirError(f"--output-dir {out} holds an earlier run: pass --overwrite to replace it "
                              "(only files hf-mixmatch wrote are removed) or another directory")

@@ -145,3 +145,87 @@ def test_unexpected_errors_are_one_line_pointing_to_debug(world, capsys, monkeyp
         main(["--debug"] + argv)
     with pytest.raises(ZeroDivisionError):  # -v / --verbose stay aliases
         main(["-v"] + argv)
+
+
+# ------------------------------------------------------------------------------------ full or read-only disk
+
+QUICK = ["--signals", "magnitude", "--strategies", "conservative,aggressive", "--calib-samples", "16",
+         "--eval-samples", "32", "--save", "all", "--quiet"]
+
+
+@pytest.mark.parametrize("victim, err_no, expected", [("mixmatch.json", "ENOSPC", "no space left"),
+                                                      ("report.md", "EROFS", "read-only")])
+def test_a_disk_that_fills_or_turns_read_only_mid_run(tmp_path, capsys, monkeypatch, victim, err_no, expected):
+    import errno
+    import os
+
+    out = tmp_path / "run"
+    real = Path.write_text
+
+    def write_text(self, *a, **k):
+        if self.name == victim:
+            raise OSError(getattr(errno, err_no), os.strerror(getattr(errno, err_no)), str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert main(["prune", "default", "--output-dir", str(out)] + QUICK) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hf-mixmatch: error:") and expected in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (out / "results.json").exists()  # nothing claims the run finished
+    if victim == "mixmatch.json":  # the variant being written is removed whole, no temp folder left
+        assert not [p for p in (out / "variants").iterdir()]
+    # the same command then works without --overwrite: only caches of the failed run are left
+    monkeypatch.setattr(Path, "write_text", real)
+    if victim == "mixmatch.json":
+        assert main(["prune", "default", "--output-dir", str(out)] + QUICK) == 0
+        assert (out / "results.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_at_several_points_exits_130_and_loses_nothing(tmp_path):
+    """SIGINT to `python -m hf_mixmatch prune default ... --overwrite` over an earlier run that holds the user's
+    notes: during start-up, right after the earlier run was cleared, and once the scores are cached."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    points = {"startup": lambda out: True, "cleared": lambda out: not (out / "results.json").exists(),
+              "scored": lambda out: (out / "scores.safetensors").exists()}
+    procs = {}
+    for name in points:
+        out = tmp_path / name
+        prepare_output_dir(out, overwrite=False)
+        record(out, "results.json")
+        (out / "results.json").write_text('{"earlier": "run"}')
+        (out / "notes.txt").write_text("mine")
+        cmd = [sys.executable, "-m", "hf_mixmatch", "prune", "default", "--output-dir", str(out), "--overwrite",
+               "--signals", "magnitude", "--calib-samples", "32", "--eval-samples", "256", "--save", "all", "--quiet"]
+        procs[name] = (out, subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True), time.monotonic())
+    sent = set()
+    deadline = time.monotonic() + 240
+    while len(sent) < len(procs) and time.monotonic() < deadline:
+        for name, (out, proc, t0) in procs.items():
+            if name not in sent and time.monotonic() - t0 > 1.0 and points[name](out):
+                proc.send_signal(signal.SIGINT)
+                sent.add(name)
+            assert proc.poll() is None or name in sent, f"{name}: the run ended before the interrupt point"
+        time.sleep(0.02)
+    for name, (out, proc, _) in procs.items():
+        _, err = proc.communicate(timeout=120)
+        ours = [line for line in err.splitlines() if line.startswith("hf-mixmatch")]
+        assert proc.returncode == 130, (name, err)
+        assert len(ours) == 1 and "interrupted" in ours[0] and "Traceback" not in err, (name, err)
+        assert (out / "notes.txt").read_text() == "mine", name
+        assert not (out / "results.json").exists() or name == "startup", name
+        if name == "startup":  # interrupted before the directory was touched: the earlier run is intact
+            assert (out / "results.json").read_text() == '{"earlier": "run"}'
+        for folder in (out / "variants").glob("*") if (out / "variants").is_dir() else []:
+            assert not folder.name.startswith("."), f"{name}: temp folder {folder} left behind"
+            assert {"config.json", "mixmatch.json"} <= {p.name for p in folder.iterdir()}, folder
