@@ -60,14 +60,16 @@ _SAMPLE_BYTES = 1 << 20
 
 
 @functools.lru_cache(maxsize=64)
-def _fingerprint_cached(resolved: str, mtime_ns: int) -> str:  # noqa: ARG001 - mtime is part of the cache key
+def _fingerprint_cached(resolved: str, state: tuple) -> str:  # noqa: ARG001 - the files' state is the cache key
     return _fingerprint(Path(resolved))
 
 
 def local_fingerprint(path: str | os.PathLike) -> str:
-    """See :func:`_fingerprint`; computed once per folder state."""
+    """See :func:`_fingerprint`; computed once per state (names, sizes, modification times) of the files."""
     real = Path(path).resolve()
-    return _fingerprint_cached(str(real), real.stat().st_mtime_ns)
+    files = [real] if real.is_file() else sorted(p for p in real.rglob("*") if p.is_file())
+    state = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _fingerprint_cached(str(real), state)
 
 
 def _fingerprint(path: Path) -> str:
