@@ -459,7 +459,7 @@ def structured_card(results: dict, recipe: dict, *, repo_id: str | None = None):
     meta = _common_metadata(meta_src)
     base_id = _base_id(meta_src)
     name = repo_id.split("/")[-1] if repo_id else (
-        f"{(base_id or Path(str(base or 'model')).name).split('/')[-1]}-structured-{round(100 * float(results.get('achieved_sparsity', 0)))}")
+        f"{(base_id or _cli_arg(base, 'model').removeprefix('path/to/')).split('/')[-1]}-structured-{round(100 * float(results.get('achieved_sparsity', 0)))}")
     dataset = _dataset_id(meta_src)
     split = results.get("eval_split")
     metric_name = results.get("metric_name") or recipe.get("metric_name") or "accuracy"

@@ -584,7 +584,8 @@ def test_structured_card_metadata_and_body(tmp_path):
     local = structured_card({"model": "/tmp/my-model", "achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},
                              "pruned": {"params": 1, "flops": 1, "accuracy": 0.5}},
                             {**recipe, "base_model": "/tmp/my-model"})
-    assert "base_model" not in local.data.to_dict() and "`/tmp/my-model`" in local.text
+    assert "base_model" not in local.data.to_dict() and "`local:my-model`" in local.text
+    assert "/tmp/my-model" not in str(local) and "# my-model-structured-50" in local.text  # no local path
 
 
 def test_from_pretrained_loads_structured_folder_exactly(tmp_path):
