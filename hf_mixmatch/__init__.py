@@ -15,12 +15,17 @@ _EXPORTS = {
 
 
 def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
+    import importlib
 
+    if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
+    try:  # submodules, e.g. ``hf_mixmatch.hub`` after a bare ``import hf_mixmatch``
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'hf_mixmatch' has no attribute {name!r}")
 
 

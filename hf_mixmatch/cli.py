@@ -197,9 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .failure import check_interrupt, exit_code_for, install_sigint_handler, interrupted
+    from .failure import (check_interrupt, exit_code_for, install_sigint_handler, interrupted,
+                          restore_sigint_handler)
 
-    install_sigint_handler()
+    previous = install_sigint_handler()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         parser = build_parser()
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, Exception) and not isinstance(exc, KeyboardInterrupt):
             raise
         return exit_code_for(exc, debug=debug)
+    finally:
+        restore_sigint_handler(previous)
 
 
 if __name__ == "__main__":

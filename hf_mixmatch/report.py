@@ -32,10 +32,15 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
     fig = Figure(figsize=(7, 4.5), dpi=110)
     ax = fig.subplots()
     extra: dict[str, str] = {}
+    any_tuned = any(v.get("oneshot") for v in variants)
     for signal in dict.fromkeys(v.get("signal", "?") for v in variants):
-        pts = [v for v in variants if v.get("signal", "?") == signal]
-        ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
-                   color=_color(signal, extra), label=signal, zorder=3)
+        for tuned_pts in ((False, True) if any_tuned else (False,)):
+            pts = [v for v in variants if v.get("signal", "?") == signal and bool(v.get("oneshot")) == tuned_pts]
+            if not pts:
+                continue
+            label = signal + ((", fine-tuned" if tuned_pts else ", one-shot") if any_tuned else "")
+            ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
+                       marker="s" if tuned_pts else "o", color=_color(signal, extra), label=label, zorder=3)
     tuned = [v for v in variants if v.get("oneshot")]
     if tuned:  # one-shot accuracy of the fine-tuned variants, joined to their fine-tuned point
         for v in tuned:
