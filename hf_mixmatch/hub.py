@@ -1,9 +1,10 @@
-"""Publish pruned variants to the Hugging Face Hub, find published ones, and download them safely.
+"""Find published variants on the Hugging Face Hub and download them safely; the ``push``, ``search`` and
+``download`` commands.
 
-``push_run`` makes one repo and one ``upload_folder`` commit per saved variant of a run (the folders already hold
-their model card and weights) and records what happened in ``push_summary.json``; ``list_pruned`` finds
-published variants through the ``hf-mixmatch`` and ``base_model:`` tags and reads their numbers from the card
-metadata; ``download`` fetches a variant's safetensors files and refuses pickle-only repos.
+``list_pruned`` finds published variants through the ``hf-mixmatch`` and ``base_model:`` tags and reads their
+numbers from the card metadata (claims that are not numbers in range are skipped and counted); ``download``
+fetches a variant's safetensors files and refuses pickle-only repos. Pushing lives in :mod:`hf_mixmatch.push`
+(re-exported here), retries and error messages in :mod:`hf_mixmatch.hub_retry`.
 
 The token comes from the standard places (``HF_TOKEN``, the ``hf auth login`` store) through ``HfApi``; it is
 never printed, logged or written anywhere by this module.
@@ -12,45 +13,23 @@ never printed, logged or written anywhere by this module.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import itertools
 import json
 import logging
-import os
-import random
-import re
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from .errors import ConfigError, HfMixmatchError, HubError, UnsafeWeightsError
+from .hub_retry import RETRY_ATTEMPTS, _hub_error, _is_hub_exception, with_retries  # noqa: F401 - re-exported
+from .push import (PushRecord, _cmd_push, add_push_naming, push_run, repo_name_for,  # noqa: F401 - re-exported
+                   run_id_of)
 
 logger = logging.getLogger(__name__)
 
-MAX_REPO_NAME = 96
-SUMMARY_FILE = "push_summary.json"
 UNSAFE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
-STATUSES = ("pushed", "unchanged", "failed", "dry-run")
 _SEARCH_CAP = 10_000  # most listings read from the Hub in one search
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
-
-
-@dataclass
-class PushRecord:
-    """What happened to one variant: ``status`` is ``pushed`` only once its commit exists on the Hub."""
-
-    variant_id: str
-    repo_id: str
-    status: str
-    commit: str | None = None
-    url: str | None = None
-    error: str | None = None
-
-    def __post_init__(self):
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
 
 
 @dataclass
@@ -71,330 +50,6 @@ class PrunedModelInfo:
         out = asdict(self)
         out["last_modified"] = self.last_modified.isoformat() if self.last_modified else None
         return out
-
-
-# ------------------------------------------------------------------------------------------------ names
-
-
-def _clean(part: str) -> str:
-    part = part.replace("+", "-plus")  # "uniform+" must not collide with "uniform"
-    part = re.sub(r"[^A-Za-z0-9._-]+", "-", part)
-    part = re.sub(r"[-._]*-[-._]*", "-", part)  # any run of separators holding a dash becomes one dash
-    part = re.sub(r"\.{2,}", ".", part)
-    return part.strip("-._")
-
-
-def repo_name_for(base_model: str, signal: str, strategy: str, namespace: str, *, run_id: str | None = None,
-                  prefix: str | None = None) -> str:
-    """``<namespace>/<base>-mixmatch[-<run_id>]-<signal>-<strategy>``, or ``<namespace>/<prefix>-<signal>-<strategy>``
-    with a ``prefix``: sanitized, at most 96 characters, deterministic. The run id keeps two runs on the same base
-    model from pushing to the same repos."""
-    if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace) or "--" in namespace \
-            or ".." in namespace:
-        raise ConfigError(f"Invalid namespace {namespace!r}: use your Hub user or organization name.")
-    if prefix is not None and not _clean(prefix):
-        raise ConfigError(f"Invalid --repo-prefix {prefix!r}: use letters, digits, '-', '_' or '.'.")
-    base = _clean(str(base_model).rstrip("/").split("/")[-1]) or "model"
-    head = _clean(prefix) if prefix else (f"{base}-mixmatch" + (f"-{_clean(run_id)}" if run_id else ""))
-    name = _clean(f"{head}-{_clean(signal)}-{_clean(strategy)}")
-    if len(name) > MAX_REPO_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = _clean(name[:MAX_REPO_NAME - len(digest) - 1]) + "-" + digest
-    return f"{namespace}/{name}"
-
-
-# ------------------------------------------------------------------------------------------------ errors
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    """Transport failures of the client's HTTP library, recognised without importing it."""
-    for cls in type(exc).__mro__:
-        root = cls.__module__.split(".")[0]
-        if root in ("httpx", "httpx2", "requests", "urllib3") and cls.__name__ in (
-                "TransportError", "NetworkError", "TimeoutException", "RemoteProtocolError", "ConnectionError",
-                "ProtocolError", "Timeout"):
-            return True
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def _hub_cause(exc: BaseException) -> BaseException | None:
-    """The HTTP or network error behind ``exc`` (the client wraps upload failures in RuntimeError), if any."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    for _ in range(10):  # bounded walk down the exception chain
-        if exc is None:
-            return None
-        if isinstance(exc, HfHubHTTPError) or _is_network_error(exc):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _hub_error(exc: BaseException, what: str, *, namespace: str | None = None) -> HubError:
-    """One-line :class:`HubError` saying what failed and how to fix it."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    rerun = "retry (rerunning a push completes the remaining variants)"
-    tries = "after retries"
-    if isinstance(exc, _Exhausted):
-        tries = f"on all {exc.attempts} attempts"
-        exc = exc.cause
-    exc = _hub_cause(exc) or exc
-    if isinstance(exc, RepositoryNotFoundError):
-        hint = "repository not found or not accessible: check the repo id / --namespace and that you are " \
-               "logged in (`hf auth login` or HF_TOKEN) with access to it"
-    elif isinstance(exc, RevisionNotFoundError):
-        hint = "revision not found: check --revision"
-    elif isinstance(exc, EntryNotFoundError):
-        hint = "file not found in the repository"
-    elif isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if getattr(exc, "response", None) is not None else None
-        if status == 401:
-            hint = "not authenticated: run `hf auth login` or set HF_TOKEN to a token with write access"
-        elif status == 403:
-            hint = f"no write access to namespace {namespace!r}: check --namespace or use a token with write rights"
-        elif status is not None and status >= 500:
-            hint = f"the Hub answered HTTP {status} {tries}: try again later and {rerun}"
-        elif status == 429:
-            hint = f"the Hub rate-limited the push (HTTP 429) {tries}: wait a few minutes and {rerun}"
-        else:
-            hint = f"the Hub answered HTTP {status}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    elif _is_network_error(exc):
-        hint = f"network error ({type(exc).__name__}) {tries}: check your connection and HF_ENDPOINT, then {rerun}"
-    else:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = f"{type(exc).__name__}: {first}"
-    return HubError(f"{what} failed: {hint}".replace("\n", " "))
-
-
-# ------------------------------------------------------------------------------------------------ retries
-
-RETRY_ATTEMPTS = 5  # calls per Hub request before giving up (429, 5xx and connection errors only)
-RETRY_BASE_S = 1.0  # first back-off; doubled each retry, times a random jitter in [0.5, 1.5), capped
-RETRY_CAP_S = 30.0
-_sleep = time.sleep  # tests replace it
-
-
-class _Exhausted(Exception):
-    """A retried call that kept failing; carries the real number of attempts."""
-
-    def __init__(self, attempts: int, cause: BaseException):
-        super().__init__(str(cause))
-        self.attempts, self.cause = attempts, cause
-
-
-def _retryable(exc: BaseException) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    cause = _hub_cause(exc)
-    if cause is None:
-        return False
-    if isinstance(cause, HfHubHTTPError):
-        status = cause.response.status_code if getattr(cause, "response", None) is not None else None
-        return status == 429 or (status is not None and status >= 500)
-    return True  # connection / timeout
-
-
-def with_retries(call, *, attempts: int = RETRY_ATTEMPTS):
-    """``call()``, retried with exponential back-off and jitter on 429 / 5xx / connection errors; raises
-    :class:`_Exhausted` (with the real attempt count) when every attempt failed that way."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - only transient Hub failures are retried
-            if not _retryable(exc):
-                raise
-            if attempt == attempts:
-                raise _Exhausted(attempts, exc) from exc
-            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            logger.info("Hub call failed (%s); retry %d of %d in %.1f s", type(exc).__name__, attempt,
-                        attempts - 1, delay)
-            _sleep(delay)
-    raise AssertionError("unreachable")
-
-
-# ------------------------------------------------------------------------------------------------ push
-
-
-def _read_results(run_dir: Path) -> dict:
-    path = run_dir / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found: pass the output directory of a finished `hf-mixmatch prune` run.")
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}): rerun the pruning to regenerate it.")
-    if not isinstance(results, dict) or not isinstance(results.get("variants"), list) \
-            or not isinstance(results.get("base_model"), str):
-        raise ConfigError(f"{path} lacks 'base_model'/'variants': rerun the pruning to regenerate it.")
-    return results
-
-
-def _write_summary(run_dir: Path, records: dict[str, PushRecord], endpoint: str, namespace: str):
-    data = {"endpoint": endpoint, "namespace": namespace,
-            "variants": [asdict(r) for r in records.values()]}
-    tmp = run_dir / f".{SUMMARY_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, run_dir / SUMMARY_FILE)
-
-
-def _load_summary(run_dir: Path) -> dict[str, PushRecord]:
-    try:
-        data = json.loads((run_dir / SUMMARY_FILE).read_text())
-        return {v["variant_id"]: PushRecord(**v) for v in data.get("variants", [])}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
-
-
-def _progress(iterable, **kwargs):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=os.environ.get("HF_MIXMATCH_NO_PROGRESS") == "1", **kwargs)
-
-
-def run_id_of(results: dict) -> str:
-    """The run's short id: ``results["run_id"]`` (written by prune), else a digest of its variants (older runs)."""
-    if results.get("run_id"):
-        return str(results["run_id"])
-    text = json.dumps([[v.get("id"), v.get("sparsity"), v.get("accuracy")] for v in results["variants"]], default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _run_marker(run_id: str) -> str:
-    return f"[hf-mixmatch run {run_id}]"
-
-
-def _variant_folder(run_dir: Path, v: dict) -> Path:
-    """The variant's folder, only if it and every file in it resolve inside the run directory."""
-    from .outdir import contains
-
-    folder = contains(run_dir, str(v["path"]))
-    if folder is None:
-        raise ConfigError(f"variant {v.get('id')!r}: its path {v['path']!r} in results.json points outside "
-                          f"{run_dir}: only folders inside the run directory are pushed; fix 'path' or rerun prune.")
-    if not folder.is_dir():
-        raise ConfigError(f"variant folder {folder} is missing: rerun the pruning or fix 'path' in results.json.")
-    outside = [p for p in folder.rglob("*") if p.is_file() and contains(run_dir, p.relative_to(run_dir.resolve()))
-               is None]
-    if outside:
-        raise ConfigError(f"{outside[0]} in variant folder {folder} links outside {run_dir}: remove the link, "
-                          "only files inside the run directory are pushed.")
-    return folder
-
-
-def _check_owner(api, repo_id: str, run_id: str, force: bool) -> tuple[str | None, bool]:
-    """(the repo's head commit before this push or None when it does not exist, whether that head is a commit of
-    this run). Refuses a repo that holds commits but none from this run (another run's variant, or someone
-    else's files) unless ``force``."""
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        head = with_retries(lambda: api.repo_info(repo_id).sha)
-    except RepositoryNotFoundError:
-        return None, False
-    commits = with_retries(lambda: api.list_repo_commits(repo_id))
-    mine = [_run_marker(run_id) in (c.title or "") + (c.message or "") for c in commits]
-    if len(commits) > 1 and not any(mine) and not force:
-        raise ConfigError(f"{repo_id} already holds commits from another run or person: pass --repo-prefix to push "
-                          "under other names, or --force to push over it")
-    return head, bool(mine and mine[0])
-
-
-def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: bool = False, dry_run: bool = False,
-             token: str | None = None, endpoint: str | None = None, repo_prefix: str | None = None,
-             force: bool = False) -> list[PushRecord]:
-    """Push every saved variant of ``run_dir`` to ``<namespace>/<base>-mixmatch-<run id>-<signal>-<strategy>``
-    (``<namespace>/<repo_prefix>-<signal>-<strategy>`` with a prefix).
-
-    One repo and one commit per variant; an unchanged variant makes no new commit (status ``unchanged``).
-    Every Hub call is retried on 429 / 5xx / connection errors with exponential back-off and jitter.
-    ``push_summary.json`` in ``run_dir`` is rewritten after every variant, so a failed or interrupted push
-    records exactly what is on the Hub and a rerun completes the rest (a commit whose response was lost is
-    recognised then). Only folders inside ``run_dir`` are pushed; a repo holding another run's commits is
-    refused unless ``force``. Raises :class:`HubError` after trying every variant if any of them failed.
-    """
-    from huggingface_hub import HfApi, constants, get_token
-
-    from .outdir import read_manifest, record
-
-    run_dir = Path(run_dir)
-    results = _read_results(run_dir)
-    run_id = run_id_of(results)
-    named_run_id = run_id if results.get("run_id") else None  # older runs keep their names
-    pareto = set(results.get("pareto") or [])
-    variants = [v for v in results["variants"] if v.get("path") and (not only_pareto or v.get("id") in pareto)]
-    plan = []
-    for v in variants:
-        folder = _variant_folder(run_dir, v)
-        plan.append((v, folder, repo_name_for(results["base_model"], v["signal"], v["strategy"], namespace,
-                                              run_id=named_run_id, prefix=repo_prefix)))
-    if len({repo for _, _, repo in plan}) != len(plan):
-        raise ConfigError("two variants map to the same repo name (same signal and strategy): "
-                          "push them with --only-pareto or from separate runs.")
-
-    api = HfApi(endpoint=endpoint, token=token)
-    records = _load_summary(run_dir)
-    if dry_run:
-        out = [PushRecord(v["id"], repo, "dry-run") for v, _, repo in plan]
-        for rec, (_, folder, _) in zip(out, plan):
-            files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-            logger.info("dry run: would push %s to %s (%s)", rec.variant_id, rec.repo_id, ", ".join(files))
-        return out
-    if token is None and get_token() is None:
-        raise HubError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then rerun push.")
-    if read_manifest(run_dir) is not None:  # a run dir hf-mixmatch made: the summary joins its manifest
-        record(run_dir, SUMMARY_FILE)
-    if (run_dir / "report.md").is_file():
-        # a pipeline run: put each variant's repo id into its card (load snippets) and the family report
-        from .report import write_report
-
-        write_report(run_dir, results, repos={v["id"]: repo for v, _, repo in plan})
-
-    pushed: list[PushRecord] = []
-    first_error: HubError | None = None
-    for v, folder, repo_id in _progress(plan, desc="push", unit="variant"):
-        try:
-            before, head_is_ours = _check_owner(api, repo_id, run_id, force)
-            if before is None:
-                with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
-                before = with_retries(lambda: api.repo_info(repo_id).sha)
-            message = (f"hf-mixmatch: {v['id']} ({v['signal']}/{v['strategy']}, sparsity {float(v['sparsity']):.3f}) "
-                       f"{_run_marker(run_id)}")
-            info = with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=folder,
-                                                          commit_message=message))
-            status = "unchanged" if info.oid == before else "pushed"
-            prev = records.get(v["id"])
-            if status == "unchanged" and head_is_ours and prev is not None and prev.status == "failed" \
-                    and prev.repo_id == repo_id:
-                status = "pushed"  # this run's earlier commit went through although its response was lost
-            rec = PushRecord(v["id"], repo_id, status, info.oid, f"{api.endpoint}/{repo_id}")
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported once below
-            err = exc if isinstance(exc, ConfigError) else _hub_error(exc, f"pushing {v['id']} to {repo_id}",
-                                                                      namespace=namespace)
-            if not isinstance(exc, (HfMixmatchError, ValueError, OSError, _Exhausted)) and not _is_hub_exception(exc):
-                records[v["id"]] = PushRecord(v["id"], repo_id, "failed", error=str(err))
-                _write_summary(run_dir, records, api.endpoint or constants.ENDPOINT, namespace)
-                raise
-            rec = PushRecord(v["id"], repo_id, "failed", error=str(err))
-            first_error = first_error or err
-            logger.warning("%s", err)
-        records[v["id"]] = rec
-        pushed.append(rec)
-        _write_summary(run_dir, records, api.endpoint or constants.ENDPOINT, namespace)
-    if first_error is not None:
-        failed = sum(r.status == "failed" for r in pushed)
-        raise HubError(f"{failed} of {len(pushed)} variant(s) not pushed (see {run_dir / SUMMARY_FILE}); "
-                       f"first error: {first_error}")
-    return pushed
-
-
-def _is_hub_exception(exc: BaseException) -> bool:
-    return _hub_cause(exc) is not None
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -543,17 +198,6 @@ def download(repo_id: str, *, revision: str | None = None, local_dir=None, token
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _cmd_push(args) -> int:
-    records = push_run(args.run_dir, namespace=args.namespace, private=args.private, only_pareto=args.only_pareto,
-                       dry_run=args.dry_run, repo_prefix=args.repo_prefix, force=args.force)
-    for rec in records:
-        if rec.status == "dry-run":
-            print(f"would push {rec.variant_id} -> {rec.repo_id}")
-        else:
-            print(f"{rec.status:9s} {rec.repo_id} {rec.commit or ''}".rstrip())
-    return 0
-
-
 def format_table(infos: list[PrunedModelInfo]) -> str:
     """An aligned text table: repo, signal, strategy, sparsity, accuracy."""
     rows = [("repo", "signal", "strategy", "sparsity", "accuracy")]
@@ -586,15 +230,6 @@ def _cmd_search(args) -> int:
 def _cmd_download(args) -> int:
     print(download(args.repo, revision=args.revision, local_dir=args.local_dir))
     return 0
-
-
-def add_push_naming(p) -> None:
-    """``--repo-prefix`` and ``--force``, shared by ``push`` and ``prune --push-to``."""
-    p.add_argument("--repo-prefix", default=None,
-                   help="name the repos <namespace>/<PREFIX>-<signal>-<strategy> (default: "
-                        "<base>-mixmatch-<run id>-<signal>-<strategy>)")
-    p.add_argument("--force", action="store_true",
-                   help="push even over a repo that holds commits from another run or person")
 
 
 def add_cli(subparsers) -> None:
