@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(sub)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
+    for command in sub.choices.values():  # --debug also after the command
+        command.add_argument("--debug", dest="debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on failure show the full traceback; debug logs")
     return parser
 
 

@@ -75,8 +75,25 @@ def _os_message(exc: OSError) -> str:
     return f"{exc.strerror or _first_line(exc)}{where}: check the path and the disk, then rerun"
 
 
+def _json_file(exc: BaseException) -> str | None:
+    """The ``.json`` file being read when ``exc`` was raised: the innermost frame holding an existing path to one."""
+    import os
+
+    tb, found = exc.__traceback__, None
+    for _ in range(200):  # bounded walk down the traceback
+        if tb is None:
+            break
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, (str, os.PathLike)) and str(value).endswith(".json") and len(str(value)) < 4096:
+                if os.path.isfile(value):
+                    found = str(value)
+        tb = tb.tb_next
+    return found
+
+
 def _json_message(exc: json.JSONDecodeError) -> str:
-    return f"a JSON file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): fix or regenerate it"
+    where = _json_file(exc) or "a JSON file"
+    return f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): fix or regenerate it"
 
 
 def _validation_message(exc: Exception) -> str:

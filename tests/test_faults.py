@@ -75,7 +75,7 @@ CASES = [
     ("prune {model} --dataset {data} --output-dir {prev} --overwrite --ranges {root}/missing.json", "--ranges must"),
     ("prune {model} --dataset {data} --output-dir {prev} --overwrite --ranges {bad_ranges.json}", "range file"),
     ("prune nobody/nothing --dataset {data} --output-dir {prev} --overwrite", "could not be fetched"),
-    ("prune {cfg_not_json} --dataset {data} --output-dir {prev} --overwrite", "not valid JSON"),
+    ("prune {cfg_not_json} --dataset {data} --output-dir {prev} --overwrite", "cfg_not_json/config.json is not valid"),
     ("prune {model} --dataset {root}/no-such-data --output-dir {prev} --overwrite", "not found"),
     ("prune {model} --dataset {data} --output-dir {foreign}", "not written by hf-mixmatch"),
     ("prune {model} --dataset {data} --output-dir {foreign} --overwrite", "not written by hf-mixmatch"),
@@ -90,7 +90,7 @@ CASES = [
     ("structured {model} --dataset {data} --output-dir {prev} --overwrite --sparsity nan", "sparsity"),
     # push
     ("push {root}/nowhere --namespace me", "results.json"),
-    ("push {broken_run} --namespace me", "not valid JSON"),
+    ("push {broken_run} --namespace me", "broken_run/results.json is not valid JSON"),
     ("push {run} --namespace me", "outside"),
     ("push {prev} --namespace me", "base_model"),
     # search
@@ -145,6 +145,8 @@ def test_unexpected_errors_are_one_line_pointing_to_debug(world, capsys, monkeyp
         main(["--debug"] + argv)
     with pytest.raises(ZeroDivisionError):  # -v / --verbose stay aliases
         main(["-v"] + argv)
+    with pytest.raises(ZeroDivisionError):  # and --debug works after the command too
+        main(argv + ["--debug"])
 
 
 # ------------------------------------------------------------------------------------ full or read-only disk

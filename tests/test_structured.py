@@ -498,6 +498,8 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite", "--metric-floor", "1.01"]) == 2
     assert "lower metric floor" in capsys.readouterr().err
+    # the failed search replaced nothing: the earlier run is still whole
+    assert json.loads((out / "results.json").read_text()) == res and (out / "model" / "README.md").is_file()
     bad = [a if a != "2.5" else "-1" for a in argv] + ["--overwrite"]
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
