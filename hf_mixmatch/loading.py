@@ -17,8 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .claims import check_claims
-from .errors import ConfigError, HubError, ModelLoadError, SparsityMismatchError, UnsafeWeightsError
+from .errors import HubError, ModelLoadError, SparsityMismatchError, UnsafeWeightsError
 from .storage import COMPACT_FILE, DENSE_FILE, is_compact, load_compact
 
 SAFE_PATTERNS = ("*.json", "*.safetensors", "*.md", "*.png", "*.txt")
@@ -269,6 +268,8 @@ def _load_structured_folder(folder: Path, where: str, check: bool) -> nn.Module:
     recipe = _read_json(folder / STRUCTURED_RECIPE) or {}
     cfg = _read_json(folder / "config.json") or {}
     model = load_structured(folder)
+    from .claims import check_claims
+
     claims = check_claims(structured_claims(folder, recipe), where)
     if check:
         _check_structured_params(model, recipe, folder, where)
@@ -300,6 +301,8 @@ def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None 
     card = card_claims(folder)
     claims = {**{k: recipe[k] for k in ("sparsity", "accuracy", "top5", "signal", "strategy")
                  if recipe and recipe.get(k) is not None}, **card}
+    from .claims import check_claims  # claims are numbers in range, or the load is refused
+
     claims = check_claims(claims, str(repo_id_or_path))
     card = check_claims(card, str(repo_id_or_path))
     if recipe:  # the recipe is checked on its own too (the card may override what it says)
@@ -332,6 +335,8 @@ class VerifyReport:
     eval_samples: int | None = None
 
     def __post_init__(self) -> None:
+        from .errors import ConfigError
+
         if not math.isfinite(self.tolerance) or self.tolerance < 0:
             raise ConfigError(f"--tolerance must be a finite number >= 0, got {self.tolerance}")
 
@@ -357,6 +362,8 @@ def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str 
     """
     from .data import load_image_dataset, prepare_splits
     from .evaluate import evaluate
+
+    from .errors import ConfigError
 
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")

@@ -99,6 +99,9 @@ def run_cli(args) -> int:
                          channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
+    # an earlier run is replaced only now that this one has its results (a failed search leaves it intact)
+    out = prepare_output_dir(out, overwrite=args.overwrite)
+    record(out, "model")
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "round_to", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
                                              "seed", "components", "layout")}
@@ -107,9 +110,6 @@ def run_cli(args) -> int:
                       hf_mixmatch_version=__version__)
     if loaded.library == "timm":  # timm's preprocessing travels in config.json, as for timm's own checkpoints
         base_cfg["pretrained_cfg"] = _timm_pretrained_cfg(model)
-    # an earlier run is replaced only now that this one has its results (a failed search leaves it intact)
-    out = prepare_output_dir(out, overwrite=args.overwrite)
-    record(out, "model")
     model_dir = save_structured(res.model, res.recipe, base_cfg, out / "model")
     if loaded.library == "transformers":
         loaded._copy_or_write_processor(model_dir)  # preprocessor_config.json
