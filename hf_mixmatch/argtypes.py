@@ -44,7 +44,6 @@ def float_in(low: float | None = None, high: float | None = None, *, open_low: b
     return parse
 
 
-seed = int_at_least(0)
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 positive_float = float_in(0.0, open_low=True)

@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from .argtypes import float_in, non_negative_int, positive_float, positive_int, seed
+from .argtypes import float_in, non_negative_int, positive_float, positive_int
 
 # Modules that add their own subcommands through ``add_cli(subparsers)``.
 SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.loading", "hf_mixmatch.structured")
@@ -66,10 +66,10 @@ def add_prune_parser(subparsers) -> None:
                    help="global targets of the observed/rd-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")
     p.add_argument("--calib-split", help="split to calibrate on (default: train)")
     p.add_argument("--eval-split", help="split to evaluate on (default: test, then validation)")
-    p.add_argument("--calib-samples", type=positive_int, default=256, help="calibration samples (from the training split)")
-    p.add_argument("--eval-samples", type=positive_int, default=None, help="evaluation samples (default: the whole split)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--seed", type=seed, default=0, help="seed of the calibration/evaluation subsampling")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (from the training split)")
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples (default: the whole split)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation subsampling")
     p.add_argument("--image-column", help="image column (default: auto-detected)")
     p.add_argument("--label-column", help="label column (default: auto-detected)")
     p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
@@ -124,6 +124,7 @@ def cmd_prune(args) -> int:
 
     config = PruneConfig(
         model=args.model, dataset=args.dataset, output_dir=args.output_dir, signals=args.signals,
+        dataset_name=args.dataset_name,
         strategies=args.strategies, ranges=args.ranges, range_targets=args.range_targets,
         calib_split=args.calib_split, eval_split=args.eval_split, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, batch_size=args.batch_size, seed=args.seed, image_column=args.image_column,
@@ -132,7 +133,6 @@ def cmd_prune(args) -> int:
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
-        dataset_name=args.dataset_name,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState
@@ -154,17 +154,13 @@ def summary(results: dict, output_dir) -> str:
         f"hf-mixmatch: {results['base_model']} on {results['dataset']} ({results['eval_split']}, "
         f"{results['eval_samples']} samples)",
         f"dense: top-1 {d['accuracy']:.4f}" + (f"  top-5 {d['top5']:.4f}" if d.get("top5") is not None else ""),
-        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}"
-        + (", chosen on the fine-tuned accuracies):" if results.get("pareto_basis") == "finetuned" else "):"),
-        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}"
-        + (f" {'one-shot':>8s}" if results.get("pareto_basis") == "finetuned" else ""),
+        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}):",
+        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}",
     ]
     by_id = {v["id"]: v for v in results["variants"]}
     for vid in results["pareto"]:
         v = by_id[vid]
-        oneshot = f" {v['oneshot']['accuracy']:8.4f}" if v.get("oneshot") else ""
-        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}"
-                     + oneshot)
+        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}")
     lines.append(f"results: {output_dir}/results.json  report: {output_dir}/report.md")
     return "\n".join(lines)
 

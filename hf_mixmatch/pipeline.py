@@ -22,11 +22,11 @@ from .evaluate import evaluate, make_loader
 from .layers import LayerInfo, list_prunable
 from .masks import WeightStash, apply_sparsities, measure_sparsity
 from .models import LoadedModel, load_model
-from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .pareto import pareto_front
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
 from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
 from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
+from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class PruneConfig:
 
     model: str
     dataset: str | None = None
+    dataset_name: str | None = None  # what cards and recipes call the dataset (default: Hub id / local name+fingerprint)
     output_dir: str = "runs/mixmatch"
     signals: tuple[str, ...] = SIGNALS
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -70,13 +71,13 @@ class PruneConfig:
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
     storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
-    dataset_name: str | None = None  # what cards and recipes call the dataset (default: Hub id / local name+fingerprint)
 
     @property
     def finetune(self) -> bool:
         return bool(self.finetune_steps) or bool(self.finetune_epochs)
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         self.signals = tuple(self.signals)
         self.strategies = tuple(self.strategies)
         self.range_targets = tuple(float(t) for t in self.range_targets)
@@ -108,7 +109,6 @@ class PruneConfig:
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
-        _check_numbers(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,11 +299,10 @@ def run_mixmatch(
         "variants": variants,
         "pareto": front,
         "pareto_basis": "finetuned" if finetuner is not None else "oneshot",
+        "pareto_oneshot": front_oneshot,  # with fine-tuning: the one-shot front that was fine-tuned
         "config": config.to_dict(),
         "processes": acc.num_processes,
     }
-    if front_oneshot is not None:
-        results["pareto_oneshot"] = front_oneshot
     if config.baselines:
         results["baselines"] = baselines
 
@@ -331,6 +330,7 @@ def run_mixmatch(
     timings["total_s"] = time.perf_counter() - t_start
     results["timings"] = timings
     if is_main:
+        _record_rd_caches(out, acc)
         record(out, "report.md", "pareto.png", RESULTS_FILE)
         _write_report(out, results)
         write_json_atomic(out / RESULTS_FILE, results)
@@ -365,6 +365,12 @@ def _rd_grid(config: PruneConfig):
     return default_grid(config.rd_grid_step)
 
 
+def _record_rd_caches(out: Path, acc) -> None:
+    """The RD curve caches are named by the RD module: add the ones now in the run dir to its manifest."""
+    if acc.is_main_process:
+        record(out, *sorted(p.name for p in out.glob("rd_curves_*.safetensors")), cache=True)
+
+
 def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
     """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``."""
     from .allocators import ALLOCATORS
@@ -377,11 +383,6 @@ def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out:
     _record_rd_caches(out, acc)
     return rd.curves
 
-
-def _record_rd_caches(out: Path, acc) -> None:
-    """The RD curve caches are named by the RD module: add the ones now in the run dir to its manifest."""
-    if acc.is_main_process:
-        record(out, *sorted(p.name for p in out.glob("rd_curves_*.safetensors")), cache=True)
 
 
 def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
@@ -406,7 +407,6 @@ def _baselines(config, model, layers, scores, unique, front, data, eval_loader, 
         allocators["rd"] = ALLOCATORS["rd"].prepare(
             model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
             cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size, layers=layers)
-        _record_rd_caches(out, acc)
     matched = [v for v in unique if config.baseline_match == "all" or v["id"] in front]
     weights = weights_of(model, layers)
     rows = []
