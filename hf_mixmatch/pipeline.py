@@ -17,16 +17,16 @@ import torch
 
 from . import __version__
 from .data import PreparedData, load_data
-from .errors import ConfigError, OutputDirError
+from .errors import ConfigError
 from .evaluate import evaluate, make_loader
 from .layers import LayerInfo, list_prunable
 from .masks import WeightStash, apply_sparsities, measure_sparsity
+from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .models import LoadedModel, load_model
 from .pareto import pareto_front
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
 from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
 from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
-from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +382,6 @@ def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out:
     timings["rd_curves_s"] = time.perf_counter() - t0
     _record_rd_caches(out, acc)
     return rd.curves
-
 
 
 def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
