@@ -8,6 +8,7 @@ Nothing time-dependent is written: the version comes from the recipe, so a card 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -55,15 +56,74 @@ def is_hub_id(name: str | None) -> bool:
     return bool(_HUB_ID.match(name.removeprefix("hf-hub:")))
 
 
+_SAMPLE_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_cached(resolved: str, state: tuple) -> str:  # noqa: ARG001 - the files' state is the cache key
+    return _fingerprint(Path(resolved))
+
+
+def local_fingerprint(path: str | os.PathLike) -> str:
+    """See :func:`_fingerprint`; computed once per state (names, sizes, modification times) of the files."""
+    real = Path(path).resolve()
+    files = [real] if real.is_file() else sorted(p for p in real.rglob("*") if p.is_file())
+    state = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _fingerprint_cached(str(real), state)
+
+
+def _fingerprint(path: Path) -> str:
+    """12 hex digits of SHA-256 over every file's relative path, size and first MiB: identifies a local model or
+    dataset folder (or file) by content without publishing where it lives."""
+    import hashlib
+
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.name if f == root else f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(_SAMPLE_BYTES))
+    return h.hexdigest()[:12]
+
+
+def public_ref(spec: str | None) -> str | None:
+    """What a public card or recipe may say about a model or dataset: a Hub id or ``default`` as given; a local
+    folder or file as ``local:<name>@<content fingerprint>``, never its path."""
+    if spec is None:
+        return None
+    text = str(spec)
+    if text.startswith("local:") or text == "default":
+        return text
+    path = Path(text).expanduser()
+    if path.exists():
+        return f"local:{path.resolve().name}@{local_fingerprint(path)}"
+    if is_hub_id(text):
+        return text
+    return f"local:{path.name or 'unnamed'}"  # a path that is gone: its name only
+
+
+def _cli_arg(ref: str | None, placeholder: str) -> str:
+    """A reproduce-command argument for ``ref``: Hub ids as they are, local refs as a path to fill in."""
+    if not ref:
+        return placeholder
+    if ref.startswith("local:"):
+        return "path/to/" + ref.removeprefix("local:").split("@")[0]
+    return ref
+
+
 def _dataset_id(results: dict) -> str:
-    """The dataset as it may appear in a public card: a Hub id, or a local folder's name (no local paths)."""
-    ds = str(results.get("dataset") or "unknown")
-    return ds if is_hub_id(ds) else (Path(ds).name or "local-dataset")
+    """The dataset as it may appear in a public card: ``dataset_name`` when set, a Hub id, or a local folder's
+    name and fingerprint (no local paths)."""
+    if results.get("dataset_name"):
+        return str(results["dataset_name"])
+    return public_ref(str(results.get("dataset") or "unknown")) or "unknown"
 
 
 def _base_id(results: dict) -> str | None:
     base = str(results.get("base_model") or "")
-    return base.removeprefix("hf-hub:") if is_hub_id(base) else None
+    return base.removeprefix("hf-hub:") if is_hub_id(base) and not Path(base).exists() else None
 
 
 def sparsity_per_role(layers: dict[str, float], roles: dict[str, str], numel: dict[str, int] | None = None) -> dict[str, float]:
@@ -128,11 +188,15 @@ def _layer_rows(recipe: dict, numel: dict[str, int] | None) -> list[dict]:
     return rows
 
 
+FINETUNE_FLAGS = (("steps", "--finetune-steps"), ("epochs", "--finetune-epochs"), ("lr", "--finetune-lr"),
+                  ("patience", "--finetune-patience"), ("samples", "--finetune-samples"))
+
+
 def _reproduce_command(recipe: dict) -> str:
-    parts = ["hf-mixmatch prune", str(recipe.get("base_model") or "BASE_MODEL")]
+    parts = ["hf-mixmatch prune", _cli_arg(public_ref(recipe.get("base_model")), "BASE_MODEL")]
     if recipe.get("base_revision"):
         parts.append(f"--revision {recipe['base_revision']}")
-    parts.append(f"--dataset {recipe.get('dataset') or 'DATASET'}")
+    parts.append(f"--dataset {_cli_arg(public_ref(recipe.get('dataset')), 'DATASET')}")
     parts.append(f"--signals {recipe['signal']} --strategies {recipe['strategy']}")
     parts.append("--ranges ranges.json")
     for key, flag in (("calib_split", "--calib-split"), ("eval_split", "--eval-split"),
@@ -142,6 +206,12 @@ def _reproduce_command(recipe: dict) -> str:
             parts.append(f"{flag} {recipe[key]}")
     if recipe.get("grad_train_mode"):
         parts.append("--grad-train-mode")
+    ft = recipe.get("finetune_config") or {}
+    for key, flag in FINETUNE_FLAGS:
+        if ft.get(key) is not None:
+            parts.append(f"{flag} {ft[key]}")
+    if recipe.get("storage") == "compact":
+        parts.append("--storage compact")
     parts.append("--save all --output-dir reproduce")
     return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
 
@@ -184,7 +254,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         eval_results=_eval_results(name, dataset, split, variant["accuracy"], variant.get("top5")),
         hf_mixmatch=block,
     )
-    base = results.get("base_model")
+    base = public_ref(results.get("base_model"))
     ref = repo_id or f"path/to/{variant['id']}"
     ctx = {
         "model_name": name,
@@ -217,9 +287,28 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "strategy_description": _strategy_description(variant.get("strategy")),
         "reproduce": _reproduce_command(recipe),
         "version": recipe.get("hf_mixmatch_version"),
-        "finetune": recipe.get("finetune"),
+        "finetune": recipe.get("finetune") or variant.get("finetune"),
+        "finetune_story": finetune_story(recipe.get("finetune") or variant.get("finetune")),
+        "oneshot_accuracy": _pct((variant.get("oneshot") or {}).get("accuracy")) if variant.get("oneshot") else None,
+        "oneshot_top5": _pct((variant.get("oneshot") or {}).get("top5")) if variant.get("oneshot") else None,
+        "front_basis": results.get("pareto_basis", "oneshot"),
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
+
+
+def finetune_story(ft: dict | None) -> str | None:
+    """One sentence saying what fine-tuning did (or None when there was none)."""
+    if not ft:
+        return None
+    steps, best = ft.get("steps"), ft.get("best_step")
+    if best == 0:
+        return (f"fine-tuning ran {steps} steps, but no step beat the starting weights on the held-out validation "
+                "samples, so early stopping restored step 0: these are the one-shot pruned weights")
+    if best is None:
+        return f"the remaining weights were fine-tuned for {steps} steps with the zeros kept"
+    stop = " (stopped early)" if ft.get("stopped_early") else ""
+    return (f"the remaining weights were fine-tuned with the zeros kept: {steps} steps{stop}; the weights of step "
+            f"{best}, best on the held-out validation samples, were kept")
 
 
 def _strategy_description(name: str | None) -> str:
@@ -285,7 +374,7 @@ def family_card(results: dict, *, repos: dict[str, str] | None = None):
     tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "model-family"]
     data = ModelCardData(**_common_metadata(results), tags=tags)
     dense = results.get("dense") or {}
-    ctx = {"base_model": results.get("base_model"), "base_revision": results.get("base_revision"),
+    ctx = {"base_model": public_ref(results.get("base_model")), "base_revision": results.get("base_revision"),
            "base_is_hub": _base_id(results) is not None, "dataset": _dataset_id(results),
            "eval_split": results.get("eval_split"), "eval_samples": results.get("eval_samples"),
            "dense_accuracy": _pct(dense.get("accuracy")), "dense_top5": _pct(dense.get("top5")), "rows": rows,
@@ -309,8 +398,8 @@ def _ratio(a, b) -> str:
 
 def _structured_reproduce(recipe: dict, results: dict) -> str:
     opts = recipe.get("options") or {}
-    parts = ["hf-mixmatch structured", str(recipe.get("base_model") or results.get("model") or "BASE_MODEL"),
-             f"--dataset {recipe.get('dataset') or results.get('dataset') or 'DATASET'}",
+    parts = ["hf-mixmatch structured", _cli_arg(public_ref(recipe.get("base_model") or results.get("model")), "BASE_MODEL"),
+             f"--dataset {_cli_arg(public_ref(recipe.get('dataset') or results.get('dataset')), 'DATASET')}",
              f"--sparsity {recipe.get('target_sparsity', results.get('target_sparsity'))}"]
     if recipe.get("tolerance") is not None:
         parts.append(f"--tolerance {recipe['tolerance']}")
@@ -364,13 +453,13 @@ def structured_card(results: dict, recipe: dict, *, repo_id: str | None = None):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     dense, pruned = results.get("dense") or {}, results.get("pruned") or {}
-    base = recipe.get("base_model") or results.get("model")
+    base = public_ref(recipe.get("base_model") or results.get("model"))
     meta_src = {"base_model": base, "library": results.get("library"), "license": results.get("license"),
                 "dataset": results.get("dataset") or recipe.get("dataset")}
     meta = _common_metadata(meta_src)
     base_id = _base_id(meta_src)
     name = repo_id.split("/")[-1] if repo_id else (
-        f"{(base_id or Path(str(base or 'model')).name).split('/')[-1]}-structured-{round(100 * float(results.get('achieved_sparsity', 0)))}")
+        f"{(base_id or _cli_arg(base, 'model').removeprefix('path/to/')).split('/')[-1]}-structured-{round(100 * float(results.get('achieved_sparsity', 0)))}")
     dataset = _dataset_id(meta_src)
     split = results.get("eval_split")
     metric_name = results.get("metric_name") or recipe.get("metric_name") or "accuracy"

@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from .errors import HfMixmatchError
+from .argtypes import float_in, non_negative_int, positive_float, positive_int
 
 # Modules that add their own subcommands through ``add_cli(subparsers)``.
 SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.loading", "hf_mixmatch.structured")
@@ -51,6 +51,8 @@ def add_prune_parser(subparsers) -> None:
                                  "(the embedded digits model)")
     p.add_argument("--dataset", help="Hub id or local folder that datasets.load_dataset opens (parquet, arrow, "
                                      "imagefolder) or a save_to_disk folder; 'default' = embedded digits")
+    p.add_argument("--dataset-name", help="what cards and recipes call the dataset (default: its Hub id, or a local "
+                                          "folder's name and content fingerprint; local paths are never published)")
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
     p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
@@ -79,15 +81,15 @@ def add_prune_parser(subparsers) -> None:
                         "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd)")
     p.add_argument("--baseline-match", choices=("pareto", "all"), default="pareto",
                    help="match baselines to the Pareto variants or to every variant")
-    p.add_argument("--rd-grid-step", type=float, default=0.02, help="pruning-amount grid step of the RD curves")
+    p.add_argument("--rd-grid-step", type=float_in(0.0, 1.0, open_low=True), default=0.02, help="pruning-amount grid step of the RD curves")
     p.add_argument("--rd-reduction", choices=("mean", "worst"), default="mean",
                    help="RD distortion: mean over samples, or the worst sample (the paper's runs)")
-    p.add_argument("--finetune-steps", type=int, help="fine-tune the front (and matched baselines) this many steps, "
+    p.add_argument("--finetune-steps", type=non_negative_int, help="fine-tune the front (and matched baselines) this many steps, "
                                                        "masks kept exact")
-    p.add_argument("--finetune-epochs", type=int, help="fine-tune this many epochs instead of --finetune-steps")
-    p.add_argument("--finetune-lr", type=float, default=1e-4)
-    p.add_argument("--finetune-patience", type=int, default=3, help="early stopping patience (evaluations)")
-    p.add_argument("--finetune-samples", type=int, default=2048,
+    p.add_argument("--finetune-epochs", type=non_negative_int, help="fine-tune this many epochs instead of --finetune-steps")
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-4)
+    p.add_argument("--finetune-patience", type=positive_int, default=3, help="early stopping patience (evaluations)")
+    p.add_argument("--finetune-samples", type=positive_int, default=2048,
                    help="training-split samples for fine-tuning (10%% held out for early stopping)")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
@@ -95,6 +97,9 @@ def add_prune_parser(subparsers) -> None:
                         "compact (bitmask + nonzero values, shrinks with sparsity; load with hf_mixmatch.from_pretrained)")
     p.add_argument("--push-to", metavar="NAMESPACE", help="after the run, push the saved variants to this Hub namespace")
     p.add_argument("--private", action="store_true", help="with --push-to: create private repos")
+    from .hub import add_push_naming
+
+    add_push_naming(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prune)
 
@@ -119,6 +124,7 @@ def cmd_prune(args) -> int:
 
     config = PruneConfig(
         model=args.model, dataset=args.dataset, output_dir=args.output_dir, signals=args.signals,
+        dataset_name=args.dataset_name,
         strategies=args.strategies, ranges=args.ranges, range_targets=args.range_targets,
         calib_split=args.calib_split, eval_split=args.eval_split, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, batch_size=args.batch_size, seed=args.seed, image_column=args.image_column,
@@ -136,7 +142,8 @@ def cmd_prune(args) -> int:
         if args.push_to:
             from .hub import push_run
 
-            push_run(run.output_dir, namespace=args.push_to, private=args.private)
+            push_run(run.output_dir, namespace=args.push_to, private=args.private, repo_prefix=args.repo_prefix,
+                     force=args.force)
     return 0
 
 
@@ -158,42 +165,68 @@ def summary(results: dict, output_dir) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one ``hf-mixmatch: error:`` line (exit 2), like every other failure."""
+
+    def error(self, message):
+        from .failure import PREFIX
+
+        self.exit(2, f"{PREFIX} {self.prog.removeprefix('hf-mixmatch').strip() or 'hf-mixmatch'}: {message} "
+                     f"(see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hf-mixmatch",
         description="Mix-and-Match pruning for Hugging Face transformers and timm vision classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"hf-mixmatch {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", "-v", "--verbose", dest="debug", action="store_true",
+                        help="on failure show the full traceback; debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prune_parser(sub)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_cli(sub)
+    for command in sub.choices.values():  # --debug also after the command
+        command.add_argument("--debug", dest="debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on failure show the full traceback; debug logs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:
-        warnings.filterwarnings("default")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from .failure import (check_interrupt, exit_code_for, install_sigint_handler, interrupted,
+                          restore_sigint_handler)
+
+    previous = install_sigint_handler()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return int(args.func(args) or 0)
-    except HfMixmatchError as exc:
-        if args.verbose:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+        if not args.debug:
+            warnings.filterwarnings("default")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        code = int(args.func(args) or 0)
+        check_interrupt()  # a Ctrl-C that a library swallowed still ends the command with 130
+        return code
+    except SystemExit as exc:  # argparse: --help, --version, or a bad option (already reported in one line)
+        if interrupted():
+            return exit_code_for(KeyboardInterrupt())
+        if not exc.code:
+            raise  # --help / --version
+        return exc.code if isinstance(exc.code, int) else 2
+    except BaseException as exc:  # noqa: BLE001 - every failure ends in one line and a known exit code
+        if not isinstance(exc, Exception) and not isinstance(exc, KeyboardInterrupt):
             raise
-        print(f"hf-mixmatch: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hf-mixmatch: interrupted (no results.json was written for an unfinished run)", file=sys.stderr)
-        return 130
+        return exit_code_for(exc, debug=debug)
+    finally:
+        restore_sigint_handler(previous)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ class SparsityMismatchError(HfMixmatchError, ValueError):
     """Weights do not have the sparsity their card / recipe claims."""
 
 
+class ClaimError(HfMixmatchError, ValueError):
+    """A card or recipe states a number that cannot be true (NaN, infinite, out of range, not a number)."""
+
+
 class UnsafeWeightsError(HfMixmatchError, ValueError):
     """A repository holds pickle weights; only safetensors are loaded."""
 

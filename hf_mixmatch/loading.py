@@ -211,7 +211,9 @@ def _load_structured_folder(folder: Path, where: str, check: bool) -> nn.Module:
     recipe = _read_json(folder / STRUCTURED_RECIPE) or {}
     cfg = _read_json(folder / "config.json") or {}
     model = load_structured(folder)
-    claims = structured_claims(folder, recipe)
+    from .claims import check_claims
+
+    claims = check_claims(structured_claims(folder, recipe), where)
     if check:
         _check_structured_params(model, recipe, folder, where)
     model.mixmatch_recipe = recipe
@@ -242,6 +244,12 @@ def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None 
     card = card_claims(folder)
     claims = {**{k: recipe[k] for k in ("sparsity", "accuracy", "top5", "signal", "strategy")
                  if recipe and recipe.get(k) is not None}, **card}
+    from .claims import check_claims  # claims are numbers in range, or the load is refused
+
+    claims = check_claims(claims, str(repo_id_or_path))
+    card = check_claims(card, str(repo_id_or_path))
+    if recipe:  # the recipe is checked on its own too (the card may override what it says)
+        check_claims({k: recipe.get(k) for k in ("sparsity", "accuracy", "top5")}, f"{repo_id_or_path} mixmatch.json")
     if check_sparsity:
         _check_sparsity(measure_model_sparsity(model), card, recipe, str(repo_id_or_path))
     model.mixmatch_recipe = recipe
@@ -270,8 +278,10 @@ class VerifyReport:
     eval_samples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+        from .errors import ConfigError
+
+        if not math.isfinite(self.tolerance) or self.tolerance < 0:
+            raise ConfigError(f"--tolerance must be a finite number >= 0, got {self.tolerance}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -295,8 +305,12 @@ def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str 
     from .data import load_image_dataset, prepare_splits
     from .evaluate import evaluate
 
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    from .errors import ConfigError
+
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    if eval_samples is not None and eval_samples < 1 or batch_size < 1:
+        raise ConfigError("--eval-samples and --batch-size must be >= 1")
     model = from_pretrained(repo_id_or_path, revision=revision, token=token, check_sparsity=False)
     recipe = model.mixmatch_recipe or {}
     claims = model.mixmatch_claims
@@ -357,6 +371,8 @@ def cmd_verify(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Register ``hf-mixmatch verify``."""
+    from .argtypes import non_negative_float, positive_int
+
     p = subparsers.add_parser(
         "verify", help="re-measure a published variant's accuracy and sparsity against its card",
         description="Download (or open) a variant, evaluate it on the dataset (the recipe's split, samples and seed by "
@@ -364,9 +380,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("repo", help="Hub repo id of the variant, or a local variant folder")
     p.add_argument("--dataset", required=True, help="Hub id or local folder of the evaluation dataset")
     p.add_argument("--eval-split", help="split to evaluate on (default: the recipe's)")
-    p.add_argument("--eval-samples", type=int, help="evaluation samples (default: the recipe's)")
-    p.add_argument("--tolerance", type=float, default=0.005, help="allowed |claimed - measured| accuracy")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--eval-samples", type=positive_int, help="evaluation samples (default: the recipe's)")
+    p.add_argument("--tolerance", type=non_negative_float, default=0.005, help="allowed |claimed - measured| accuracy")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--image-column", help="image column (default: auto-detected)")
     p.add_argument("--label-column", help="label column (default: auto-detected)")
     p.add_argument("--revision", help="revision of the variant repo")

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import torch
 
 from . import __version__
 from .data import PreparedData, load_data
-from .errors import ConfigError, OutputDirError
+from .errors import ConfigError
 from .evaluate import evaluate, make_loader
 from .layers import LayerInfo, list_prunable
 from .masks import WeightStash, apply_sparsities, measure_sparsity
+from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .models import LoadedModel, load_model
 from .pareto import pareto_front
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
@@ -39,6 +41,7 @@ class PruneConfig:
 
     model: str
     dataset: str | None = None
+    dataset_name: str | None = None  # what cards and recipes call the dataset (default: Hub id / local name+fingerprint)
     output_dir: str = "runs/mixmatch"
     signals: tuple[str, ...] = SIGNALS
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -74,6 +77,7 @@ class PruneConfig:
         return bool(self.finetune_steps) or bool(self.finetune_epochs)
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         self.signals = tuple(self.signals)
         self.strategies = tuple(self.strategies)
         self.range_targets = tuple(float(t) for t in self.range_targets)
@@ -110,6 +114,22 @@ class PruneConfig:
         return asdict(self)
 
 
+def _check_numbers(c: PruneConfig) -> None:
+    """Numeric options that would only fail (or silently misbehave) deep inside a run."""
+    import math
+
+    if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not 0 <= c.seed < 2**32:
+        raise ConfigError(f"--seed must be an integer in [0, 2**32), got {c.seed}")
+    if not (isinstance(c.finetune_lr, (int, float)) and math.isfinite(c.finetune_lr) and c.finetune_lr > 0):
+        raise ConfigError(f"--finetune-lr must be a finite number > 0, got {c.finetune_lr}")
+    if c.finetune_patience < 1 or c.finetune_batch_size < 1:
+        raise ConfigError("--finetune-patience and the fine-tuning batch size must be >= 1")
+    if not (math.isfinite(c.rd_grid_step) and 0 < c.rd_grid_step < 1):
+        raise ConfigError(f"--rd-grid-step must lie in (0, 1), got {c.rd_grid_step}")
+    if c.rd_reduction not in ("mean", "worst"):
+        raise ConfigError(f"--rd-reduction must be 'mean' or 'worst', got '{c.rd_reduction}'")
+
+
 @dataclass
 class RunResult:
     """What a run produced: the ``results.json`` content and where it lives."""
@@ -140,28 +160,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------ output dir
-
-
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Create ``path``; refuse a non-empty one unless ``overwrite`` (then clear it but keep caches)."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--output-dir {out} is a file: pass a directory path")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputDirError(f"--output-dir {out} exists and is not empty: pass --overwrite or another directory")
-        for child in out.iterdir():
-            if child.name in CACHE_FILES or child.name.startswith("rd_curves_"):
-                continue
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror}): pass a writable directory") from exc
-    return out
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -198,9 +196,9 @@ def run_mixmatch(
     t_start = time.perf_counter()
     acc = _accelerator(accelerator)
     is_main = acc.is_main_process
-    out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
-    acc.wait_for_everyone()
-
+    # validate everything (output dir, options, model, data) before the output dir is touched or anything computed
+    if is_main:
+        check_output_dir(config.output_dir, overwrite=config.overwrite)
     loaded = loaded or load_model(config.model, revision=config.revision)
     dataset_spec = config.dataset or ("default" if config.model == "default" else None)
     if data is None:
@@ -218,6 +216,10 @@ def run_mixmatch(
     layers = list_prunable(model, num_labels=loaded.num_labels)
     if not layers:
         raise ConfigError("the model has no Conv/Linear weights to prune")
+    if config.ranges not in ("observed", "rd"):  # preset / range file: wrong names or layers fail here, not later
+        resolve_ranges(config.ranges, layers)
+    out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
+    acc.wait_for_everyone()
 
     eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
     timings: dict[str, float] = {}
@@ -262,15 +264,20 @@ def run_mixmatch(
         timings["baselines_s"] = time.perf_counter() - t0
 
     # ---- optional fine-tuning of the front and its matched baselines (same budget) ----
+    front_oneshot = None
     if finetuner is not None:
         t0 = time.perf_counter()
         todo = [v for v in unique if v["id"] in front] + baselines
         for item in tqdm(todo, desc="fine-tuning", unit="model", disable=not (config.progress and is_main)):
             # after fine-tuning, accuracy/top5 describe the fine-tuned weights; the one-shot numbers stay in "oneshot"
-            ft = finetuner(item, scores)
+            ft = finetuner(item, scores, out / "variants" / item["id"] if item.get("method") == "mixmatch" else None,
+                           loaded)
             item["oneshot"] = {"accuracy": item["accuracy"], "top5": item["top5"]}
             item.update(accuracy=ft.pop("accuracy"), top5=ft.pop("top5"), finetune=ft)
         timings["finetune_s"] = time.perf_counter() - t0
+        # the front is chosen again on the fine-tuned accuracies, among the fine-tuned variants only
+        front_oneshot = front
+        front = pareto_front([v for v in unique if "finetune" in v])
 
     results = {
         "base_model": loaded.source,
@@ -278,17 +285,21 @@ def run_mixmatch(
         "library": loaded.library,
         "license": loaded.license,
         "dataset": data.dataset,
+        "dataset_name": config.dataset_name,
         "calib_split": data.calib_split,
         "eval_split": data.eval_split,
         "calib_samples": data.calib_samples,
         "eval_samples": data.eval_samples,
         "seed": config.seed,
         "hf_mixmatch_version": __version__,
+        "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
         "ranges": ranges.to_dict(),
         "layer_roles": {layer.name: layer.role for layer in layers},
         "variants": variants,
         "pareto": front,
+        "pareto_basis": "finetuned" if finetuner is not None else "oneshot",
+        "pareto_oneshot": front_oneshot,  # with fine-tuning: the one-shot front that was fine-tuned
         "config": config.to_dict(),
         "processes": acc.num_processes,
     }
@@ -297,25 +308,30 @@ def run_mixmatch(
 
     # ---- variant folders ----
     to_save = {"all": [v["id"] for v in unique], "pareto": front, "none": []}[config.save]
-    if is_main and to_save:
+    if is_main:
         by_id = {v["id"]: v for v in variants}
+        tuned = finetuner.saved if finetuner is not None else {}
+        for vid in set(tuned) - set(to_save):  # fine-tuned weights written early but not kept
+            shutil.rmtree(tuned[vid], ignore_errors=True)
         for vid in tqdm(to_save, desc="saving variants", unit="variant", disable=not config.progress):
             v = by_id[vid]
-            if finetuner is not None and vid in finetuner.tuned:
-                finetuner.load_finetuned(v)
+            rel = f"variants/{vid}"
+            recipe = variant_recipe(results, v, layers)
+            if vid in tuned:  # already on disk since it was measured: only its recipe gets the final numbers
+                write_json_atomic(tuned[vid] / "mixmatch.json", {**recipe, "storage": config.storage})
             else:
                 apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
-            rel = f"variants/{vid}"
-            save_variant(loaded, out / rel, recipe=variant_recipe(results, v, layers), storage=config.storage)
-            if finetuner is not None:
-                finetuner.restore()
-            else:
+                record_dir(out, "variants")
+                record(out, rel)
+                save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)
                 stash.restore()
             v["path"] = rel
     acc.wait_for_everyone()
     timings["total_s"] = time.perf_counter() - t_start
     results["timings"] = timings
     if is_main:
+        _record_rd_caches(out, acc)
+        record(out, "report.md", "pareto.png", RESULTS_FILE)
         _write_report(out, results)
         write_json_atomic(out / RESULTS_FILE, results)
     acc.wait_for_everyone()
@@ -337,6 +353,7 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
         scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
                                 accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress)
         if acc.is_main_process:
+            record(out, cache.name, cache=True)
             save_scores(scores, cache, fingerprint=fp)
     timings["scoring_s"] = time.perf_counter() - t0
     return scores
@@ -348,6 +365,12 @@ def _rd_grid(config: PruneConfig):
     return default_grid(config.rd_grid_step)
 
 
+def _record_rd_caches(out: Path, acc) -> None:
+    """The RD curve caches are named by the RD module: add the ones now in the run dir to its manifest."""
+    if acc.is_main_process:
+        record(out, *sorted(p.name for p in out.glob("rd_curves_*.safetensors")), cache=True)
+
+
 def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
     """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``."""
     from .allocators import ALLOCATORS
@@ -357,6 +380,7 @@ def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out:
                                   cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size,
                                   layers=layers)
     timings["rd_curves_s"] = time.perf_counter() - t0
+    _record_rd_caches(out, acc)
     return rd.curves
 
 
@@ -395,7 +419,8 @@ def _baselines(config, model, layers, scores, unique, front, data, eval_loader, 
 
 
 class _Finetuner:
-    """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back."""
+    """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back. A Mix-and-Match
+    variant's fine-tuned weights are written to its folder as soon as they are measured (none kept in memory)."""
 
     def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc):
         self.config, self.model, self.layers, self.acc = config, model, layers, acc
@@ -408,12 +433,12 @@ class _Finetuner:
         self.val = TensorDataset(x[:n_val], y[:n_val])
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
-        self.tuned: dict[str, dict] = {}
+        self.saved: dict[str, Path] = {}  # variant id -> folder holding its fine-tuned weights
 
     def restore(self) -> None:
         self.model.load_state_dict(self.state)
 
-    def __call__(self, item: dict, scores: dict) -> dict:
+    def __call__(self, item: dict, scores: dict, folder: Path | None = None, loaded: LoadedModel | None = None) -> dict:
         from .finetune import finetune
 
         rank_by = item.get("rank_by") or item["signal"]
@@ -422,23 +447,34 @@ class _Finetuner:
                        steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
                        patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,
                        seed=self.config.seed, progress=False)
+        self.acc.free_memory()  # drop the optimizer state the accelerator holds before the next item
         overall, _ = measure_sparsity(self.model, self.layers)
         metrics = evaluate(self.model, self.eval_loader, accelerator=self.acc)
-        if item.get("method") == "mixmatch":
-            self.tuned[item["id"]] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if folder is not None and loaded is not None and self.acc.is_main_process:
+            out = folder.parent.parent
+            record_dir(out, "variants")
+            record(out, f"variants/{folder.name}")
+            save_variant(loaded, folder, recipe={"finetune": "measured; recipe pending"}, storage=self.config.storage)
+            self.saved[item["id"]] = folder
         self.restore()
         return {"accuracy": metrics["accuracy"], "top5": metrics["top5"], "sparsity_after": overall,
-                "steps": res.steps, "best_val_accuracy": res.best_val_accuracy, "lr": self.config.finetune_lr}
-
-    def load_finetuned(self, variant: dict) -> None:
-        self.model.load_state_dict(self.tuned[variant["id"]])
+                "steps": res.steps, "best_step": res.best_step, "stopped_early": res.stopped_early,
+                "best_val_accuracy": res.best_val_accuracy, "initial_val_accuracy": res.initial_val_accuracy,
+                "lr": self.config.finetune_lr}
 
 
 def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dict:
-    """``mixmatch.json``: enough to re-derive the masks from the base model."""
+    """``mixmatch.json``: enough to re-derive the masks from the base model. Local models and datasets are named
+    by folder name and content fingerprint, never by path (the recipe is published with the variant)."""
+    from .card import public_ref
+
+    cfg = results["config"]
+    ft_config = ({"steps": cfg["finetune_steps"], "epochs": cfg["finetune_epochs"], "lr": cfg["finetune_lr"],
+                  "patience": cfg["finetune_patience"], "samples": cfg["finetune_samples"]}
+                 if cfg.get("finetune_steps") or cfg.get("finetune_epochs") else None)
     return {
         "hf_mixmatch_version": results["hf_mixmatch_version"],
-        "base_model": results["base_model"],
+        "base_model": public_ref(results["base_model"]),
         "base_revision": results["base_revision"],
         "library": results["library"],
         "method": variant["method"],
@@ -452,7 +488,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "ranges": results["ranges"]["ranges"],
         "range_source": results["ranges"]["source"],
         "range_targets": list(results["config"]["range_targets"]),
-        "dataset": results["dataset"],
+        "dataset": results.get("dataset_name") or public_ref(results["dataset"]),
         "calib_split": results["calib_split"],
         "eval_split": results["eval_split"],
         "calib_samples": results["calib_samples"],
@@ -466,6 +502,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "dense_top5": results["dense"]["top5"],
         "storage": "dense",
         "finetune": variant.get("finetune"),
+        "finetune_config": ft_config,
         "oneshot": variant.get("oneshot"),
     }
 

@@ -32,14 +32,27 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
     fig = Figure(figsize=(7, 4.5), dpi=110)
     ax = fig.subplots()
     extra: dict[str, str] = {}
+    any_tuned = any(v.get("oneshot") for v in variants)
     for signal in dict.fromkeys(v.get("signal", "?") for v in variants):
-        pts = [v for v in variants if v.get("signal", "?") == signal]
-        ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
-                   color=_color(signal, extra), label=signal, zorder=3)
+        for tuned_pts in ((False, True) if any_tuned else (False,)):
+            pts = [v for v in variants if v.get("signal", "?") == signal and bool(v.get("oneshot")) == tuned_pts]
+            if not pts:
+                continue
+            label = signal + ((", fine-tuned" if tuned_pts else ", one-shot") if any_tuned else "")
+            ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
+                       marker="s" if tuned_pts else "o", color=_color(signal, extra), label=label, zorder=3)
+    tuned = [v for v in variants if v.get("oneshot")]
+    if tuned:  # one-shot accuracy of the fine-tuned variants, joined to their fine-tuned point
+        for v in tuned:
+            ax.plot([100 * v["sparsity"]] * 2, [100 * v["oneshot"]["accuracy"], 100 * v["accuracy"]], ":",
+                    color="gray", lw=0.8, zorder=1)
+        ax.scatter([100 * v["sparsity"] for v in tuned], [100 * v["oneshot"]["accuracy"] for v in tuned], marker="x",
+                   s=30, color="gray", zorder=3, label="one-shot, before fine-tuning")
     front = sorted((by_id[i] for i in front_ids if i in by_id), key=lambda v: v["sparsity"])
     if front:
+        basis = " (fine-tuned)" if results.get("pareto_basis") == "finetuned" else ""
         ax.plot([100 * v["sparsity"] for v in front], [100 * v["accuracy"] for v in front], "-", color="black",
-                lw=1.2, zorder=2, label="Pareto front")
+                lw=1.2, zorder=2, label=f"Pareto front{basis}")
         ax.scatter([100 * v["sparsity"] for v in front], [100 * v["accuracy"] for v in front], s=70,
                    facecolors="none", edgecolors="black", lw=1.0, zorder=4)
     dense = (results.get("dense") or {}).get("accuracy")
@@ -74,6 +87,9 @@ def report_markdown(results: dict) -> str:
     dense = results.get("dense") or {}
     variants = sorted(results.get("variants") or [],
                       key=lambda v: (v["id"] not in front, -float(v["sparsity"]), -float(v["accuracy"]), v["id"]))
+    tuned = any(v.get("oneshot") for v in variants)
+    if tuned:
+        return _report_finetuned(results, front, dense, variants)
     lines = [
         f"# Mix-and-Match report: {results.get('base_model')}",
         "",
@@ -99,6 +115,51 @@ def report_markdown(results: dict) -> str:
         for b in results["baselines"]:
             lines.append(f"| {b['id']} | {b.get('method')} | {b.get('matched_to')} | {_pct(b['sparsity'])} | "
                          f"{_pct(b['accuracy'])} | {_pct(b.get('top5'))} |")
+    lines += ["", "Unstructured zeros do not shrink a dense checkpoint or speed up dense kernels; see each variant's "
+              "README.md for what does.", ""]
+    return "\n".join(lines)
+
+
+def _report_finetuned(results: dict, front: list, dense: dict, variants: list) -> str:
+    """``report.md`` of a run with fine-tuning: one-shot and fine-tuned accuracy side by side, labelled; the front
+    is the one recomputed on the fine-tuned accuracies."""
+    def acc(v, key):
+        return _pct((v.get("oneshot") or v).get(key)), (_pct(v.get(key)) if v.get("oneshot") else "not fine-tuned")
+
+    ft = {v["id"]: v["finetune"] for v in variants if v.get("finetune")}
+    lines = [
+        f"# Mix-and-Match report: {results.get('base_model')}",
+        "",
+        f"- base revision: `{results.get('base_revision') or 'unknown'}` ({results.get('library')})",
+        f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
+        + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
+        f"- {len(variants)} variants; the one-shot Pareto front ({len(results.get('pareto_oneshot') or [])}) was "
+        f"fine-tuned, and the front was chosen again on the fine-tuned accuracies: {len(front)} variant(s), "
+        "listed first",
+        "",
+        "![accuracy vs sparsity](pareto.png)",
+        "",
+        "| id | signal | strategy | sparsity | top-1 one-shot | top-1 fine-tuned | top-5 one-shot | top-5 fine-tuned "
+        "| fine-tuning (steps, best step) | on front | saved |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|:---:|---|",
+        f"| dense | – | – | 0.00% | {_pct(dense.get('accuracy'))} | – | {_pct(dense.get('top5'))} | – | – | – | – |",
+    ]
+    for v in variants:
+        on = "yes" if v["id"] in front else (f"same as {v['same_as']}" if v.get("same_as") else "no")
+        saved = f"[{v['path']}]({v['path']})" if v.get("path") else "–"
+        (a1, f1), (a5, f5) = acc(v, "accuracy"), acc(v, "top5")
+        f = ft.get(v["id"])
+        how = "–" if not f else (f"{f.get('steps')}, restored step 0" if f.get("best_step") == 0
+                                 else f"{f.get('steps')}, {f.get('best_step', '?')}")
+        lines.append(f"| {v['id']} | {v.get('signal', '–')} | {v.get('strategy', '–')} | {_pct(v['sparsity'])} | "
+                     f"{a1} | {f1} | {a5} | {f5} | {how} | {on} | {saved} |")
+    if results.get("baselines"):
+        lines += ["", "## Baselines at matched sparsity (same fine-tuning budget)", "",
+                  "| id | method | matched to | sparsity | top-1 one-shot | top-1 fine-tuned |", "|---|---|---|---:|---:|---:|"]
+        for b in results["baselines"]:
+            a1, f1 = acc(b, "accuracy")
+            lines.append(f"| {b['id']} | {b.get('method')} | {b.get('matched_to')} | {_pct(b['sparsity'])} | {a1} | "
+                         f"{f1} |")
     lines += ["", "Unstructured zeros do not shrink a dense checkpoint or speed up dense kernels; see each variant's "
               "README.md for what does.", ""]
     return "\n".join(lines)

@@ -90,6 +90,8 @@ def compute_scores(
         my_batches = all_batches
     is_main = accelerator is None or accelerator.is_main_process
     was_training = model.training
+    # scoring passes may update buffers (BatchNorm running stats under train_mode): put every one back afterwards
+    saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
     model.train(train_mode)
     requires = [p.requires_grad for p in params]
     for p in params:
@@ -137,6 +139,9 @@ def compute_scores(
             p.requires_grad_(r)
         model.train(was_training)
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buf, value in saved_buffers:
+                buf.copy_(value)
     return out
 
 

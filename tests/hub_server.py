@@ -957,6 +957,9 @@ def _patch_client(monkeypatch, endpoint: str, tmp_path):
     monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda s: real_sleep(min(s, 0.01) if s else 0),
                                                        time=time.time, monotonic=time.monotonic))
     _http.close_session()
+    import hf_mixmatch.hub_retry
+
+    monkeypatch.setattr(hf_mixmatch.hub_retry, "_sleep", lambda s: real_sleep(min(s, 0.01)))  # hf-mixmatch's retries
 
 
 @pytest.fixture

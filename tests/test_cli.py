@@ -165,7 +165,9 @@ def test_output_dir_errors(setup, capsys):
     _fails(capsys, ["prune", model, "--dataset", data, "--output-dir", str(tmp / "afile" / "sub")], "cannot write")
     (tmp / "full").mkdir()
     (tmp / "full" / "keep.txt").write_text("x")
-    _fails(capsys, ["prune", model, "--dataset", data, "--output-dir", str(tmp / "full")], "--overwrite")
+    _fails(capsys, ["prune", model, "--dataset", data, "--output-dir", str(tmp / "full")], "not written by hf-mixmatch")
+    _fails(capsys, ["prune", model, "--dataset", data, "--output-dir", str(tmp / "full"), "--overwrite"],
+           "not written by hf-mixmatch")
     assert (tmp / "full" / "keep.txt").read_text() == "x"
 
 

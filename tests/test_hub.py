@@ -181,7 +181,7 @@ def test_5xx_burst_is_absorbed_by_retries(hub_server, run_dir):
 
 def test_dropped_upload_gives_clear_error_and_rerun_completes(hub_server, run_dir):
     hub.push_run(run_dir, namespace="tester", only_pareto=True)  # v0 and v2 already there
-    hub_server.faults.drop_upload(times=6, after_bytes=64)  # beats the client's 5 retries on v1's upload
+    hub_server.faults.drop_upload(times=6 * hub.RETRY_ATTEMPTS, after_bytes=64)  # beats every retry on v1's upload
     with pytest.raises(HubError, match="network error") as err:
         hub.push_run(run_dir, namespace="tester")
     assert "\n" not in str(err.value) and "rerun" in str(err.value)

@@ -40,7 +40,7 @@ def test_prune_push_search_load(run_dir, hub_server, capsys, tmp_path):
     text = json.dumps(entries)
     api = HfApi(endpoint=hub_server.endpoint)
     for v in saved:
-        repo = hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester")
+        repo = hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester", run_id=results["run_id"])
         assert repo in text
         # the card the Hub serves parses back with huggingface_hub and carries results.json's numbers
         card = ModelCard.load(repo, repo_type="model")
@@ -59,16 +59,16 @@ def test_prune_push_search_load(run_dir, hub_server, capsys, tmp_path):
     assert {r: hub_server.head(r) for r in hub_server.repo_ids()} == heads
 
     found = hf_mixmatch.list_pruned(base_model=BASE)
-    assert {f.repo_id for f in found} == {hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester")
+    assert {f.repo_id for f in found} == {hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester", run_id=results["run_id"])
                                          for v in saved}
     by_repo = {f.repo_id: f for f in found}
     for v in saved:
-        f = by_repo[hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester")]
+        f = by_repo[hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester", run_id=results["run_id"])]
         assert f.sparsity == pytest.approx(v["sparsity"]) and f.accuracy == pytest.approx(v["accuracy"])
         assert (f.signal, f.strategy) == (v["signal"], v["strategy"])
 
     v = max(saved, key=lambda v: v["sparsity"])
-    repo = hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester")
+    repo = hf_mixmatch.hub.repo_name_for(BASE, v["signal"], v["strategy"], "tester", run_id=results["run_id"])
     model = hf_mixmatch.from_pretrained(repo)
     # transformers >= 5 renames some checkpoint keys on load: compare loaded models, and the raw files too
     local = hf_mixmatch.from_pretrained(run_dir / v["path"]).state_dict()

@@ -498,6 +498,8 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite", "--metric-floor", "1.01"]) == 2
     assert "lower metric floor" in capsys.readouterr().err
+    # the failed search replaced nothing: the earlier run is still whole
+    assert json.loads((out / "results.json").read_text()) == res and (out / "model" / "README.md").is_file()
     bad = [a if a != "2.5" else "-1" for a in argv] + ["--overwrite"]
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
@@ -584,7 +586,8 @@ def test_structured_card_metadata_and_body(tmp_path):
     local = structured_card({"model": "/tmp/my-model", "achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},
                              "pruned": {"params": 1, "flops": 1, "accuracy": 0.5}},
                             {**recipe, "base_model": "/tmp/my-model"})
-    assert "base_model" not in local.data.to_dict() and "`/tmp/my-model`" in local.text
+    assert "base_model" not in local.data.to_dict() and "`local:my-model`" in local.text
+    assert "/tmp/my-model" not in str(local) and "# my-model-structured-50" in local.text  # no local path
 
 
 def test_from_pretrained_loads_structured_folder_exactly(tmp_path):

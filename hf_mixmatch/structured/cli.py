@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-from ..errors import OutputDirError
+from ..outdir import check_output_dir, prepare_output_dir, record
 
 
 def add_cli(subparsers) -> None:
@@ -64,15 +62,13 @@ def run_cli(args) -> int:
     from .measure import measure_many
     from .. import __version__
     from ..card import write_structured_card
+    from ..pipeline import write_json_atomic
     from .prune import structured_prune
     from .search import SearchConfig
     from .tasks import classification_task
 
-    out = Path(args.output_dir)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise OutputDirError(f"{out} exists and is not empty: pass --overwrite or another --output-dir")
-        shutil.rmtree(out)
+    # everything is validated (output dir, options, model, data) before the output dir is touched
+    out = check_output_dir(args.output_dir, overwrite=args.overwrite)
     cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, metric_floor=args.metric_floor,
                        search=args.search, steps=args.steps, finetune_steps=args.finetune_steps, seed=args.seed,
                        flops_weight=args.flops_weight, round_to=args.round_to)
@@ -96,6 +92,9 @@ def run_cli(args) -> int:
                          channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
+    # an earlier run is replaced only now that this one has its results (a failed search leaves it intact)
+    out = prepare_output_dir(out, overwrite=args.overwrite)
+    record(out, "model")
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "round_to", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
                                              "seed", "components", "layout")}
@@ -122,8 +121,9 @@ def run_cli(args) -> int:
         "pruned": {**pruned_stats, "accuracy": pruned_acc["accuracy"], "top5": pruned_acc["top5"]},
         "model_dir": str(out / "model"),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
     write_structured_card(model_dir, results, res.recipe)
+    record(out, "results.json")
+    write_json_atomic(out / "results.json", results)  # last: a results.json means the run finished
     print(f"removed {results['achieved_sparsity']:.1%} of the parameters ({res.recipe['winner']} search): "
           f"accuracy {dense_acc['accuracy']:.4f} -> {pruned_acc['accuracy']:.4f}, "
           f"b32 latency {dense_stats['latency_ms']['b32']:.1f} -> {pruned_stats['latency_ms']['b32']:.1f} ms; "
