@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from .datacache import decode_to_cache, tensors_of
 from .errors import DatasetError
-from .labels import LabelAlignment, align_labels, check_labels
+from .labels import LabelAlignment, align_labels, check_labels, load_label_map
 from .models import DEFAULT_DATASET_DIR, DEFAULT_NAME, Preprocess
 
 logger = logging.getLogger(__name__)
@@ -218,17 +218,18 @@ def _draw_rows(ds, calib_split: str, eval_split: str, select_split: str | None, 
     (whatever the split's order); evaluation / selection rows are sorted (sequential reads)."""
     n_calib_split = len(ds[calib_split])
     perm = np.random.default_rng(seed).permutation(n_calib_split)
+    n_cal = n_calib_split if calib_samples is None else min(calib_samples, n_calib_split)
     select = None
-    if select_split is not None:
-        if heldout:
-            n_sel = min(SELECT_SAMPLES, n_calib_split // 5) if select_samples is None else min(select_samples,
-                                                                                               n_calib_split - 1)
-            select, perm = (np.sort(perm[:n_sel]), perm[n_sel:]) if n_sel > 0 else (None, perm)
-        else:
-            n = len(ds[select_split])
-            n_sel = min(SELECT_SAMPLES, n) if select_samples is None else select_samples
-            select = np.sort(_draw(n, n_sel, np.random.default_rng(seed + 3)))
-    calib = perm[:calib_samples] if calib_samples is not None else perm
+    if select_split is not None and heldout:  # the tail of the permutation: calibration rows do not move
+        n_sel = min(SELECT_SAMPLES, n_calib_split // 5) if select_samples is None else select_samples
+        n_sel = min(n_sel, n_calib_split - n_cal)
+        if n_sel > 0:
+            select, perm = np.sort(perm[n_calib_split - n_sel:]), perm[: n_calib_split - n_sel]
+    elif select_split is not None:
+        n = len(ds[select_split])
+        select = np.sort(_draw(n, min(SELECT_SAMPLES, n) if select_samples is None else select_samples,
+                               np.random.default_rng(seed + 3)))
+    calib = perm[:n_cal]
     evals = np.sort(_draw(len(ds[eval_split]), eval_samples, np.random.default_rng(seed + 1)))
     train = None
     if train_samples is not None:
@@ -340,7 +341,7 @@ def load_data(
     num_labels: int | None = None,
     train_samples: int | None = None,
     id2label: dict[int, str] | None = None,
-    label_map: dict | None = None,
+    label_map: dict | str | os.PathLike | None = None,
     select_split: str | None = None,
     select_samples: int | None = 0,
     skip_bad_images: bool = False,
@@ -350,6 +351,8 @@ def load_data(
     for what, n in (("calibration samples", calib_samples), ("evaluation samples", eval_samples)):
         if n is not None and n <= 0:
             raise DatasetError(f"{what} must be > 0, got {n}: pass a positive number")
+    if isinstance(label_map, (str, os.PathLike)):
+        label_map = load_label_map(label_map)
     ds, img, lab = load_image_dataset(spec, image_column=image_column, label_column=label_column)
     name = "hf-mixmatch/digits" if str(spec) == DEFAULT_NAME else str(spec)
     return prepare_splits(ds, preprocess, calib_split=calib_split, eval_split=eval_split, calib_samples=calib_samples,
