@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,17 +14,16 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from .datacache import decode_to_cache, tensors_of
+from .datasplits import (CALIB_SPLIT_NAMES, EVAL_SPLIT_NAMES, SELECT_SAMPLES, draw_rows,  # noqa: F401 - re-exported
+                         resolve_select_split, resolve_splits)
 from .errors import DatasetError
-from .labels import LabelAlignment, align_labels, check_labels, load_label_map
+from .labels import check_labels, dataset_alignment, label_values, load_label_map, num_classes_of  # noqa: F401
 from .models import DEFAULT_DATASET_DIR, DEFAULT_NAME, Preprocess
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "img", "images", "pixel_values", "picture", "photo")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category")
-EVAL_SPLIT_NAMES = ("test", "validation", "valid", "val", "eval")
-CALIB_SPLIT_NAMES = ("train", "training")
-SELECT_SAMPLES = 2000  # default size of the selection data (at most a fifth of the training split when held out)
 
 
 @dataclass
@@ -115,144 +113,6 @@ def _detect_column(features, feature_type, names) -> str | None:
     return None
 
 
-def resolve_splits(ds, calib_split: str | None, eval_split: str | None) -> tuple[str, str]:
-    """Pick the calibration (training) and evaluation splits; warn on test leakage."""
-    names = list(ds.keys())
-    for requested in (calib_split, eval_split):
-        if requested is not None and requested not in names:
-            raise DatasetError(f"split '{requested}' not in the dataset (splits: {names}): pass one of them")
-    if eval_split is None:
-        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in names), None)
-        if eval_split is None:
-            raise DatasetError(f"no evaluation split found (splits: {names}): pass --eval-split NAME")
-    if calib_split is None:
-        calib_split = next((s for s in CALIB_SPLIT_NAMES if s in names and s != eval_split), None)
-        if calib_split is None:
-            calib_split = next((s for s in names if s != eval_split), None)
-        if calib_split is None:
-            raise DatasetError(
-                f"no training split to calibrate on (splits: {names}): pass --calib-split NAME"
-                " (calibrating on the evaluation split leaks test data)"
-            )
-    if calib_split == eval_split:
-        warnings.warn(
-            f"calibrating on the evaluation split '{eval_split}': accuracies are optimistic (test leakage)",
-            stacklevel=2,
-        )
-    return calib_split, eval_split
-
-
-
-
-def resolve_select_split(names, select_split: str | None, calib_split: str, eval_split: str) -> tuple[str | None, bool]:
-    """``(split the front is chosen on or None, held out of the calibration split?)``.
-
-    Default: ``validation`` when the dataset also has ``test`` (and evaluates on it), else a held-out
-    slice of the calibration split; ``"none"`` chooses on the evaluation split (selection bias)."""
-    if select_split == "none":
-        return None, False
-    if select_split is not None:
-        if select_split not in names:
-            raise DatasetError(f"--select-split '{select_split}' not in the dataset (splits: {list(names)}): pass one "
-                               "of them, or 'none'")
-        if select_split == eval_split:
-            warnings.warn(f"choosing the front on the evaluation split '{eval_split}': its accuracies are optimistic "
-                          "(selection bias)", stacklevel=3)
-            return None, False
-        return select_split, select_split == calib_split
-    if "validation" in names and "test" in names and eval_split == "test" and calib_split != "validation":
-        return "validation", False
-    if calib_split == eval_split:
-        return None, False
-    return calib_split, True
-
-
-def num_classes_of(ds, label_column: str) -> int:
-    """Classes of the label column: ClassLabel's count, distinct strings, or max integer + 1."""
-    import datasets
-
-    feat = next(iter(ds.values())).features[label_column]
-    if isinstance(feat, datasets.ClassLabel):
-        return int(feat.num_classes)
-    values = [_label_values(split, label_column) for split in ds.values() if len(split)]
-    if any(v.dtype.kind in "OUS" for v in values):
-        return len({str(x) for v in values for x in v if x is not None})
-    return int(max(int(v.max()) for v in values if len(v))) + 1
-
-
-def _label_values(split_ds, label_column: str) -> np.ndarray:
-    """The whole label column as numpy (ints; strings as objects; missing ints as -1)."""
-    import pyarrow as pa
-
-    col = split_ds.with_format("arrow", columns=[label_column])[:][label_column]
-    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
-        return col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    if pa.types.is_floating(col.type):
-        arr = col.fill_null(-1).to_numpy(zero_copy_only=False)
-        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise DatasetError(f"label column '{label_column}' holds non-integer numbers: pass --label-column with "
-                               "class labels")
-        return arr.astype(np.int64)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        return np.asarray(col.to_pylist(), dtype=object)
-    raise DatasetError(f"label column '{label_column}' has type {col.type}, not class labels: pass --label-column NAME")
-
-
-def _draw(n_total: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
-    """A seeded random draw of ``n`` of ``range(n_total)`` (all when None), in random order."""
-    return rng.permutation(n_total)[: n if n is not None else n_total]
-
-
-@dataclass
-class _Rows:
-    calib: np.ndarray
-    eval: np.ndarray
-    train: np.ndarray | None
-    select: np.ndarray | None
-
-
-def _draw_rows(ds, calib_split: str, eval_split: str, select_split: str | None, heldout: bool, *, seed: int,
-               calib_samples: int | None, eval_samples: int | None, train_samples: int | None,
-               select_samples: int | None) -> _Rows:
-    """Seeded draws. Calibration and fine-tuning rows stay in random order, so every batch mixes classes
-    (whatever the split's order); evaluation / selection rows are sorted (sequential reads)."""
-    n_calib_split = len(ds[calib_split])
-    perm = np.random.default_rng(seed).permutation(n_calib_split)
-    n_cal = n_calib_split if calib_samples is None else min(calib_samples, n_calib_split)
-    select = None
-    if select_split is not None and heldout:  # the tail of the permutation: calibration rows do not move
-        n_sel = min(SELECT_SAMPLES, n_calib_split // 5) if select_samples is None else select_samples
-        n_sel = min(n_sel, n_calib_split - n_cal)
-        if n_sel > 0:
-            select, perm = np.sort(perm[n_calib_split - n_sel:]), perm[: n_calib_split - n_sel]
-    elif select_split is not None:
-        n = len(ds[select_split])
-        select = np.sort(_draw(n, min(SELECT_SAMPLES, n) if select_samples is None else select_samples,
-                               np.random.default_rng(seed + 3)))
-    calib = perm[:n_cal]
-    evals = np.sort(_draw(len(ds[eval_split]), eval_samples, np.random.default_rng(seed + 1)))
-    train = None
-    if train_samples is not None:
-        train = np.random.default_rng(seed + 2).permutation(perm)[:train_samples]
-    return _Rows(calib=calib, eval=evals, train=train, select=select)
-
-
-def _alignment(ds, label_column: str, num_labels: int | None, id2label, label_map) -> tuple[LabelAlignment, int]:
-    import datasets
-
-    feat = next(iter(ds.values())).features[label_column]
-    names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
-    string_labels = isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")
-    n_classes = num_classes_of(ds, label_column)
-    if num_labels is None:
-        return LabelAlignment("identity", None, names), n_classes
-    alignment = align_labels(names, id2label, num_labels, string_labels=string_labels, label_map=label_map)
-    if alignment.how == "by_index" and n_classes != num_labels:
-        raise DatasetError(
-            f"the dataset has {n_classes} classes but the model predicts {num_labels}: use a dataset with the"
-            " model's label set (or a model fine-tuned on this dataset), or pass --label-map FILE"
-        )
-    return alignment, n_classes
 
 
 def prepare_splits(
@@ -289,15 +149,15 @@ def prepare_splits(
         list(ds.keys()), select_split, calib_split, eval_split)
     if sel_split is not None and len(ds[sel_split]) == 0:
         raise DatasetError(f"split '{sel_split}' is empty: pass --select-split with samples")
-    alignment, n_classes = _alignment(ds, label_column, num_labels, id2label, label_map)
+    alignment, n_classes = dataset_alignment(ds, label_column, num_labels, id2label, label_map)
     bound = num_labels if num_labels is not None else n_classes
-    rows = _draw_rows(ds, calib_split, eval_split, sel_split, heldout, seed=seed, calib_samples=calib_samples,
+    rows = draw_rows(ds, calib_split, eval_split, sel_split, heldout, seed=seed, calib_samples=calib_samples,
                       eval_samples=eval_samples, train_samples=train_samples, select_samples=select_samples)
     values: dict[str, np.ndarray] = {}
 
     def decode(split: str, idx: np.ndarray, what: str):
         if split not in values:
-            values[split] = _label_values(ds[split], label_column)
+            values[split] = label_values(ds[split], label_column)
         raw = values[split][idx]
         mapped = alignment.map_values(raw)
         check_labels(mapped, raw, bound, split)

@@ -24,7 +24,8 @@ import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ["LabelAlignment", "align_labels", "check_labels", "load_label_map", "is_generic"]
+__all__ = ["LabelAlignment", "align_labels", "check_labels", "load_label_map", "is_generic", "label_values",
+           "num_classes_of", "dataset_alignment"]
 
 _GENERIC = re.compile(r"^(label_?)?\d+$", re.IGNORECASE)
 _FIX = "pass --label-map FILE (JSON {dataset_name_or_index: model_index_or_name})"
@@ -183,3 +184,56 @@ def check_labels(mapped: np.ndarray, raw: np.ndarray, num_labels: int, split: st
     raise DatasetError(f"split '{split}' has {int(bad.sum())} rows whose label is outside the model's classes "
                        f"0..{num_labels - 1} (values {values[:8]}{' ...' if len(values) > 8 else ''}): " + _FIX
                        + " or use a split labelled for this model")
+
+
+# ------------------------------------------------------------------------------ the dataset side
+
+
+def num_classes_of(ds, label_column: str) -> int:
+    """Classes of the label column: ClassLabel's count, distinct strings, or max integer + 1."""
+    import datasets
+
+    feat = next(iter(ds.values())).features[label_column]
+    if isinstance(feat, datasets.ClassLabel):
+        return int(feat.num_classes)
+    values = [label_values(split, label_column) for split in ds.values() if len(split)]
+    if any(v.dtype.kind in "OUS" for v in values):
+        return len({str(x) for v in values for x in v if x is not None})
+    return int(max(int(v.max()) for v in values if len(v))) + 1
+
+
+def label_values(split_ds, label_column: str) -> np.ndarray:
+    """The whole label column as numpy (ints; strings as objects; missing ints as -1)."""
+    import pyarrow as pa
+
+    col = split_ds.with_format("arrow", columns=[label_column])[:][label_column]
+    if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
+        return col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_floating(col.type):
+        arr = col.fill_null(-1).to_numpy(zero_copy_only=False)
+        if not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise DatasetError(f"label column '{label_column}' holds non-integer numbers: pass --label-column with "
+                               "class labels")
+        return arr.astype(np.int64)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return np.asarray(col.to_pylist(), dtype=object)
+    raise DatasetError(f"label column '{label_column}' has type {col.type}, not class labels: pass --label-column NAME")
+
+
+def dataset_alignment(ds, label_column: str, num_labels: int | None, id2label, label_map) -> tuple[LabelAlignment, int]:
+    """How this dataset's labels become the model's indices, and the dataset's number of classes."""
+    import datasets
+
+    feat = next(iter(ds.values())).features[label_column]
+    names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
+    string_labels = isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")
+    n_classes = num_classes_of(ds, label_column)
+    if num_labels is None:
+        return LabelAlignment("identity", None, names), n_classes
+    alignment = align_labels(names, id2label, num_labels, string_labels=string_labels, label_map=label_map)
+    if alignment.how == "by_index" and n_classes != num_labels:
+        raise DatasetError(
+            f"the dataset has {n_classes} classes but the model predicts {num_labels}: use a dataset with the"
+            " model's label set (or a model fine-tuned on this dataset), or pass --label-map FILE"
+        )
+    return alignment, n_classes
