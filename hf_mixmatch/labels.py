@@ -231,7 +231,7 @@ def dataset_alignment(ds, label_column: str, num_labels: int | None, id2label, l
     if num_labels is None:
         return LabelAlignment("identity", None, names), n_classes
     alignment = align_labels(names, id2label, num_labels, string_labels=string_labels, label_map=label_map)
-    if alignment.how == "by_index" and n_classes != num_labels:
+    if alignment.how == "by_index" and names is not None and n_classes != num_labels:  # ints: checked per split
         raise DatasetError(
             f"the dataset has {n_classes} classes but the model predicts {num_labels}: use a dataset with the"
             " model's label set (or a model fine-tuned on this dataset), or pass --label-map FILE"
