@@ -123,7 +123,7 @@ class CachedSplit(Dataset):
     """
 
     def __init__(self, table, *, split: str, requested: int, path: Path | None = None):
-        self._table = table.with_format("torch", columns=["x", "y"])
+        self._table = table.with_format("numpy", columns=["x", "y"])  # numpy + from_numpy: no extra copy
         self.split = split
         self.requested = int(requested)
         self.path = path
@@ -133,7 +133,7 @@ class CachedSplit(Dataset):
 
     def __getitem__(self, i: int):
         item = self._table[int(i)]
-        return item["x"], item["y"]
+        return torch.from_numpy(item["x"]), torch.tensor(int(item["y"]), dtype=torch.int64)
 
     def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = [int(i) for i in indices]
@@ -141,7 +141,7 @@ class CachedSplit(Dataset):
             shape = tuple(self._table.features["x"].shape)
             return torch.empty((0, *shape)), torch.empty((0,), dtype=torch.int64)
         batch = self._table[idx]
-        return batch["x"], batch["y"]
+        return torch.from_numpy(batch["x"]), torch.from_numpy(np.asarray(batch["y"], dtype=np.int64))
 
     def __getitems__(self, indices):  # batched fetch used by torch's DataLoader
         x, y = self.get_batch(indices)
