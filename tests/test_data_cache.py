@@ -133,3 +133,48 @@ def test_unwritable_cache_dir_is_a_clear_error(photo_dataset, tmp_path):
     with pytest.raises(DatasetError, match="--data-cache-dir"):
         load_data(path, PRE, calib_samples=2, cache_dir=blocker / "sub")
     assert blocker.read_text() == "not a folder"
+
+
+def test_in_memory_dataset_is_cached_on_disk_too(tmp_path):
+    from PIL import Image
+
+    from hf_mixmatch.data import prepare_splits
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    imgs = [Image.fromarray(np.full((5 + i, 9, 3), 20 * i, dtype=np.uint8)) for i in range(6)]
+    split = datasets.Dataset.from_dict({"image": imgs, "label": [0, 1] * 3}, features=feats)
+    dd = datasets.DatasetDict({"train": split, "test": split})
+    data = prepare_splits(dd, PRE, calib_split="train", eval_split="test", calib_samples=2, image_column="image",
+                          label_column="label", cache_dir=tmp_path / "c")
+    assert type(data.eval._table.data).__name__ == "MemoryMappedTable" and Path(data.eval.path).parent == tmp_path / "c"
+    assert torch.equal(tensors_of(data.eval)[0], preprocess_images(imgs, PRE))
+
+
+_WORKER = """
+import sys, torch
+from hf_mixmatch.data import load_data
+from hf_mixmatch.models import Preprocess
+pre = Preprocess(size=(24, 24), resize=(28, 28), mean=(0.48, 0.45, 0.4), std=(0.23, 0.22, 0.25), interpolation="bicubic")
+d = load_data(sys.argv[1], pre, calib_samples=5, select_samples=None, cache_dir=sys.argv[2])
+torch.save({"calib": d.calib.tensors, "eval": d.eval.get_batch(range(len(d.eval))),
+            "select": d.select.get_batch(range(len(d.select)))}, sys.argv[3])
+"""
+
+
+def test_two_processes_decoding_at_once_share_one_cache(photo_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    path, _ = photo_dataset
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(tmp_path / "cache"), str(tmp_path / f"{i}.pt")],
+                              env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    a, b = (torch.load(tmp_path / f"{i}.pt") for i in range(2))
+    for k in ("calib", "eval", "select"):
+        assert all(torch.equal(u, v) for u, v in zip(a[k], b[k]))
+    assert len(list((tmp_path / "cache").glob("*.arrow"))) == 3  # calibration, evaluation, selection
+    mine = load_data(path, PRE, calib_samples=5, select_samples=None, cache_dir=tmp_path / "cache")
+    assert torch.equal(mine.calib.tensors[0], a["calib"][0])
