@@ -113,8 +113,6 @@ def _detect_column(features, feature_type, names) -> str | None:
     return None
 
 
-
-
 def prepare_splits(
     ds,
     preprocess: Preprocess,
@@ -154,28 +152,26 @@ def prepare_splits(
     rows = draw_rows(ds, calib_split, eval_split, sel_split, heldout, seed=seed, calib_samples=calib_samples,
                       eval_samples=eval_samples, train_samples=train_samples, select_samples=select_samples)
     values: dict[str, np.ndarray] = {}
-
-    def decode(split: str, idx: np.ndarray, what: str):
+    plan = [(what, split, idx) for what, split, idx in (
+        ("calibration", calib_split, rows.calib), ("evaluation", eval_split, rows.eval),
+        ("selection", sel_split, rows.select), ("fine-tuning", calib_split, rows.train)) if idx is not None and split]
+    labels = {}
+    for what, split, idx in plan:  # every split's labels are checked before anything is decoded
         if split not in values:
             values[split] = label_values(ds[split], label_column)
         raw = values[split][idx]
-        mapped = alignment.map_values(raw)
-        check_labels(mapped, raw, bound, split)
-        return decode_to_cache(ds[split], idx, mapped, split=split, image_column=image_column, preprocess=preprocess,
-                               cache_dir=cache_dir, skip_bad_images=skip_bad_images, desc=f"decode {what}")
-
-    skipped: dict[str, int] = {}
-    parts = {}
-    for what, split, idx in (("calibration", calib_split, rows.calib), ("evaluation", eval_split, rows.eval),
-                             ("selection", sel_split, rows.select), ("fine-tuning", calib_split, rows.train)):
-        if idx is None or split is None:
-            continue
-        parts[what] = decode(split, idx, what)
-        if parts[what].skipped:
-            skipped[split] = skipped.get(split, 0) + parts[what].skipped
-    for what in ("calibration", "evaluation", "selection", "fine-tuning"):
-        if what in parts and len(parts[what]) == 0:
+        labels[what] = alignment.map_values(raw)
+        check_labels(labels[what], raw, bound, split)
+    parts, dropped = {}, {}
+    for what, split, idx in plan:
+        parts[what] = decode_to_cache(ds[split], idx, labels[what], split=split, image_column=image_column,
+                                      preprocess=preprocess, cache_dir=cache_dir, skip_bad_images=skip_bad_images,
+                                      desc=f"decode {what}")
+        if len(parts[what]) == 0:
             raise DatasetError(f"no decodable {what} images left after skipping bad ones: fix the dataset")
+        if parts[what].skipped:
+            dropped.setdefault(split, set()).update(set(idx.tolist()) - set(parts[what].rows.tolist()))
+    skipped = {split: len(r) for split, r in dropped.items()}
     calib = TensorDataset(*tensors_of(parts["calibration"]))
     train = TensorDataset(*tensors_of(parts["fine-tuning"])) if "fine-tuning" in parts else None
     if alignment.note:

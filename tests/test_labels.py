@@ -98,7 +98,8 @@ def test_check_labels_names_split_values_and_count():
 def test_out_of_range_labels_in_eval_split_stop_the_run(tmp_path):
     path = _dataset(tmp_path / "d", {"train": [0, 1, 2, 3] * 3, "test": [0, 1, 5, 2, 9, 5]}, datasets.Value("int64"))
     with pytest.raises(DatasetError, match=r"split 'test' has 3 rows .* \(values \[5, 9\]\)"):
-        load_data(path, PRE, calib_samples=4, num_labels=4, id2label={})
+        load_data(path, PRE, calib_samples=4, num_labels=4, id2label={}, cache_dir=tmp_path / "c")
+    assert not list((tmp_path / "c").glob("*.arrow"))  # checked before anything was decoded
 
 
 def test_out_of_range_labels_in_training_split_stop_the_run(tmp_path):
