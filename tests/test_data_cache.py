@@ -154,7 +154,8 @@ _WORKER = """
 import sys, torch
 from hf_mixmatch.data import load_data
 from hf_mixmatch.models import Preprocess
-pre = Preprocess(size=(24, 24), resize=(28, 28), mean=(0.48, 0.45, 0.4), std=(0.23, 0.22, 0.25), interpolation="bicubic")
+pre = Preprocess(size=(24, 24), resize=(28, 28), mean=(0.48, 0.45, 0.4), std=(0.23, 0.22, 0.25),
+                 interpolation="bicubic")
 d = load_data(sys.argv[1], pre, calib_samples=5, select_samples=None, cache_dir=sys.argv[2])
 torch.save({"calib": d.calib.tensors, "eval": d.eval.get_batch(range(len(d.eval))),
             "select": d.select.get_batch(range(len(d.select)))}, sys.argv[3])
@@ -168,8 +169,9 @@ def test_two_processes_decoding_at_once_share_one_cache(photo_dataset, tmp_path)
     path, _ = photo_dataset
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(tmp_path / "cache"), str(tmp_path / f"{i}.pt")],
-                              env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    cmd = [sys.executable, "-c", _WORKER, str(path), str(tmp_path / "cache")]
+    procs = [subprocess.Popen(cmd + [str(tmp_path / f"{i}.pt")], env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     a, b = (torch.load(tmp_path / f"{i}.pt") for i in range(2))
