@@ -216,11 +216,15 @@ def decode_to_cache(split_ds, rows: np.ndarray, labels: np.ndarray, *, split: st
                                "the model's preprocessing config is inconsistent")
         return {"x": x, "y": labels[keep], "row": rows[keep]}
 
-    with FileLock(str(path) + ".lock"):
-        reused = path.exists()
-        out = sub.map(decode, batched=True, batch_size=batch_size, with_indices=True, remove_columns=sub.column_names,
-                      features=features, cache_file_name=str(path), load_from_cache_file=True,
-                      writer_batch_size=batch_size, new_fingerprint=key, desc=desc)
+    try:
+        with FileLock(str(path) + ".lock"):
+            reused = path.exists()
+            out = sub.map(decode, batched=True, batch_size=batch_size, with_indices=True,
+                          remove_columns=sub.column_names, features=features, cache_file_name=str(path),
+                          load_from_cache_file=True, writer_batch_size=batch_size, new_fingerprint=key, desc=desc)
+    except OSError as exc:  # read-only or full cache folder
+        raise DatasetError(f"cannot write the decoded-data cache in {cache} ({exc.strerror or exc}): pass "
+                           "--data-cache-dir DIR (a writable folder with room for C*H*W*4 bytes per image)") from None
     if reused:
         logger.info("%s: reusing the decoded cache %s", desc, path)
     result = CachedSplit(out, split=split, requested=len(rows), path=path)

@@ -135,6 +135,20 @@ def test_unwritable_cache_dir_is_a_clear_error(photo_dataset, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+
+def test_full_disk_while_caching_is_a_clear_error(photo_dataset, tmp_path, monkeypatch):
+    from hf_mixmatch.errors import DatasetError
+
+    path, _ = photo_dataset
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "map", no_space)
+    with pytest.raises(DatasetError, match=r"No space left on device\): pass --data-cache-dir"):
+        load_data(path, PRE, calib_samples=2, cache_dir=tmp_path / "c")
+
+
 def test_in_memory_dataset_is_cached_on_disk_too(tmp_path):
     from PIL import Image
 
@@ -180,3 +194,40 @@ def test_two_processes_decoding_at_once_share_one_cache(photo_dataset, tmp_path)
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == 3  # calibration, evaluation, selection
     mine = load_data(path, PRE, calib_samples=5, select_samples=None, cache_dir=tmp_path / "cache")
     assert torch.equal(mine.calib.tensors[0], a["calib"][0])
+
+
+class _LibraryTransform:
+    """A library's own preprocessing behind the transform protocol (what the adapters provide)."""
+
+    def __init__(self, fn, key, input_size):
+        self.fn, self.key, self.input_size, self.channels = fn, key, input_size, input_size[0]
+
+    def __call__(self, images):
+        return self.fn(images)
+
+
+def _timm_transform():
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=3)
+    cfg = {**resolve_data_config(model=model), "input_size": (3, 40, 40), "crop_pct": 0.875}
+    t = create_transform(**cfg)
+    return _LibraryTransform(lambda ims: torch.stack([t(im) for im in ims]), f"timm:{sorted(cfg.items())}", (3, 40, 40))
+
+
+def _transformers_transform():
+    from transformers import ConvNextImageProcessor
+
+    proc = ConvNextImageProcessor(size={"shortest_edge": 48}, crop_pct=0.875)
+    return _LibraryTransform(lambda ims: proc(ims, return_tensors="pt")["pixel_values"],
+                             f"ConvNextImageProcessor:{proc.to_json_string()}", (3, 48, 48))
+
+
+@pytest.mark.parametrize("make", [_timm_transform, _transformers_transform], ids=["timm", "transformers"])
+def test_library_transforms_are_cached_bit_exactly(photo_dataset, make):
+    path, photos = photo_dataset
+    t = make()
+    data = load_data(path, t, calib_samples=3)
+    x, _ = tensors_of(data.eval)
+    assert x.shape == (len(photos), *t.input_size) and torch.equal(x, t(photos).float())
