@@ -181,8 +181,8 @@ def page(runs: dict[int, list[dict]], cmd: str) -> str:
              "cache), one evaluation pass through a DataLoader, prepare again (cached); 1 CPU thread. Peak RssAnon "
              "sums the process and its DataLoader workers, sampled every 20 ms; the memory-mapped cache is "
              "file-backed (RssFile) and not counted. A forked worker counts the parent's copy-on-write pages "
-             "again, so with workers the whole-run figure carries an offset of about 2 GB, and it varies by about "
-             "±70 MB between two runs of the same size. Before the decoded set was memory-mapped it lived in RAM: "
+             "again, so with workers the whole-run figure carries an offset of about 2 GB, and three runs of 1,000 "
+             "images spread over 72 MB (2,612-2,684 MB). Before the decoded set was memory-mapped it lived in RAM: "
              "+1.29 MB of anonymous memory per image (issue 13)."]
     for workers, rows in runs.items():
         parts.append(f"\n## {workers} DataLoader worker(s)\n")

@@ -6,6 +6,7 @@ import json
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hf_mixmatch.data import load_data
@@ -123,3 +124,23 @@ def test_cli_bad_image_one_line_exit_2_and_skip(tmp_path, capsys):
     assert main(args + ["--skip-bad-images", "--overwrite"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["skipped_images"] == {"test": 1} and res["eval_samples"] == 2
+
+
+def test_every_image_mode_becomes_the_models_channels(tmp_path):
+    from hf_mixmatch.data import preprocess_images
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (11, 7, 3), dtype=np.uint8))
+    images = [rgb, rgb.convert("L"), rgb.convert("RGBA"), rgb.convert("P"), rgb.convert("CMYK"), rgb.convert("1"),
+              Image.fromarray(rng.integers(0, 65535, (9, 13), dtype=np.uint16))]
+    cells = []
+    for im in images:
+        buf = io.BytesIO()
+        im.save(buf, format="TIFF" if im.mode == "CMYK" else "PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    path = _dataset(tmp_path / "d", cells)
+    for channels, pre in ((3, PRE), (1, Preprocess(size=(8, 8), mean=(0.5,), std=(0.5,), channels=1))):
+        data = load_data(path, pre, calib_samples=2)
+        x, _ = data.eval.get_batch(range(len(images)))
+        expected = preprocess_images([im.convert("RGB" if channels == 3 else "L") for im in images], pre)
+        assert x.shape == (len(images), channels, 8, 8) and torch.equal(x, expected)
