@@ -113,6 +113,37 @@ def _detect_column(features, feature_type, names) -> str | None:
     return None
 
 
+def preprocess_images(images, preprocess: Preprocess) -> torch.Tensor:
+    """PIL images -> normalized float tensor (N, C, H, W) following ``preprocess``."""
+    from PIL import Image
+
+    resample = getattr(Image, "Resampling", Image)
+    method = {
+        "nearest": resample.NEAREST, "bilinear": resample.BILINEAR, "bicubic": resample.BICUBIC,
+        "lanczos": resample.LANCZOS, "box": resample.BOX, "hamming": resample.HAMMING,
+    }.get(preprocess.interpolation, resample.BILINEAR)
+    mode = "RGB" if preprocess.channels == 3 else "L"
+    h, w = preprocess.size
+    out = np.empty((len(images), preprocess.channels, h, w), dtype=np.float32)
+    for i, img in enumerate(images):
+        if not isinstance(img, Image.Image):
+            img = Image.fromarray(np.asarray(img))
+        img = img.convert(mode)
+        if preprocess.resize is not None:
+            rh, rw = preprocess.resize
+            img = img.resize((rw, rh), method)
+            top, left = (rh - h) // 2, (rw - w) // 2
+            img = img.crop((left, top, left + w, top + h))
+        elif img.size != (w, h):
+            img = img.resize((w, h), method)
+        arr = np.asarray(img, dtype=np.float32)
+        out[i] = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
+    t = torch.from_numpy(out) * preprocess.rescale
+    mean = torch.tensor(preprocess.mean).view(1, -1, 1, 1)
+    std = torch.tensor(preprocess.std).view(1, -1, 1, 1)
+    return (t - mean) / std
+
+
 def prepare_splits(
     ds,
     preprocess: Preprocess,
@@ -216,34 +247,3 @@ def load_data(
                           num_labels=num_labels, dataset_name=name, train_samples=train_samples, id2label=id2label,
                           label_map=label_map, select_split=select_split, select_samples=select_samples,
                           skip_bad_images=skip_bad_images, cache_dir=cache_dir)
-
-
-def preprocess_images(images, preprocess: Preprocess) -> torch.Tensor:
-    """PIL images -> normalized float tensor (N, C, H, W) following the manual ``preprocess``."""
-    from PIL import Image
-
-    resample = getattr(Image, "Resampling", Image)
-    method = {
-        "nearest": resample.NEAREST, "bilinear": resample.BILINEAR, "bicubic": resample.BICUBIC,
-        "lanczos": resample.LANCZOS, "box": resample.BOX, "hamming": resample.HAMMING,
-    }.get(preprocess.interpolation, resample.BILINEAR)
-    mode = "RGB" if preprocess.channels == 3 else "L"
-    h, w = preprocess.size
-    out = np.empty((len(images), preprocess.channels, h, w), dtype=np.float32)
-    for i, img in enumerate(images):
-        if not isinstance(img, Image.Image):
-            img = Image.fromarray(np.asarray(img))
-        img = img.convert(mode)
-        if preprocess.resize is not None:
-            rh, rw = preprocess.resize
-            img = img.resize((rw, rh), method)
-            top, left = (rh - h) // 2, (rw - w) // 2
-            img = img.crop((left, top, left + w, top + h))
-        elif img.size != (w, h):
-            img = img.resize((w, h), method)
-        arr = np.asarray(img, dtype=np.float32)
-        out[i] = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
-    t = torch.from_numpy(out) * preprocess.rescale
-    mean = torch.tensor(preprocess.mean).view(1, -1, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, -1, 1, 1)
-    return (t - mean) / std
