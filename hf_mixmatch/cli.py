@@ -99,6 +99,7 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--skip-bad-images", action="store_true", help="skip (and count) undecodable images instead of "
                                                                    "stopping")
     p.add_argument("--data-cache-dir", help="where decoded images are cached (default: under HF_DATASETS_CACHE)")
+    p.add_argument("--decode-workers", type=int, default=1, help="processes that decode images into the cache")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
                    help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
@@ -138,7 +139,7 @@ def cmd_prune(args) -> int:
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
         select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,
-        skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir,
+        skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

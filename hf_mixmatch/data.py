@@ -164,6 +164,7 @@ def prepare_splits(
     select_samples: int | None = 0,
     skip_bad_images: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    decode_workers: int | None = None,
 ) -> PreparedData:
     """Line labels up, draw seeded samples and decode them once into the memory-mapped cache.
 
@@ -197,7 +198,7 @@ def prepare_splits(
     for what, split, idx in plan:
         parts[what] = decode_to_cache(ds[split], idx, labels[what], split=split, image_column=image_column,
                                       preprocess=preprocess, cache_dir=cache_dir, skip_bad_images=skip_bad_images,
-                                      desc=f"decode {what}")
+                                      desc=f"decode {what}", num_proc=decode_workers)
         if len(parts[what]) == 0:
             raise DatasetError(f"no decodable {what} images left after skipping bad ones: fix the dataset")
         if parts[what].skipped:
@@ -233,6 +234,7 @@ def load_data(
     select_samples: int | None = 0,
     skip_bad_images: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    decode_workers: int | None = None,
 ) -> PreparedData:
     """One call: open ``spec``, detect columns, line labels up, decode the samples into the cache."""
     for what, n in (("calibration samples", calib_samples), ("evaluation samples", eval_samples)):
@@ -246,4 +248,4 @@ def load_data(
                           eval_samples=eval_samples, seed=seed, image_column=img, label_column=lab,
                           num_labels=num_labels, dataset_name=name, train_samples=train_samples, id2label=id2label,
                           label_map=label_map, select_split=select_split, select_samples=select_samples,
-                          skip_bad_images=skip_bad_images, cache_dir=cache_dir)
+                          skip_bad_images=skip_bad_images, cache_dir=cache_dir, decode_workers=decode_workers)

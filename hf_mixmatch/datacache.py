@@ -176,9 +176,12 @@ def cache_key(split_ds, *, rows: np.ndarray, labels: np.ndarray, image_column: s
 
 def decode_to_cache(split_ds, rows: np.ndarray, labels: np.ndarray, *, split: str, image_column: str, preprocess,
                     cache_dir: str | os.PathLike | None = None, skip_bad_images: bool = False,
-                    desc: str = "decode", batch_size: int = 32) -> CachedSplit:
+                    desc: str = "decode", batch_size: int = 32, num_proc: int | None = None) -> CachedSplit:
     """Decode + preprocess ``split_ds[rows]`` once (``labels`` already in model index space, one per row)
-    into ``<cache_dir>/<key>.arrow`` and return the memory-mapped :class:`CachedSplit` (order kept)."""
+    into ``<cache_dir>/<key>.arrow`` and return the memory-mapped :class:`CachedSplit` (order kept).
+
+    ``num_proc`` > 1 decodes in that many processes (``datasets.map``; shards ``<key>_<i>_of_<n>.arrow``,
+    reused whatever ``num_proc`` a later run asks for); the tensors are the same."""
     import datasets
     from filelock import FileLock
 
@@ -218,16 +221,19 @@ def decode_to_cache(split_ds, rows: np.ndarray, labels: np.ndarray, *, split: st
 
     try:
         with FileLock(str(path) + ".lock"):
-            reused = path.exists()
+            reused = any(cache.glob(f"{key}*.arrow"))
+            procs = num_proc if num_proc and 1 < num_proc <= len(rows) else None
             out = sub.map(decode, batched=True, batch_size=batch_size, with_indices=True,
                           remove_columns=sub.column_names, features=features, cache_file_name=str(path),
-                          load_from_cache_file=True, writer_batch_size=batch_size, new_fingerprint=key, desc=desc)
+                          load_from_cache_file=True, writer_batch_size=batch_size, new_fingerprint=key, desc=desc,
+                          num_proc=procs)
     except OSError as exc:  # read-only or full cache folder
         raise DatasetError(f"cannot write the decoded-data cache in {cache} ({exc.strerror or exc}): pass "
                            "--data-cache-dir DIR (a writable folder with room for C*H*W*4 bytes per image)") from None
     if reused:
         logger.info("%s: reusing the decoded cache %s", desc, path)
-    result = CachedSplit(out, split=split, requested=len(rows), path=path)
+    files = [Path(f["filename"]) for f in out.cache_files]
+    result = CachedSplit(out, split=split, requested=len(rows), path=files[0] if len(files) == 1 else path)
     if result.skipped:
         logger.warning("%s: skipped %d bad image(s) in split '%s'", desc, result.skipped, split)
     return result

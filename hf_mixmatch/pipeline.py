@@ -73,6 +73,7 @@ class PruneConfig:
     label_map: str | None = None  # JSON file {dataset_name_or_index: model_index_or_name}
     skip_bad_images: bool = False
     data_cache_dir: str | None = None  # decoded-data cache (None: under HF_DATASETS_CACHE)
+    decode_workers: int = 1  # processes that decode + preprocess images into the cache
 
     @property
     def finetune(self) -> bool:
@@ -110,6 +111,8 @@ class PruneConfig:
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
+        if self.decode_workers < 1:
+            raise ConfigError(f"--decode-workers must be >= 1, got {self.decode_workers}")
         if self.select_samples is not None and self.select_samples <= 0:
             raise ConfigError(f"--select-samples must be > 0, got {self.select_samples} (use --select-split none to "
                               "choose the front on the evaluation split)")
@@ -221,6 +224,7 @@ def run_mixmatch(
             train_samples=config.finetune_samples if config.finetune else None, id2label=loaded.id2label,
             label_map=config.label_map, select_split=config.select_split, select_samples=config.select_samples,
             skip_bad_images=config.skip_bad_images, cache_dir=config.data_cache_dir,
+            decode_workers=config.decode_workers,
         )
     if config.finetune and data.train is None:
         raise ConfigError("fine-tuning needs PreparedData.train: load the data with train_samples=...")

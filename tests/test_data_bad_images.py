@@ -144,3 +144,12 @@ def test_every_image_mode_becomes_the_models_channels(tmp_path):
         x, _ = data.eval.get_batch(range(len(images)))
         expected = preprocess_images([im.convert("RGB" if channels == 3 else "L") for im in images], pre)
         assert x.shape == (len(images), channels, 8, 8) and torch.equal(x, expected)
+
+
+def test_bad_image_found_by_a_decoding_process(tmp_path):
+    cells = [{"bytes": _png(), "path": None}] * 5 + [{"bytes": b"junk", "path": None}]
+    path = _dataset(tmp_path / "d", cells)
+    with pytest.raises(DatasetError, match=r"image at split 'test' row 5 cannot be decoded"):
+        load_data(path, PRE, calib_samples=4, decode_workers=2)
+    data = load_data(path, PRE, calib_samples=4, decode_workers=2, skip_bad_images=True)
+    assert data.skipped_images == {"test": 1} and list(data.eval.rows) == [0, 1, 2, 3, 4]

@@ -231,3 +231,16 @@ def test_library_transforms_are_cached_bit_exactly(photo_dataset, make):
     data = load_data(path, t, calib_samples=3)
     x, _ = tensors_of(data.eval)
     assert x.shape == (len(photos), *t.input_size) and torch.equal(x, t(photos).float())
+
+
+def test_decoding_in_several_processes_gives_the_same_tensors(photo_dataset, tmp_path):
+    path, photos = photo_dataset
+    one = load_data(path, PRE, calib_samples=30, cache_dir=tmp_path / "a")
+    two = load_data(path, PRE, calib_samples=30, cache_dir=tmp_path / "b", decode_workers=2)
+    assert len(list((tmp_path / "b").glob("*_of_00002.arrow"))) == 4  # calibration and evaluation, 2 shards each
+    assert torch.equal(one.calib.tensors[0], two.calib.tensors[0])
+    assert torch.equal(one.calib.tensors[1], two.calib.tensors[1])
+    assert torch.equal(tensors_of(one.eval)[0], tensors_of(two.eval)[0]) and len(two.eval) == len(photos)
+    again = load_data(path, PRE, calib_samples=30, cache_dir=tmp_path / "b", decode_workers=3)  # shards reused
+    assert torch.equal(again.calib.tensors[0], one.calib.tensors[0])
+    assert not list((tmp_path / "b").glob("*_of_00003.arrow"))

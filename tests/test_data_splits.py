@@ -128,7 +128,9 @@ def test_cli_select_split_and_records_in_results(tmp_path, image_dataset, capsys
     assert not (out / "results.json").exists()
     assert main(args + ["--select-samples", "0"]) == 2
     assert "--select-samples must be > 0" in capsys.readouterr().err
-    assert main(args + ["--select-samples", "5", "--overwrite"]) == 0
+    assert main(args + ["--decode-workers", "0"]) == 2
+    assert "--decode-workers must be >= 1" in capsys.readouterr().err
+    assert main(args + ["--select-samples", "5", "--overwrite", "--decode-workers", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert (res["select_split"], res["select_samples"], res["select_heldout"]) == ("train", 5, True)
     assert res["skipped_images"] == {} and res["labels"]["how"] == "by_index"
