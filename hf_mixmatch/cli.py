@@ -91,6 +91,17 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--finetune-patience", type=positive_int, default=3, help="early stopping patience (evaluations)")
     p.add_argument("--finetune-samples", type=positive_int, default=2048,
                    help="training-split samples for fine-tuning (10%% held out for early stopping)")
+    p.add_argument("--select-split", help="split the Pareto front is chosen on (default: validation when the dataset "
+                                          "also has test, else a seeded held-out slice of the training split; "
+                                          "'none': the evaluation split)")
+    p.add_argument("--select-samples", type=int, help="selection samples (default: min(2000, available); held out "
+                                                      "of the training split: at most a fifth of it)")
+    p.add_argument("--label-map", metavar="FILE", help="JSON {dataset_name_or_index: model_index_or_name} when the "
+                                                       "dataset's classes and the model's labels differ")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip (and count) undecodable images instead of "
+                                                                   "stopping")
+    p.add_argument("--data-cache-dir", help="where decoded images are cached (default: under HF_DATASETS_CACHE)")
+    p.add_argument("--decode-workers", type=int, default=1, help="processes that decode images into the cache")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
                    help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
@@ -133,6 +144,8 @@ def cmd_prune(args) -> int:
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
+        select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,
+        skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

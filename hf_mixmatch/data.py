@@ -1,36 +1,42 @@
-"""Data: open a Hugging Face dataset, find its image and label columns, and decode + preprocess the
-calibration and evaluation samples once into tensors that every later stage reuses."""
+"""Data: open a Hugging Face dataset, find its image and label columns, line its labels up with the
+model's, draw seeded samples, and decode + preprocess them once into a memory-mapped cache
+(:mod:`hf_mixmatch.datacache`) that every later stage reads."""
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset, TensorDataset
 
+from .datacache import decode_to_cache, tensors_of
+from .datasplits import (CALIB_SPLIT_NAMES, EVAL_SPLIT_NAMES, SELECT_SAMPLES, draw_rows,  # noqa: F401 - re-exported
+                         resolve_select_split, resolve_splits)
 from .errors import DatasetError
+from .labels import check_labels, dataset_alignment, label_values, load_label_map, num_classes_of  # noqa: F401
 from .models import DEFAULT_DATASET_DIR, DEFAULT_NAME, Preprocess
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "img", "images", "pixel_values", "picture", "photo")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category")
-EVAL_SPLIT_NAMES = ("test", "validation", "valid", "val", "eval")
-CALIB_SPLIT_NAMES = ("train", "training")
 
 
 @dataclass
 class PreparedData:
-    """Decoded, preprocessed tensors for calibration and evaluation."""
+    """Calibration tensors in RAM; evaluation (and selection) data memory-mapped from the decoded cache.
+
+    ``eval`` / ``select`` yield ``(x, y)`` and offer ``get_batch(indices)``; labels are model indices.
+    ``select`` is None when the front is chosen on ``eval``; ``select_heldout``: it is a seeded slice of
+    the calibration split, disjoint from the calibration and fine-tuning samples.
+    """
 
     calib: TensorDataset
-    eval: TensorDataset
+    eval: Dataset
     dataset: str
     calib_split: str
     eval_split: str
@@ -39,6 +45,11 @@ class PreparedData:
     num_classes: int
     seed: int
     train: TensorDataset | None = None  # fine-tuning samples from the calibration (training) split
+    select: Dataset | None = None
+    select_split: str | None = None
+    select_heldout: bool = False
+    labels: dict = field(default_factory=dict)  # LabelAlignment.to_dict(): how, mapping, note
+    skipped_images: dict[str, int] = field(default_factory=dict)  # split -> bad images skipped
 
     @property
     def calib_samples(self) -> int:
@@ -47,6 +58,10 @@ class PreparedData:
     @property
     def eval_samples(self) -> int:
         return len(self.eval)
+
+    @property
+    def select_samples(self) -> int:
+        return len(self.select) if self.select is not None else 0
 
 
 def load_image_dataset(spec: str | os.PathLike, *, image_column: str | None = None, label_column: str | None = None):
@@ -98,66 +113,9 @@ def _detect_column(features, feature_type, names) -> str | None:
     return None
 
 
-def resolve_splits(ds, calib_split: str | None, eval_split: str | None) -> tuple[str, str]:
-    """Pick the calibration (training) and evaluation splits; warn on test leakage."""
-    names = list(ds.keys())
-    for requested in (calib_split, eval_split):
-        if requested is not None and requested not in names:
-            raise DatasetError(f"split '{requested}' not in the dataset (splits: {names}): pass one of them")
-    if eval_split is None:
-        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in names), None)
-        if eval_split is None:
-            raise DatasetError(f"no evaluation split found (splits: {names}): pass --eval-split NAME")
-    if calib_split is None:
-        calib_split = next((s for s in CALIB_SPLIT_NAMES if s in names and s != eval_split), None)
-        if calib_split is None:
-            calib_split = next((s for s in names if s != eval_split), None)
-        if calib_split is None:
-            raise DatasetError(
-                f"no training split to calibrate on (splits: {names}): pass --calib-split NAME"
-                " (calibrating on the evaluation split leaks test data)"
-            )
-    if calib_split == eval_split:
-        warnings.warn(
-            f"calibrating on the evaluation split '{eval_split}': accuracies are optimistic (test leakage)",
-            stacklevel=2,
-        )
-    return calib_split, eval_split
-
-
-def num_classes_of(ds, label_column: str) -> int:
-    import datasets
-
-    feat = next(iter(ds.values())).features[label_column]
-    if isinstance(feat, datasets.ClassLabel):
-        return int(feat.num_classes)
-    top = max(int(max(split[label_column])) for split in ds.values() if len(split))
-    return top + 1
-
-
-def _subsample(n_total: int, n: int | None, seed: int, what: str) -> np.ndarray:
-    if n is not None and n <= 0:
-        raise DatasetError(f"{what} must be > 0, got {n}: pass a positive number")
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(n_total)
-    return np.sort(idx[: n if n is not None else n_total])
-
-
 def preprocess_images(images, preprocess: Preprocess) -> torch.Tensor:
     """PIL images -> the model's input batch (N, C, H, W): the model's own preprocessing (``LoadedModel.preprocess``)."""
     return preprocess(images)
-
-
-def _decode(split, indices: np.ndarray, image_column: str, label_column: str, preprocess: Preprocess,
-            desc: str, chunk: int = 256) -> TensorDataset:
-    xs, ys = [], []
-    sub = split.select(indices.tolist())
-    for start in tqdm(range(0, len(sub), chunk), desc=desc, unit="batch", leave=False,
-                      disable=os.environ.get("HF_MIXMATCH_NO_PROGRESS") == "1"):
-        batch = sub[start : start + chunk]
-        xs.append(preprocess_images(batch[image_column], preprocess))
-        ys.append(torch.as_tensor(np.asarray(batch[label_column], dtype=np.int64)))
-    return TensorDataset(torch.cat(xs), torch.cat(ys))
 
 
 def prepare_splits(
@@ -174,29 +132,61 @@ def prepare_splits(
     num_labels: int | None = None,
     dataset_name: str = "",
     train_samples: int | None = None,
+    id2label: dict[int, str] | None = None,
+    label_map: dict | None = None,
+    select_split: str | None = None,
+    select_samples: int | None = 0,
+    skip_bad_images: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    decode_workers: int | None = None,
 ) -> PreparedData:
-    """Subsample (seeded) and decode the calibration and evaluation splits once."""
+    """Line labels up, draw seeded samples and decode them once into the memory-mapped cache.
+
+    ``select_samples``: 0 = no selection data (the default here), None = the default size, n = n rows."""
     calib_split, eval_split = resolve_splits(ds, calib_split, eval_split)
-    n_classes = num_classes_of(ds, label_column)
-    if num_labels is not None and n_classes != num_labels:
-        raise DatasetError(
-            f"the dataset has {n_classes} classes but the model predicts {num_labels}: use a dataset with the"
-            " model's label set (or a model fine-tuned on this dataset)"
-        )
     for name in (calib_split, eval_split):
         if len(ds[name]) == 0:
             raise DatasetError(f"split '{name}' is empty: pass a split with samples")
-    calib_idx = _subsample(len(ds[calib_split]), calib_samples, seed, "calibration samples")
-    eval_idx = _subsample(len(ds[eval_split]), eval_samples, seed + 1, "evaluation samples")
-    calib = _decode(ds[calib_split], calib_idx, image_column, label_column, preprocess, "decode calibration")
-    evald = _decode(ds[eval_split], eval_idx, image_column, label_column, preprocess, "decode evaluation")
-    train = None
-    if train_samples is not None:
-        train_idx = _subsample(len(ds[calib_split]), train_samples, seed + 2, "fine-tuning samples")
-        train = _decode(ds[calib_split], train_idx, image_column, label_column, preprocess, "decode fine-tuning")
-    return PreparedData(calib=calib, eval=evald, dataset=dataset_name, calib_split=calib_split, eval_split=eval_split,
-                        image_column=image_column, label_column=label_column, num_classes=n_classes, seed=seed,
-                        train=train)
+    if select_samples is not None and select_samples < 0:
+        raise DatasetError(f"selection samples must be >= 0, got {select_samples}: pass a positive number")
+    sel_split, heldout = (None, False) if select_samples == 0 else resolve_select_split(
+        list(ds.keys()), select_split, calib_split, eval_split)
+    if sel_split is not None and len(ds[sel_split]) == 0:
+        raise DatasetError(f"split '{sel_split}' is empty: pass --select-split with samples")
+    alignment, n_classes = dataset_alignment(ds, label_column, num_labels, id2label, label_map)
+    bound = num_labels if num_labels is not None else n_classes
+    rows = draw_rows(ds, calib_split, eval_split, sel_split, heldout, seed=seed, calib_samples=calib_samples,
+                      eval_samples=eval_samples, train_samples=train_samples, select_samples=select_samples)
+    values: dict[str, np.ndarray] = {}
+    plan = [(what, split, idx) for what, split, idx in (
+        ("calibration", calib_split, rows.calib), ("evaluation", eval_split, rows.eval),
+        ("selection", sel_split, rows.select), ("fine-tuning", calib_split, rows.train)) if idx is not None and split]
+    labels = {}
+    for what, split, idx in plan:  # every split's labels are checked before anything is decoded
+        if split not in values:
+            values[split] = label_values(ds[split], label_column)
+        raw = values[split][idx]
+        labels[what] = alignment.map_values(raw)
+        check_labels(labels[what], raw, bound, split)
+    parts, dropped = {}, {}
+    for what, split, idx in plan:
+        parts[what] = decode_to_cache(ds[split], idx, labels[what], split=split, image_column=image_column,
+                                      preprocess=preprocess, cache_dir=cache_dir, skip_bad_images=skip_bad_images,
+                                      desc=f"decode {what}", num_proc=decode_workers)
+        if len(parts[what]) == 0:
+            raise DatasetError(f"no decodable {what} images left after skipping bad ones: fix the dataset")
+        if parts[what].skipped:
+            dropped.setdefault(split, set()).update(set(idx.tolist()) - set(parts[what].rows.tolist()))
+    skipped = {split: len(r) for split, r in dropped.items()}
+    calib = TensorDataset(*tensors_of(parts["calibration"]))
+    train = TensorDataset(*tensors_of(parts["fine-tuning"])) if "fine-tuning" in parts else None
+    if alignment.note:
+        logger.info("labels: %s", alignment.note)
+    return PreparedData(calib=calib, eval=parts["evaluation"], dataset=dataset_name, calib_split=calib_split,
+                        eval_split=eval_split, image_column=image_column, label_column=label_column,
+                        num_classes=n_classes, seed=seed, train=train, select=parts.get("selection"),
+                        select_split=sel_split if "selection" in parts else None, select_heldout=heldout and
+                        "selection" in parts, labels=alignment.to_dict(), skipped_images=skipped)
 
 
 def load_data(
@@ -212,13 +202,24 @@ def load_data(
     label_column: str | None = None,
     num_labels: int | None = None,
     train_samples: int | None = None,
+    id2label: dict[int, str] | None = None,
+    label_map: dict | str | os.PathLike | None = None,
+    select_split: str | None = None,
+    select_samples: int | None = 0,
+    skip_bad_images: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    decode_workers: int | None = None,
 ) -> PreparedData:
-    """One call: open ``spec``, detect columns, decode calibration and evaluation tensors."""
+    """One call: open ``spec``, detect columns, line labels up, decode the samples into the cache."""
     for what, n in (("calibration samples", calib_samples), ("evaluation samples", eval_samples)):
         if n is not None and n <= 0:
             raise DatasetError(f"{what} must be > 0, got {n}: pass a positive number")
+    if isinstance(label_map, (str, os.PathLike)):
+        label_map = load_label_map(label_map)
     ds, img, lab = load_image_dataset(spec, image_column=image_column, label_column=label_column)
     name = "hf-mixmatch/digits" if str(spec) == DEFAULT_NAME else str(spec)
     return prepare_splits(ds, preprocess, calib_split=calib_split, eval_split=eval_split, calib_samples=calib_samples,
                           eval_samples=eval_samples, seed=seed, image_column=img, label_column=lab,
-                          num_labels=num_labels, dataset_name=name, train_samples=train_samples)
+                          num_labels=num_labels, dataset_name=name, train_samples=train_samples, id2label=id2label,
+                          label_map=label_map, select_split=select_split, select_samples=select_samples,
+                          skip_bad_images=skip_bad_images, cache_dir=cache_dir, decode_workers=decode_workers)

@@ -71,6 +71,12 @@ class PruneConfig:
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
     storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
+    select_split: str | None = None  # split the front is chosen on (None: validation or a held-out train slice)
+    select_samples: int | None = None  # None: min(2000, available)
+    label_map: str | None = None  # JSON file {dataset_name_or_index: model_index_or_name}
+    skip_bad_images: bool = False
+    data_cache_dir: str | None = None  # decoded-data cache (None: under HF_DATASETS_CACHE)
+    decode_workers: int = 1  # processes that decode + preprocess images into the cache
 
     @property
     def finetune(self) -> bool:
@@ -109,6 +115,11 @@ class PruneConfig:
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
+        if self.decode_workers < 1:
+            raise ConfigError(f"--decode-workers must be >= 1, got {self.decode_workers}")
+        if self.select_samples is not None and self.select_samples <= 0:
+            raise ConfigError(f"--select-samples must be > 0, got {self.select_samples} (use --select-split none to "
+                              "choose the front on the evaluation split)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,7 +219,10 @@ def run_mixmatch(
             dataset_spec, loaded.preprocess, calib_split=config.calib_split, eval_split=config.eval_split,
             calib_samples=config.calib_samples, eval_samples=config.eval_samples, seed=config.seed,
             image_column=config.image_column, label_column=config.label_column, num_labels=loaded.num_labels,
-            train_samples=config.finetune_samples if config.finetune else None,
+            train_samples=config.finetune_samples if config.finetune else None, id2label=loaded.id2label,
+            label_map=config.label_map, select_split=config.select_split, select_samples=config.select_samples,
+            skip_bad_images=config.skip_bad_images, cache_dir=config.data_cache_dir,
+            decode_workers=config.decode_workers,
         )
     if config.finetune and data.train is None:
         raise ConfigError("fine-tuning needs PreparedData.train: load the data with train_samples=...")
@@ -290,6 +304,11 @@ def run_mixmatch(
         "eval_split": data.eval_split,
         "calib_samples": data.calib_samples,
         "eval_samples": data.eval_samples,
+        "select_split": data.select_split,
+        "select_samples": data.select_samples,
+        "select_heldout": data.select_heldout,
+        "labels": data.labels,
+        "skipped_images": data.skipped_images,
         "seed": config.seed,
         "hf_mixmatch_version": __version__,
         "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)
@@ -424,13 +443,13 @@ class _Finetuner:
 
     def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc):
         self.config, self.model, self.layers, self.acc = config, model, layers, acc
+        from torch.utils.data import Subset
+
         n = len(data.train)
         n_val = max(1, n // 10)
-        x, y = data.train.tensors
-        from torch.utils.data import TensorDataset
-
-        self.train = TensorDataset(x[n_val:], y[n_val:])
-        self.val = TensorDataset(x[:n_val], y[:n_val])
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()  # class-mixed val
+        self.train = Subset(data.train, order[n_val:])
+        self.val = Subset(data.train, order[:n_val])
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
         self.saved: dict[str, Path] = {}  # variant id -> folder holding its fine-tuned weights

@@ -31,7 +31,9 @@ def floor_seconds(model, layers, data, *, batch_size: int, n_variants: int = 30)
         loss = torch.nn.functional.cross_entropy(logits(model, x[s : s + batch_size]), y[s : s + batch_size])
         torch.autograd.grad(loss, params)
     calib = time.perf_counter() - t0
-    xe = data.eval.tensors[0]
+    from hf_mixmatch.datacache import tensors_of
+
+    xe = tensors_of(data.eval)[0]
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(xe), batch_size):

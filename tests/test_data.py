@@ -14,7 +14,7 @@ PRE = Preprocess(size=(8, 8), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), channel
 def test_detects_columns_and_splits(image_dataset):
     data = load_data(image_dataset, PRE, calib_samples=16, eval_samples=8, num_labels=4)
     assert data.calib_split == "train" and data.eval_split == "test"
-    assert data.calib.tensors[0].shape == (16, 3, 8, 8) and data.eval.tensors[0].shape == (8, 3, 8, 8)
+    assert data.calib.tensors[0].shape == (16, 3, 8, 8) and data.eval.get_batch(range(8))[0].shape == (8, 3, 8, 8)
     assert data.num_classes == 4 and data.image_column == "image" and data.label_column == "label"
 
 
@@ -108,4 +108,5 @@ def test_imagefolder_dataset(tmp_path):
                 Image.new("RGB", (6, 6), (200 if c == "dog" else 10, 0, 0)).save(d / f"{i}.png")
     data = load_data(tmp_path / "imgs", PRE, calib_samples=4, num_labels=2)
     assert (data.image_column, data.label_column) == ("image", "label")
-    assert data.eval.tensors[0].shape == (6, 3, 8, 8) and sorted(data.eval.tensors[1].tolist()) == [0, 0, 0, 1, 1, 1]
+    x, y = data.eval.get_batch(range(len(data.eval)))
+    assert x.shape == (6, 3, 8, 8) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
