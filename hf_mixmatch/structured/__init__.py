@@ -16,6 +16,9 @@ from .groups import expected_macs, expected_params
 from .reference import ConvAutoencoder, build_architecture, cifar_resnet, register_architecture, timm_model
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task
+from .attention import AttnSite, find_attention, prune_heads
+from .verify import TryResult, check_equivalent, try_structured
+from ..errors import StructuredUnsupported
 
 __all__ = [
     "ConvAutoencoder", "GroupPlan", "cifar_resnet", "expected_macs", "expected_params", "add_cli", "SearchConfig", "Selection", "StructGroup", "StructuredResult", "Task",
@@ -23,4 +26,6 @@ __all__ = [
     "component_of", "describe_base", "find_groups", "finetune", "gradient_search", "grid_search", "l1_baseline", "latency_ms",
     "latency_interleaved", "load_structured", "measure", "measure_many", "parse_components", "prune_physical", "psnr", "reconstruction_task",
     "register_architecture", "replay", "timm_model", "save_structured", "structured_prune",
+    "AttnSite", "find_attention", "prune_heads", "TryResult", "check_equivalent", "try_structured",
+    "StructuredUnsupported",
 ]

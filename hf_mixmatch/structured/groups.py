@@ -18,8 +18,14 @@ import torch_pruning as tp
 from torch import nn
 
 from ..errors import ConfigError
+from .attention import AttnSite, find_attention
+from .guard import time_limit, unsupported_on_failure
 
 _REST = "_rest"
+DISCOVERY_SECONDS = 60.0  # default time bound of group discovery
+# rules as data: groups that cannot be represented by gating their consumers' inputs stay dense
+_CROSS_CHANNEL_NORMS = ("LayerNorm", "RMSNorm", "GroupNorm")  # class-name parts: statistics over all channels
+_WEIGHT_STANDARDIZED = ("StdConv",)  # class-name parts: weights standardised over the input channels
 
 
 # ------------------------------------------------------------------------------------------- components
@@ -121,6 +127,7 @@ class StructGroup:
     kind: str = "channels"  # "channels" | "heads"
     consumers: list[Consumer] = field(default_factory=list)
     dims: list[ParamDim] = field(default_factory=list)
+    site: AttnSite | None = None  # kind "heads": the attention module whose heads the units are
 
     @property
     def component(self) -> str | None:
@@ -200,16 +207,6 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     return dg
 
 
-def _head_width(module: nn.Module | None) -> int | None:
-    if module is None:
-        return None
-    for attr in ("head_dim", "attention_head_size"):
-        v = getattr(module, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
 def find_groups(
     model: nn.Module,
     example: torch.Tensor,
@@ -217,13 +214,16 @@ def find_groups(
     components: dict[str, list[str]] | None = None,
     ignore: list[str] | None = None,
     layout: str | None = None,
+    timeout: float | None = DISCOVERY_SECONDS,
 ) -> GroupPlan:
     """Groups of ``model`` (traced on ``example``), each tagged with the components it touches.
 
     The last conv/linear run in the forward pass (the classifier, or an autoencoder's output layer) is
     never pruned, nor are modules matching ``ignore``; the model's input channels have no producer and
     are never part of a group. Without ``components``, they are derived (``layout``: see
-    :func:`derive_components`).
+    :func:`derive_components`). Attention heads are the units of their q/k/v and output projections
+    (:mod:`.attention`). Discovery taking over ``timeout`` seconds, or failing inside Torch-Pruning, raises
+    :class:`~hf_mixmatch.errors.StructuredUnsupported` with a one-line reason.
     """
     if components and layout:
         raise ConfigError("give either components or a layout, not both: a layout derives the components")
@@ -234,13 +234,18 @@ def find_groups(
     if not order:
         raise ConfigError("the model has no conv/linear layer to prune")
     ignored = [order[-1]] + [n for n in names.values() if n and ignore and any(_match(n, p) for p in ignore)]
+    sites = find_attention(model)
+    ignored += [n for s in sites for n in s.modules]  # heads are cut by .attention, never channel by channel
     ignored_mods = [m for m, n in names.items() if n in ignored]
-    dg = build_graph(model, example)
+    with time_limit(timeout, "group discovery"), unsupported_on_failure("torch-pruning could not trace the model"):
+        dg = build_graph(model, example)
+        all_groups = list(dg.get_all_groups(ignored_layers=ignored_mods))
     param_names = {p: n for n, p in model.named_parameters()}
     pshape = {n: p.shape for n, p in model.named_parameters()}
+    modules = dict(model.named_modules())
     groups: list[StructGroup] = []
-    for k, group in enumerate(dg.get_all_groups(ignored_layers=ignored_mods)):
-        members, consumers, dims = [], [], []
+    for k, group in enumerate(all_groups):
+        members, consumers, dims, unmapped = [], [], [], []
         for item in group:
             dep, idxs = item.dep, item.idxs
             target = dep.target.module
@@ -248,39 +253,75 @@ def find_groups(
             if name is None:
                 continue  # a functional op (add, reshape ...), not a parameter holder
             members.append(name)
+            if item.root_idxs is None or None in list(item.root_idxs):  # torch-pruning lost track of which root channel this one is
+                unmapped.append(name)
+                continue
+            chan, units = list(map(int, idxs)), list(map(int, item.root_idxs))
             is_out = dg.is_out_channel_pruning_fn(dep.handler)
             for pname, d in _param_dims(target, name, is_out):
                 full = int(pshape[pname][d]) if pname in pshape else 0
-                if full and (pname, d) not in {(x[0], x[1]) for x in dims}:
-                    dims.append((pname, d, full, list(map(int, idxs)), list(map(int, item.root_idxs))))
+                if full and max(chan, default=-1) >= full:  # indices into a concatenation, not this tensor
+                    unmapped.append(name)
+                if full and all((pname, d) != (x.param, x.dim) for x in dims):
+                    dims.append(ParamDim(pname, d, full, chan, units))
             if dg.is_in_channel_pruning_fn(dep.handler) and isinstance(target, (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.Linear)):
-                consumers.append((name, list(map(int, idxs)), list(map(int, item.root_idxs))))
-        root_mod = group[0].dep.target.module
-        root = names[root_mod]
+                consumers.append(Consumer(module=name, chan=chan, unit=units))
+        root = names[group[0].dep.target.module]
         size = len(group[0].idxs)
         comp_set = sorted({component_of(n, comps) for n in members})
-        reason = ""
-        if len(comp_set) > 1:
-            reason = f"spans components {comp_set}"
-        width, kind = 1, "channels"
-        parent = model.get_submodule(root.rsplit(".", 1)[0]) if "." in root else None
-        hw = _head_width(parent)
-        if hw and size % hw == 0 and size // hw > 1 and any(n.endswith(("q_proj", "query")) for n in members):
-            width, kind = hw, "heads"
-            per_head = [n for n, _ in parent.named_parameters() if "relative_position" in n]
-            if per_head and not reason:  # e.g. Swin's bias table: one column per head, outside the DepGraph group
-                reason = f"per-head parameters outside the group ({per_head[0]}): heads not pruned"
-        units = size // width
-        if units < 2 and not reason:
+        reason = _dense_reason(modules, members, consumers, comp_set)
+        if unmapped and not reason:
+            reason = f"torch-pruning gives inconsistent channel indices for {unmapped[0]}"
+        if size < 2 and not reason:
             reason = "fewer than 2 units"
-        cons = [Consumer(module=n, chan=ch, unit=[r // width for r in ri]) for n, ch, ri in consumers]
-        groups.append(StructGroup(index=k, root=root, size=units, unit_width=width, members=sorted(set(members)),
-                                  components=comp_set, prunable=not reason, reason=reason, kind=kind,
-                                  consumers=cons,
-                                  dims=[ParamDim(p, d, f, ch, [r // width for r in ri]) for p, d, f, ch, ri in dims]))
+        groups.append(StructGroup(index=k, root=root, size=size, unit_width=1, members=sorted(set(members)),
+                                  components=comp_set, prunable=not reason, reason=reason, kind="channels",
+                                  consumers=consumers, dims=dims))
+    for site in sites:
+        groups.append(_head_group(len(groups), site, comps, pshape))
     return GroupPlan(groups=groups, graph=dg, components=comps, ignored=ignored,
                      example_shape=tuple(example.shape),
                      param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs)
+
+
+def _dense_reason(modules: dict[str, nn.Module], members: list[str], consumers: list, comp_set: list[str]) -> str:
+    """Why a channel group must stay dense ("" when it can be pruned)."""
+    if len(comp_set) > 1:
+        return f"spans components {comp_set}"
+    for n in members:
+        cls = type(modules[n]).__name__ if n in modules else ""  # members may be bare parameters
+        if any(part in cls for part in _CROSS_CHANNEL_NORMS):
+            return f"{n} ({cls}) normalises across the channels: removing some changes the others"
+    for c in consumers:
+        cls = type(modules[c.module]).__name__
+        if any(part in cls for part in _WEIGHT_STANDARDIZED):
+            return f"{c.module} ({cls}) standardises its weights over the input channels"
+    return ""
+
+
+def _head_group(index: int, site: AttnSite, comps: dict[str, list[str]], pshape: dict) -> StructGroup:
+    """The heads of ``site`` as one group of ``num_heads`` units, each ``head_dim`` wide."""
+    w, hd = site.width, site.head_dim
+    dims = []
+    for name, chunks in site.projections:
+        chan = list(range(w * chunks))
+        dims.append(ParamDim(f"{name}.weight", 0, w * chunks, chan, [(c % w) // hd for c in chan]))
+        if f"{name}.bias" in pshape:
+            dims.append(ParamDim(f"{name}.bias", 0, w * chunks, chan, [(c % w) // hd for c in chan]))
+    dims.append(ParamDim(f"{site.proj}.weight", 1, w, list(range(w)), [c // hd for c in range(w)]))
+    for full, d in site.per_channel:
+        if full in pshape:
+            dims.append(ParamDim(full, d, w, list(range(w)), [c // hd for c in range(w)]))
+    for full, d in site.per_head:
+        if full in pshape:
+            dims.append(ParamDim(full, d, site.num_heads, list(range(site.num_heads)), list(range(site.num_heads))))
+    members = [*site.modules, site.proj]
+    comp_set = sorted({component_of(n, comps) for n in members})
+    reason = site.reason or (f"spans components {comp_set}" if len(comp_set) > 1 else "")
+    consumer = Consumer(module=site.proj, chan=list(range(w)), unit=[c // hd for c in range(w)])
+    return StructGroup(index=index, root=site.name, size=site.num_heads, unit_width=hd, members=sorted(members),
+                       components=comp_set, prunable=not reason, reason=reason, kind="heads",
+                       consumers=[consumer], dims=dims, site=site)
 
 
 def _param_dims(module, name: str, is_out: bool):
