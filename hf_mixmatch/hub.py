@@ -64,6 +64,7 @@ class PrunedModelInfo:
     top5: float | None
     dataset: str | None
     last_modified: datetime | None
+    kind: str = "unstructured"  # "structured": sparsity is the share of parameters removed, not of zeros
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -209,6 +210,11 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
     from huggingface_hub import HfApi, constants, get_token
 
     run_dir = Path(run_dir)
+    from .structured.publish import is_structured_run, push_structured
+
+    if is_structured_run(run_dir):  # `hf-mixmatch structured` output: one model, one repo
+        return push_structured(run_dir, namespace=namespace, private=private, dry_run=dry_run, token=token,
+                               endpoint=endpoint)
     results = _read_results(run_dir)
     pareto = set(results.get("pareto") or [])
     variants = [v for v in results["variants"] if v.get("path") and (not only_pareto or v.get("id") in pareto)]
@@ -308,14 +314,22 @@ def _info_from_model(model) -> PrunedModelInfo | None:
     return PrunedModelInfo(
         repo_id=model.id, base_model=base if isinstance(base, str) else None,
         signal=block.get("signal"), strategy=block.get("strategy"), sparsity=float(block["sparsity"]),
-        accuracy=top1, top5=top5, dataset=dataset, last_modified=getattr(model, "last_modified", None))
+        accuracy=top1, top5=top5, dataset=dataset, last_modified=getattr(model, "last_modified", None),
+        kind="structured" if block.get("method") == "structured" else "unstructured")
 
 
 def list_pruned(base_model: str | None = None, *, author: str | None = None, min_accuracy: float | None = None,
                 min_sparsity: float | None = None, sort: str = "accuracy", limit: int = 100,
-                token: str | None = None, endpoint: str | None = None) -> list[PrunedModelInfo]:
-    """Published hf-mixmatch variants (of ``base_model`` if given), filtered and sorted best first."""
+                token: str | None = None, endpoint: str | None = None,
+                kind: str | None = None) -> list[PrunedModelInfo]:
+    """Published hf-mixmatch variants (of ``base_model`` if given), filtered and sorted best first.
+
+    ``kind``: only ``structured`` (parameters removed) or ``unstructured`` (weights zeroed) models; with both,
+    a sort by sparsity ranks each kind on its own (the two sparsities do not compare)."""
     from huggingface_hub import HfApi
+
+    if kind not in (None, "structured", "unstructured"):
+        raise ConfigError(f"kind must be 'structured' or 'unstructured', got {kind!r}.")
 
     if sort not in ("accuracy", "sparsity"):
         raise ConfigError(f"sort must be 'accuracy' or 'sparsity', got {sort!r}.")
@@ -333,6 +347,8 @@ def list_pruned(base_model: str | None = None, *, author: str | None = None, min
                 continue
             if min_sparsity is not None and info.sparsity < min_sparsity:
                 continue
+            if kind is not None and info.kind != kind:
+                continue
             found.append(info)
     except Exception as exc:
         if _is_hub_exception(exc):
@@ -341,7 +357,7 @@ def list_pruned(base_model: str | None = None, *, author: str | None = None, min
 
     def key(info: PrunedModelInfo):
         value = info.accuracy if sort == "accuracy" else info.sparsity
-        return (value is None, -(value or 0.0), info.repo_id)
+        return (info.kind if sort == "sparsity" else "", value is None, -(value or 0.0), info.repo_id)
 
     return sorted(found, key=key)[:limit]
 
@@ -401,17 +417,19 @@ def format_table(infos: list[PrunedModelInfo]) -> str:
     for i in infos:
         rows.append((i.repo_id, i.signal or "-", i.strategy or "-", f"{i.sparsity:.4f}",
                      "-" if i.accuracy is None else f"{i.accuracy:.4f}"))
+    if any(i.kind != "unstructured" for i in infos):  # structured sparsity removes parameters: say which is which
+        rows = [(*r, "kind" if n == 0 else infos[n - 1].kind) for n, r in enumerate(rows)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = []
     for r in rows:
-        cells = [r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(len(r))]
+        cells = [r[c].ljust(widths[c]) if c < 3 or c == 5 else r[c].rjust(widths[c]) for c in range(len(r))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
 def _cmd_search(args) -> int:
     infos = list_pruned(args.base_model, author=args.author, min_accuracy=args.min_accuracy,
-                        min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit)
+                        min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit, kind=args.kind)
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=2))
     elif infos:
@@ -429,7 +447,8 @@ def _cmd_download(args) -> int:
 def add_cli(subparsers) -> None:
     """Register the ``push``, ``search`` and ``download`` subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("push", help="push every saved variant of a run to the Hub")
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output dir of `hf-mixmatch prune`")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path,
+                   help="output dir of `hf-mixmatch prune` or `hf-mixmatch structured`")
     p.add_argument("--namespace", required=True, help="Hub user or organization to push to")
     p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--only-pareto", action="store_true", help="push only the Pareto-optimal variants")
@@ -443,6 +462,8 @@ def add_cli(subparsers) -> None:
     s.add_argument("--min-sparsity", type=float, default=None, help="minimum sparsity (0-1) claimed by the card")
     s.add_argument("--sort", choices=("accuracy", "sparsity"), default="accuracy", help="sort key, descending")
     s.add_argument("--limit", type=int, default=100, help="at most this many results")
+    s.add_argument("--kind", choices=("structured", "unstructured"), default=None,
+                   help="only structured (parameters removed) or unstructured (weights zeroed) models")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_search)
 

@@ -293,9 +293,13 @@ def _dense_reason(modules: dict[str, nn.Module], members: list[str], consumers: 
         if any(part in cls for part in _CROSS_CHANNEL_NORMS):
             return f"{n} ({cls}) normalises across the channels: removing some changes the others"
     for c in consumers:
-        cls = type(modules[c.module]).__name__
+        mod = modules[c.module]
+        cls = type(mod).__name__
         if any(part in cls for part in _WEIGHT_STANDARDIZED):
             return f"{c.module} ({cls}) standardises its weights over the input channels"
+        groups = getattr(mod, "groups", 1)
+        if 1 < groups < getattr(mod, "in_channels", 0):  # a grouped (not depthwise) conv: cuts re-split its groups
+            return f"{c.module} is a grouped convolution ({groups} groups): its input channels cannot be cut alone"
     return ""
 
 

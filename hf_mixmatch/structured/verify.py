@@ -142,7 +142,9 @@ class TryResult:
     max_diff: float
     reload_diff: float | None
     seconds: float
-    model: nn.Module
+    model: nn.Module  # the pruned model
+    plan: GroupPlan
+    removed: dict[int, list[int]]
 
 
 def probe_selection(plan: GroupPlan, model: nn.Module, ratio: float = 0.25) -> dict[int, list[int]]:
@@ -198,4 +200,5 @@ def try_structured(model: nn.Module, example: torch.Tensor, *, ratio: float = 0.
     return TryResult(groups=len(plan.groups), prunable=len(plan.prunable), dense_after_check=dense_groups,
                      heads_pruned=heads,
                      params_dense=count_params(model), params_pruned=count_params(pruned), max_diff=diff,
-                     reload_diff=reload_diff, seconds=time.perf_counter() - start, model=pruned)
+                     reload_diff=reload_diff, seconds=time.perf_counter() - start, model=pruned,
+                     plan=plan, removed=removed)
