@@ -8,11 +8,12 @@ Whole channels, MLP units and attention heads are removed so models really shrin
 """
 
 from .cli import add_cli
-from .groups import GroupPlan, StructGroup, component_of, derive_components, find_groups, parse_components
+from .components import component_of, derive_components, parse_components
+from .groups import GroupPlan, StructGroup, find_groups
 from .io import describe_base, load_structured, save_structured
 from .measure import count_flops, count_params, latency_interleaved, latency_ms, measure, measure_many
 from .prune import StructuredResult, finetune, prune_physical, replay, structured_prune
-from .groups import expected_macs, expected_params
+from .cost import expected_macs, expected_params
 from .reference import ConvAutoencoder, build_architecture, cifar_resnet, register_architecture, timm_model
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task

@@ -9,8 +9,6 @@ in two or more components is **kept dense**; it is listed with ``prunable=False`
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -19,74 +17,14 @@ from torch import nn
 
 from ..errors import ConfigError
 from .attention import AttnSite, find_attention
+from .components import LAYOUTS, _match, component_of, derive_components, parse_components
+from .cost import expected_macs, expected_params  # noqa: F401 - re-exported: tests import them from here
 from .guard import time_limit, unsupported_on_failure
 
-_REST = "_rest"
 DISCOVERY_SECONDS = 60.0  # default time bound of group discovery
 # rules as data: groups that cannot be represented by gating their consumers' inputs stay dense
 _CROSS_CHANNEL_NORMS = ("LayerNorm", "RMSNorm", "GroupNorm")  # class-name parts: statistics over all channels
 _WEIGHT_STANDARDIZED = ("StdConv",)  # class-name parts: weights standardised over the input channels
-
-
-# ------------------------------------------------------------------------------------------- components
-
-
-def parse_components(specs) -> dict[str, list[str]]:
-    """``["encoder=encoder.*", "decoder=decoder.*,head*"]`` or a dict → ``{name: [pattern, ...]}``.
-
-    A bare pattern without ``name=`` is its own component, named by the pattern.
-    """
-    if specs is None:
-        return {}
-    if isinstance(specs, dict):
-        return {str(k): [v] if isinstance(v, str) else list(v) for k, v in specs.items()}
-    out: dict[str, list[str]] = {}
-    for spec in specs:
-        name, sep, pats = str(spec).partition("=")
-        if not sep:
-            name, pats = spec, spec
-        patterns = [p.strip() for p in pats.split(",") if p.strip()]
-        if not name.strip() or not patterns:
-            raise ConfigError(f"component '{spec}' is empty: write NAME=PATTERN[,PATTERN...] e.g. encoder=encoder.*")
-        out.setdefault(name.strip(), []).extend(patterns)
-    return out
-
-
-def _match(name: str, pattern: str) -> bool:
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
-
-
-_STEM = ("*embedder*", "*embeddings*", "*patch_embed*", "stem*", "conv1", "bn1", "*.stem*")
-_HEAD = ("classifier*", "head*", "fc", "fc_norm", "norm", "*.pooler*", "pooler*", "*.layernorm", "global_pool*")
-
-
-LAYOUTS = ("stem-stages-head", "body-head")
-
-
-def derive_components(model: nn.Module, layout: str = "stem-stages-head") -> dict[str, list[str]]:
-    """Components of a known layout: ``encoder``/``decoder`` for autoencoders, else ``stem``/``stages``/``head``.
-
-    ``layout="body-head"``: the stem joins the stages in one ``body`` component, so the stream the stem writes
-    (in a ResNet, the first stage's residual stream) becomes prunable too; only the head stays apart.
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown component layout '{layout}': use one of {', '.join(LAYOUTS)}")
-    top = dict(model.named_children())
-    if "encoder" in top and "decoder" in top and len(top) <= 3:
-        return {"encoder": ["encoder"], "decoder": ["decoder"]}
-    if layout == "body-head":
-        return {"head": list(_HEAD), "body": ["*"]}
-    return {"stem": list(_STEM), "head": list(_HEAD), "stages": ["*"]}
-
-
-def component_of(name: str, components: dict[str, list[str]]) -> str:
-    """First component (in order) with a matching pattern, else ``_rest``."""
-    for comp, patterns in components.items():
-        if any(_match(name, p) for p in patterns):
-            return comp
-    return _REST
 
 
 # ------------------------------------------------------------------------------------------------ groups
@@ -354,41 +292,6 @@ def _param_dims(module, name: str, is_out: bool):
         return out
     # norms and other per-channel modules: every own parameter along dim 0
     return [(f"{name}.{n}", 0) for n in own]
-
-
-def _expected(plan: "GroupPlan", keeps: dict[int, torch.Tensor], cost: dict[str, int], total: float) -> torch.Tensor:
-    """``total`` minus what the kept shares save: each parameter's ``cost`` scales with the kept share of every
-    dimension a prunable group governs (a product where two groups meet in one weight: its in- and out-side)."""
-    per_param: dict[str, list[tuple[ParamDim, int]]] = {}
-    for g in plan.prunable:
-        if g.index in keeps:
-            for pd in g.dims:
-                if pd.param in cost:
-                    per_param.setdefault(pd.param, []).append((pd, g.index))
-    count = torch.tensor(float(total - sum(cost[p] for p in per_param)))
-    for pname, dims in per_param.items():
-        term = torch.tensor(float(cost[pname]))
-        for pd, gi in dims:
-            kept = keeps[gi][torch.tensor(pd.unit)].sum() + (pd.full - len(pd.chan))
-            term = term * kept / pd.full
-        count = count + term
-    return count
-
-
-def expected_params(plan: "GroupPlan", keeps: dict[int, torch.Tensor], total: int) -> torch.Tensor:
-    """Parameter count when group ``g`` keeps ``keeps[g][u]`` (in [0, 1]) of unit ``u``; differentiable.
-
-    Parameters whose dimensions no prunable group governs count in full. ``total`` is the dense count.
-    """
-    return _expected(plan, keeps, plan.param_sizes, total)
-
-
-def expected_macs(plan: "GroupPlan", keeps: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Multiply-accumulates per example (conv / linear, as ``count_flops``) when group ``g`` keeps ``keeps[g][u]``
-    of unit ``u``; differentiable. With 0/1 keeps it is the MAC count of the physically pruned model: a layer
-    whose input channels belong to one group and output channels to another costs the product of both kept
-    shares. Layers no prunable group touches count in full."""
-    return _expected(plan, keeps, plan.param_macs, plan.dense_macs)
 
 
 def unit_channels(group: StructGroup, units) -> list[int]:

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .gates import GateHooks, masks_from_removed
-from .groups import GroupPlan, StructGroup, expected_macs, expected_params
+from .cost import expected_macs, expected_params
+from .groups import GroupPlan, StructGroup
 from .tasks import Task
 
 

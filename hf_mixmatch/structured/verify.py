@@ -30,7 +30,10 @@ RTOL, ATOL = 1e-3, 1e-4  # float32 re-association across a smaller matmul stays 
 def _outputs(model: nn.Module, example: torch.Tensor, what: str) -> torch.Tensor:
     try:
         with torch.no_grad():
-            return logits(model.eval(), example)
+            out = logits(model.eval(), example)
+        if not isinstance(out, torch.Tensor):
+            raise StructuredUnsupported(f"not supported: {what} returns no logits tensor ({type(out).__name__})")
+        return out
     except HfMixmatchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a pruned model that does not run is the failure we report
@@ -167,11 +170,17 @@ def try_structured(model: nn.Module, example: torch.Tensor, *, ratio: float = 0.
 
     Raises :class:`StructuredUnsupported` ("not supported: <why>", one line) when any step fails.
     """
+    with unsupported_on_failure("structured pruning failed"):  # never a traceback
+        return _try(model, example, ratio=ratio, timeout=timeout, save=save)
+
+
+def _try(model: nn.Module, example: torch.Tensor, *, ratio: float, timeout: float | None, save: bool) -> TryResult:
     from .io import describe_base, load_structured, save_structured
     from .prune import prune_physical
 
     start = time.perf_counter()
     model.eval()
+    _outputs(model, example, "the dense model")
     plan = find_groups(model, example, timeout=timeout)
     if not plan.prunable:
         reasons = sorted({g.reason for g in plan.groups if g.reason})
