@@ -108,10 +108,24 @@ def test_nfnet_gain_is_cut_with_its_output_channels():
 
 
 def test_discovery_time_bound_is_a_one_line_error():
-    model, x = build_case(next(c for c in CASES if c.name == "test_vit2"))
+    model, x = build_case(next(c for c in CASES if c.name == "test_resnet"))
     with pytest.raises(StructuredUnsupported, match=r"^not supported: group discovery took over 0.001 s") as info:
         find_groups(model, x, timeout=0.001)
     assert "\n" not in str(info.value)
+
+
+def test_over_the_time_bound_heads_and_mlp_units_are_still_pruned():
+    model, x = build_case(next(c for c in CASES if c.name == "test_vit2"))
+    plan = find_groups(model, x, timeout=0.001)
+    assert plan.graph is None and plan.fallback.startswith("group discovery took over 0.001 s")
+    kinds = {g.kind for g in plan.prunable}
+    assert kinds == {"heads", "units"}
+    removed = {g.index: [0] for g in plan.prunable}
+    pruned, part = prune_physical(model, plan, removed)
+    assert part["history"] == [] and part["units"] and part["heads"]
+    check_equivalent(model, plan, removed, pruned, x)
+    mlp = next(g for g in plan.prunable if g.kind == "units")
+    assert pruned.get_submodule(mlp.site.up).out_features == mlp.size - 1
 
 
 class _Untraceable(nn.Module):

@@ -161,7 +161,7 @@ def find_attention(model: nn.Module) -> list[AttnSite]:
 # --------------------------------------------------------------------------------------------- removal
 
 
-def _slice_tensor(model: nn.Module, full: str, dim: int, index: torch.Tensor) -> None:
+def slice_tensor(model: nn.Module, full: str, dim: int, index: torch.Tensor) -> None:
     owner_name, _, leaf = full.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
     if leaf in owner._parameters and owner._parameters[leaf] is not None:
@@ -173,15 +173,15 @@ def _slice_tensor(model: nn.Module, full: str, dim: int, index: torch.Tensor) ->
         owner._buffers[leaf] = old.index_select(dim, index.to(old.device)).clone()
 
 
-def _slice_linear(model: nn.Module, name: str, keep: torch.Tensor, *, out: bool) -> None:
-    lin = model.get_submodule(name)
-    _slice_tensor(model, f"{name}.weight", 0 if out else 1, keep)
-    if out:
-        if lin.bias is not None:
-            _slice_tensor(model, f"{name}.bias", 0, keep)
-        lin.out_features = len(keep)
-    else:
-        lin.in_features = len(keep)
+def slice_layer(model: nn.Module, name: str, keep: torch.Tensor, *, out: bool) -> None:
+    """Keep output (``out``) or input channels ``keep`` of the Linear or ungrouped conv ``name``, in place."""
+    layer = model.get_submodule(name)
+    conv = isinstance(layer, nn.modules.conv._ConvNd)
+    slice_tensor(model, f"{name}.weight", 0 if out else 1, keep)
+    if out and layer.bias is not None:
+        slice_tensor(model, f"{name}.bias", 0, keep)
+    attr = ("out_channels" if out else "in_channels") if conv else ("out_features" if out else "in_features")
+    setattr(layer, attr, len(keep))
 
 
 def prune_heads(model: nn.Module, site: AttnSite, kept: list[int]) -> dict:
@@ -192,12 +192,12 @@ def prune_heads(model: nn.Module, site: AttnSite, kept: list[int]) -> dict:
     heads = torch.tensor(kept, dtype=torch.long)
     for name, chunks in site.projections:
         rows = torch.cat([channels + j * width for j in range(chunks)])
-        _slice_linear(model, name, rows, out=True)
-    _slice_linear(model, site.proj, channels, out=False)
+        slice_layer(model, name, rows, out=True)
+    slice_layer(model, site.proj, channels, out=False)
     for full, dim in site.per_channel:
-        _slice_tensor(model, full, dim, channels)
+        slice_tensor(model, full, dim, channels)
     for full, dim in site.per_head:
-        _slice_tensor(model, full, dim, heads)
+        slice_tensor(model, full, dim, heads)
     for sub in model.get_submodule(site.name).modules():  # e.g. the last Linear of a position-bias MLP
         if isinstance(sub, nn.Linear):
             sub.out_features, sub.in_features = sub.weight.shape

@@ -15,11 +15,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StructuredUnsupported
 from .attention import AttnSite, find_attention
 from .components import LAYOUTS, _match, component_of, derive_components, parse_components
 from .cost import expected_macs, expected_params  # noqa: F401 - re-exported: tests import them from here
 from .guard import time_limit, unsupported_on_failure
+from .mlp import MlpSite, find_mlps
 
 DISCOVERY_SECONDS = 60.0  # default time bound of group discovery
 # rules as data: groups that cannot be represented by gating their consumers' inputs stay dense
@@ -65,7 +66,7 @@ class StructGroup:
     kind: str = "channels"  # "channels" | "heads"
     consumers: list[Consumer] = field(default_factory=list)
     dims: list[ParamDim] = field(default_factory=list)
-    site: AttnSite | None = None  # kind "heads": the attention module whose heads the units are
+    site: AttnSite | MlpSite | None = None  # kinds "heads" / "units": the attention module or MLP
 
     @property
     def component(self) -> str | None:
@@ -74,15 +75,16 @@ class StructGroup:
 
 @dataclass
 class GroupPlan:
-    """All groups of a model plus the DepGraph they came from."""
+    """All groups of a model plus the DepGraph they came from (None: it could not be built, see ``fallback``)."""
 
     groups: list[StructGroup]
-    graph: tp.DependencyGraph
+    graph: tp.DependencyGraph | None
     components: dict[str, list[str]]
     ignored: list[str]
     example_shape: tuple[int, ...]
     param_sizes: dict[str, int] = field(default_factory=dict)
     param_macs: dict[str, int] = field(default_factory=dict)  # weight of a conv/linear → its MACs per example
+    fallback: str = ""  # why only attention heads and named MLP units were grouped (no DepGraph)
 
     @property
     def dense_macs(self) -> int:
@@ -175,9 +177,16 @@ def find_groups(
     sites = find_attention(model)
     ignored += [n for s in sites for n in s.modules]  # heads are cut by .attention, never channel by channel
     ignored_mods = [m for m, n in names.items() if n in ignored]
-    with time_limit(timeout, "group discovery"), unsupported_on_failure("torch-pruning could not trace the model"):
-        dg = build_graph(model, example)
-        all_groups = list(dg.get_all_groups(ignored_layers=ignored_mods))
+    fallback = ""
+    try:
+        with time_limit(timeout, "group discovery"), \
+                unsupported_on_failure("torch-pruning could not trace the model"):
+            dg = build_graph(model, example)
+            all_groups = list(dg.get_all_groups(ignored_layers=ignored_mods))
+    except StructuredUnsupported as exc:  # fall back to the units found by name: heads and MLP hidden units
+        if not find_mlps(model) and not sites:
+            raise
+        dg, all_groups, fallback = None, [], str(exc).removeprefix("not supported: ")
     param_names = {p: n for n, p in model.named_parameters()}
     pshape = {n: p.shape for n, p in model.named_parameters()}
     modules = dict(model.named_modules())
@@ -217,9 +226,14 @@ def find_groups(
                                   consumers=consumers, dims=dims))
     for site in sites:
         groups.append(_head_group(len(groups), site, comps, pshape))
+    if dg is None:
+        for site in find_mlps(model):
+            if site.down not in ignored and site.up not in ignored:
+                groups.append(_mlp_group(len(groups), site, comps, pshape))
     return GroupPlan(groups=groups, graph=dg, components=comps, ignored=ignored,
                      example_shape=tuple(example.shape),
-                     param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs)
+                     param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs,
+                     fallback=fallback)
 
 
 def _dense_reason(modules: dict[str, nn.Module], members: list[str], consumers: list, comp_set: list[str]) -> str:
@@ -264,6 +278,21 @@ def _head_group(index: int, site: AttnSite, comps: dict[str, list[str]], pshape:
     return StructGroup(index=index, root=site.name, size=site.num_heads, unit_width=hd, members=sorted(members),
                        components=comp_set, prunable=not reason, reason=reason, kind="heads",
                        consumers=[consumer], dims=dims, site=site)
+
+
+def _mlp_group(index: int, site: MlpSite, comps: dict[str, list[str]], pshape: dict) -> StructGroup:
+    """The hidden units of ``site`` as one group of ``hidden`` units."""
+    h = site.hidden
+    every = list(range(h))
+    names = [(f"{site.up}.weight", 0), (f"{site.up}.bias", 0), (f"{site.down}.weight", 1)]
+    names += [(f"{n}.{p}", 0) for n in site.per_unit for p in ("weight", "bias")]
+    dims = [ParamDim(p, d, h, every, every) for p, d in names if p in pshape]
+    members = [site.up, site.down, *site.per_unit]
+    comp_set = sorted({component_of(n, comps) for n in members})
+    reason = site.reason or (f"spans components {comp_set}" if len(comp_set) > 1 else "")
+    return StructGroup(index=index, root=site.name, size=h, unit_width=1, members=sorted(members),
+                       components=comp_set, prunable=not reason, reason=reason, kind="units",
+                       consumers=[Consumer(module=site.down, chan=every, unit=every)], dims=dims, site=site)
 
 
 def _param_dims(module, name: str, is_out: bool):

@@ -14,6 +14,7 @@ from ..errors import ConfigError, MetricFloorError, ModelLoadError
 from .attention import find_attention, prune_heads
 from .groups import GroupPlan, build_graph, find_groups, unit_channels
 from .guard import unsupported_on_failure
+from .mlp import find_mlps, prune_units
 from .measure import count_params
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task
@@ -40,22 +41,26 @@ def prune_physical(model: nn.Module, plan: GroupPlan, removed: dict[int, list[in
     head counts and widths set on those modules)."""
     pruned = copy.deepcopy(model).eval()
     by_index = {g.index: g for g in plan.groups}
-    with unsupported_on_failure("torch-pruning could not remove the channels"):
-        dg = build_graph(pruned, torch.zeros(plan.example_shape))
+    history = []
+    channels = [gi for gi in sorted(removed) if removed[gi] and by_index[gi].kind == "channels"]
+    if channels:
+        with unsupported_on_failure("torch-pruning could not remove the channels"):
+            dg = build_graph(pruned, torch.zeros(plan.example_shape))
+            for gi in channels:
+                _prune_channels(pruned, dg, by_index[gi].root, unit_channels(by_index[gi], removed[gi]))
+            history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    heads, units, attrs = {}, {}, {}
+    with unsupported_on_failure("removing attention heads or MLP units failed"):
         for gi in sorted(removed):
             g = by_index[gi]
-            if removed[gi] and g.kind == "channels":
-                _prune_channels(pruned, dg, g.root, unit_channels(g, removed[gi]))
-        history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
-    heads, attrs = {}, {}
-    with unsupported_on_failure("removing attention heads failed"):
-        for gi in sorted(removed):
-            g = by_index[gi]
+            kept = [u for u in range(g.size) if u not in set(removed[gi])]
             if removed[gi] and g.kind == "heads":
-                kept = [h for h in range(g.size) if h not in set(removed[gi])]
                 heads[g.root] = kept
                 attrs[g.root] = prune_heads(pruned, g.site, kept)
-    return pruned, {"history": history, "heads": heads, "attributes": attrs}
+            elif removed[gi] and g.kind == "units":
+                units[g.root] = kept
+                prune_units(pruned, g.site, kept)
+    return pruned, {"history": history, "heads": heads, "units": units, "attributes": attrs}
 
 
 def _extra_out_params(module: nn.Module) -> list[str]:
@@ -96,12 +101,20 @@ def _cut_extra(module: nn.Module, names: list[str], idxs: list[int]) -> None:
 
 def replay(model: nn.Module, recipe: dict) -> nn.Module:
     """Prune a freshly built dense ``model`` in place to the recipe's shapes (not its weights)."""
-    scaled = [(m, _extra_out_params(m)) for m in model.modules() if _extra_out_params(m)]
-    with unsupported_on_failure("torch-pruning could not replay the recipe"):
-        dg = build_graph(model, torch.zeros(recipe["example_shape"]))
-        dg.load_pruning_history([list(h) for h in recipe["history"]])
-    for m, names in scaled:
-        _cut_extra(m, names, [])  # shapes only: the saved weights are loaded next
+    if recipe.get("history"):
+        scaled = [(m, _extra_out_params(m)) for m in model.modules() if _extra_out_params(m)]
+        with unsupported_on_failure("torch-pruning could not replay the recipe"):
+            dg = build_graph(model, torch.zeros(recipe["example_shape"]))
+            dg.load_pruning_history([list(h) for h in recipe["history"]])
+        for m, names in scaled:
+            _cut_extra(m, names, [])  # shapes only: the saved weights are loaded next
+    if recipe.get("units"):
+        mlps = {s.name: s for s in find_mlps(model)}
+        for name, kept in recipe["units"].items():
+            if name not in mlps:
+                raise ModelLoadError(f"the recipe prunes the MLP {name}, which the rebuilt model lacks: "
+                                     "the base architecture differs from the one the recipe was made on")
+            prune_units(model, mlps[name], kept)
     if recipe.get("heads"):
         sites = {s.name: s for s in find_attention(model)}
         for name, kept in recipe["heads"].items():

@@ -170,19 +170,13 @@ TIMEOUT = 20.0  # seconds of group discovery per case in the zoo test and table
 # Expected "not supported" outcomes (case -> part of the one-line reason). A case bounded by TIMEOUT may also
 # succeed on a faster machine; every other case must succeed.
 UNSUPPORTED = {
-    "test_coatnet": "took over",
-    "mobilevitv2": "took over",
     "hf_mobilevitv2": "took over",
-    "hf_focalnet": "took over",
-    "rexnet": "took over",
     "visformer": "took over",
     "eva": "no group can be removed without breaking the model",
     "nfnet": "no prunable group",
     "mambaout": "no group can be removed without breaking the model",
     "hf_convnextv2": "no group can be removed without breaking the model",
     "hf_bit": "normalises across the channels",
-    "hf_cvt": "torch-pruning could not trace the model",
-    "gcvit": "torch-pruning could not trace the model",
     "hf_pp_lcnet": "returns no logits tensor",
 }
 # outcomes that may differ elsewhere: the time bound on a faster machine; PP-LCNet once models.logits reads
