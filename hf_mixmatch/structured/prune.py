@@ -157,8 +157,10 @@ def _check(*args):
 
 
 def _validate(model, plan, example):
-    from .verify import probe_selection, validate_plan
+    from .verify import probe_selection, require_prunable, validate_plan
 
+    if not plan.prunable and any(g.reason and "spans components" not in g.reason for g in plan.groups):
+        require_prunable(plan)  # the architecture, not the chosen components, leaves nothing to prune
     if plan.prunable:
         validate_plan(model, plan, example, probe_selection(plan, model))
 

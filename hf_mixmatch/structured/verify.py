@@ -86,6 +86,14 @@ def check_equivalent(model: nn.Module, plan: GroupPlan, removed: dict[int, list[
     return float((ref - got).abs().max())
 
 
+def require_prunable(plan: GroupPlan) -> None:
+    """Raise :class:`StructuredUnsupported` naming why when no group of ``plan`` can be pruned."""
+    if not plan.prunable:
+        reasons = sorted({g.reason for g in plan.groups if g.reason}, key=lambda r: ("spans components" in r, r))
+        raise StructuredUnsupported(f"not supported: no prunable group ({len(plan.groups)} groups; "
+                                    f"{reasons[0] if reasons else 'none found'})")
+
+
 def validate_plan(model: nn.Module, plan: GroupPlan, example: torch.Tensor, removed: dict[int, list[int]]) -> int:
     """Prune ``removed`` and check it against the gated model; when that fails, find the groups whose removal
     alone breaks the equivalence and keep them dense (``prunable=False`` with the reason), in place.
@@ -182,10 +190,7 @@ def _try(model: nn.Module, example: torch.Tensor, *, ratio: float, timeout: floa
     model.eval()
     _outputs(model, example, "the dense model")
     plan = find_groups(model, example, timeout=timeout)
-    if not plan.prunable:
-        reasons = sorted({g.reason for g in plan.groups if g.reason})
-        raise StructuredUnsupported(f"not supported: no prunable group ({len(plan.groups)} groups; "
-                                    f"{reasons[0] if reasons else 'none found'})")
+    require_prunable(plan)
     removed = probe_selection(plan, model, ratio)
     dense_groups = validate_plan(model, plan, example, removed)
     if dense_groups:  # some groups break the model when cut: select again among the others
