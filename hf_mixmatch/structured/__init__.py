@@ -2,9 +2,10 @@
 
 Whole channels, MLP units and attention heads are removed so models really shrink and run faster:
 
-``find_groups`` (DepGraph groups split at component boundaries) → ``grid_search`` / ``gradient_search``
-(soft sigmoid gates under a parameter target, an application metric kept above a floor) →
-``prune_physical`` (Torch-Pruning) → ``save_structured`` / ``load_structured`` (safetensors + recipe).
+``find_groups`` (DepGraph groups split at component boundaries, attention heads; MLP units by name without a DepGraph) →
+``grid_search`` / ``gradient_search`` (soft sigmoid gates under a parameter target, an application metric kept
+above a floor) → ``prune_physical`` (Torch-Pruning, our head/unit slicing) → checked against the gated model →
+``save_structured`` / ``load_structured`` (safetensors + recipe). ``try_structured`` probes any model.
 """
 
 from .cli import add_cli
@@ -18,6 +19,7 @@ from .reference import ConvAutoencoder, build_architecture, cifar_resnet, regist
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task
 from .attention import AttnSite, find_attention, prune_heads
+from .mlp import MlpSite, find_mlps, prune_units
 from .verify import TryResult, check_equivalent, try_structured
 from ..errors import StructuredUnsupported
 
@@ -28,5 +30,5 @@ __all__ = [
     "latency_interleaved", "load_structured", "measure", "measure_many", "parse_components", "prune_physical", "psnr", "reconstruction_task",
     "register_architecture", "replay", "timm_model", "save_structured", "structured_prune",
     "AttnSite", "find_attention", "prune_heads", "TryResult", "check_equivalent", "try_structured",
-    "StructuredUnsupported",
+    "StructuredUnsupported", "MlpSite", "find_mlps", "prune_units",
 ]
