@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 RECIPE = "structured.json"
 
 
+def _push_api():
+    """The module holding the push helpers: ``hf_mixmatch.push`` where hub.py was split, else ``hf_mixmatch.hub``."""
+    try:
+        from .. import push as api
+    except ImportError:
+        from .. import hub as api
+    return api
+
+
 def is_structured_run(run_dir: Path) -> bool:
     """True for the output directory of ``hf-mixmatch structured`` (results.json naming a model with a recipe)."""
     try:
@@ -29,11 +38,10 @@ def is_structured_run(run_dir: Path) -> bool:
 
 def structured_repo_name(results: dict, namespace: str) -> str:
     """``<namespace>/<base>-structured-<percent of parameters removed>``, sanitized like unstructured names."""
-    from ..hub import MAX_REPO_NAME, _clean, repo_name_for
-
-    repo_name_for("x", "x", "x", namespace)  # validates the namespace with the same rule and message
-    base = _clean(str(results.get("model") or "model").rstrip("/").split("/")[-1]) or "model"
-    name = _clean(f"{base}-structured-{round(100 * float(results['achieved_sparsity']))}")[:MAX_REPO_NAME]
+    api = _push_api()
+    api.repo_name_for("x", "x", "x", namespace)  # validates the namespace with the same rule and message
+    base = api._clean(str(results.get("model") or "model").rstrip("/").split("/")[-1]) or "model"
+    name = api._clean(f"{base}-structured-{round(100 * float(results['achieved_sparsity']))}")[:api.MAX_REPO_NAME]
     return f"{namespace}/{name}"
 
 
@@ -55,7 +63,11 @@ def push_structured(run_dir, *, namespace: str, private: bool = False, dry_run: 
     from huggingface_hub import HfApi, constants, get_token
 
     from ..card import write_structured_card
-    from ..hub import HubError, PushRecord, _hub_error, _load_summary, _write_summary
+    from ..errors import HubError
+    from ..hub import _hub_error
+
+    helpers = _push_api()
+    PushRecord, _load_summary, _write_summary = helpers.PushRecord, helpers._load_summary, helpers._write_summary
 
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
