@@ -193,3 +193,20 @@ def test_cli_stops_with_one_line_and_saves_nothing_when_no_group_can_go(tmp_path
     assert "Traceback" not in err and last.startswith("hf-mixmatch: error: not supported: no prunable group")
     assert "normalises across the channels" in last
     assert not (out / "model").exists() and not (out / "results.json").exists()
+
+
+def test_zoo_script_writes_the_table_and_the_reasons(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "structured_zoo.py"
+    spec = importlib.util.spec_from_file_location("structured_zoo", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "zoo.md"
+    assert script.main(["--only", "test_resnet", "hf_bit", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "**1 of 2 architectures succeed (50%)**" in text
+    row = next(line for line in text.splitlines() if line.startswith("| test_resnet |"))
+    assert "not supported" not in row and "→" in row
+    assert "- **hf_bit**: no prunable group" in text
