@@ -25,7 +25,7 @@ from hf_mixmatch.structured import (
     timm_model,
 )
 from hf_mixmatch.structured.gates import GateHooks, masks_from_removed
-from hf_mixmatch.structured.groups import expected_macs, expected_params
+from hf_mixmatch.structured.cost import expected_macs, expected_params
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,6 @@ from torch import nn
 from ..errors import ConfigError, StructuredUnsupported
 from .attention import AttnSite, find_attention
 from .components import LAYOUTS, _match, component_of, derive_components, parse_components
-from .cost import expected_macs, expected_params  # noqa: F401 - re-exported: tests import them from here
 from .guard import time_limit, unsupported_on_failure
 from .mlp import MlpSite, find_mlps
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from ..errors import HfMixmatchError, StructuredUnsupported
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
@@ -50,4 +50,4 @@ def unsupported_on_failure(what: str):
     except HfMixmatchError:
         raise
     except Exception as exc:  # noqa: BLE001 - third-party failures of any kind become one line
-        raise StructuredUnsupported(f"not supported: {what} ({_first_line(exc)})") from exc
+        raise StructuredUnsupported(f"not supported: {what} ({first_line(exc)})") from exc

@@ -21,7 +21,7 @@ from ..errors import HfMixmatchError, StructuredUnsupported
 from ..models import logits
 from .gates import GateHooks, masks_from_removed
 from .groups import DISCOVERY_SECONDS, GroupPlan, find_groups
-from .guard import _first_line, unsupported_on_failure
+from .guard import first_line, unsupported_on_failure
 from .measure import count_params
 
 RTOL, ATOL = 1e-3, 1e-4  # float32 re-association across a smaller matmul stays far below these
@@ -37,7 +37,7 @@ def _outputs(model: nn.Module, example: torch.Tensor, what: str) -> torch.Tensor
     except HfMixmatchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a pruned model that does not run is the failure we report
-        raise StructuredUnsupported(f"not supported: {what} does not run ({_first_line(exc)})") from exc
+        raise StructuredUnsupported(f"not supported: {what} does not run ({first_line(exc)})") from exc
 
 
 def max_difference(ref: torch.Tensor, got: torch.Tensor, *, tight: bool = False) -> float:
