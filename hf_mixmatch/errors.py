@@ -50,3 +50,7 @@ class HubError(HfMixmatchError, RuntimeError):
 
 class MetricFloorError(HfMixmatchError, ValueError):
     """A structured-pruning target cannot be met above the requested metric floor."""
+
+
+class StructuredUnsupported(HfMixmatchError, ValueError):
+    """Structured pruning cannot handle this architecture; the message starts "not supported: <why>"."""

@@ -45,6 +45,7 @@ class PrunedModelInfo:
     top5: float | None
     dataset: str | None
     last_modified: datetime | None
+    kind: str = "unstructured"  # "structured": sparsity is the share of parameters removed, not of zeros
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -99,21 +100,26 @@ def _info_from_model(model) -> PrunedModelInfo | None:
         repo_id=model.id, base_model=base if isinstance(base, str) else None,
         signal=block.get("signal"), strategy=block.get("strategy"), sparsity=sparsity,
         accuracy=top1, top5=top5, dataset=dataset if dataset != "not a number" else None,
-        last_modified=getattr(model, "last_modified", None))
+        last_modified=getattr(model, "last_modified", None),
+        kind="structured" if block.get("method") == "structured" else "unstructured")
 
 
 def list_pruned(base_model: str | None = None, *, author: str | None = None, min_accuracy: float | None = None,
                 min_sparsity: float | None = None, sort: str = "accuracy", limit: int = 100,
-                token: str | None = None, endpoint: str | None = None) -> list[PrunedModelInfo]:
+                token: str | None = None, endpoint: str | None = None, kind: str | None = None) -> list[PrunedModelInfo]:
     """Published hf-mixmatch variants (of ``base_model`` if given), filtered and sorted best first. Listings whose
-    claims are not numbers in range are skipped (``search_pruned`` also returns how many)."""
+    claims are not numbers in range are skipped (``search_pruned`` also returns how many).
+
+    ``kind``: only ``structured`` (parameters removed) or ``unstructured`` (weights zeroed) models; with both,
+    a sort by sparsity ranks each kind on its own (the two sparsities do not compare)."""
     return search_pruned(base_model, author=author, min_accuracy=min_accuracy, min_sparsity=min_sparsity, sort=sort,
-                         limit=limit, token=token, endpoint=endpoint)[0]
+                         limit=limit, token=token, endpoint=endpoint, kind=kind)[0]
 
 
 def search_pruned(base_model: str | None = None, *, author: str | None = None, min_accuracy: float | None = None,
                   min_sparsity: float | None = None, sort: str = "accuracy", limit: int = 100,
-                  token: str | None = None, endpoint: str | None = None) -> tuple[list[PrunedModelInfo], list[str]]:
+                  token: str | None = None, endpoint: str | None = None,
+                  kind: str | None = None) -> tuple[list[PrunedModelInfo], list[str]]:
     """(variants as :func:`list_pruned` returns them, repo ids skipped because a claim is not a number in range)."""
     from huggingface_hub import HfApi
 
@@ -126,6 +132,8 @@ def search_pruned(base_model: str | None = None, *, author: str | None = None, m
                 claim_number(value, "accuracy", name)
             except ClaimError:
                 raise ConfigError(f"{name} must be a number in [0, 1], got {value}") from None
+    if kind not in (None, "structured", "unstructured"):
+        raise ConfigError(f"kind must be 'structured' or 'unstructured', got {kind!r}.")
     if sort not in ("accuracy", "sparsity"):
         raise ConfigError(f"sort must be 'accuracy' or 'sparsity', got {sort!r}.")
     if limit is not None and limit < 1:
@@ -147,6 +155,8 @@ def search_pruned(base_model: str | None = None, *, author: str | None = None, m
                 continue
             if min_sparsity is not None and info.sparsity < min_sparsity:
                 continue
+            if kind is not None and info.kind != kind:
+                continue
             found.append(info)
     except Exception as exc:
         if _is_hub_exception(exc):
@@ -155,7 +165,7 @@ def search_pruned(base_model: str | None = None, *, author: str | None = None, m
 
     def key(info: PrunedModelInfo):
         value = info.accuracy if sort == "accuracy" else info.sparsity
-        return (value is None, -(value or 0.0), info.repo_id)
+        return (info.kind if sort == "sparsity" else "", value is None, -(value or 0.0), info.repo_id)
 
     return sorted(found, key=key)[:limit], skipped
 
@@ -204,17 +214,20 @@ def format_table(infos: list[PrunedModelInfo]) -> str:
     for i in infos:
         rows.append((i.repo_id, i.signal or "-", i.strategy or "-", f"{i.sparsity:.4f}",
                      "-" if i.accuracy is None else f"{i.accuracy:.4f}"))
+    if any(i.kind != "unstructured" for i in infos):  # structured sparsity removes parameters: say which is which
+        rows = [(*r, "kind" if n == 0 else infos[n - 1].kind) for n, r in enumerate(rows)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = []
     for r in rows:
-        cells = [r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(len(r))]
+        cells = [r[c].ljust(widths[c]) if c < 3 or c == 5 else r[c].rjust(widths[c]) for c in range(len(r))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
 def _cmd_search(args) -> int:
     infos, skipped = search_pruned(args.base_model, author=args.author, min_accuracy=args.min_accuracy,
-                                   min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit)
+                                   min_sparsity=args.min_sparsity, sort=args.sort, limit=args.limit,
+                                   kind=args.kind)
     if skipped:
         print(f"hf-mixmatch: skipped {len(skipped)} repo(s) whose card claims are not numbers in [0, 1]: "
               f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
@@ -237,7 +250,7 @@ def add_cli(subparsers) -> None:
     from .argtypes import fraction, positive_int
 
     p = subparsers.add_parser("push", help="push every saved variant of a run to the Hub")
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output dir of `hf-mixmatch prune`")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output dir of `hf-mixmatch prune` or `hf-mixmatch structured`")
     p.add_argument("--namespace", required=True, help="Hub user or organization to push to")
     p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--only-pareto", action="store_true", help="push only the Pareto-optimal variants")
@@ -252,6 +265,8 @@ def add_cli(subparsers) -> None:
     s.add_argument("--min-sparsity", type=fraction, default=None, help="minimum sparsity (0-1) claimed by the card")
     s.add_argument("--sort", choices=("accuracy", "sparsity"), default="accuracy", help="sort key, descending")
     s.add_argument("--limit", type=positive_int, default=100, help="at most this many results")
+    s.add_argument("--kind", choices=("structured", "unstructured"), default=None,
+                   help="only structured (parameters removed) or unstructured (weights zeroed) models")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_search)
 

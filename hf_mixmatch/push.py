@@ -179,6 +179,11 @@ def push_run(run_dir, *, namespace: str, private: bool = False, only_pareto: boo
     from .outdir import read_manifest, record
 
     run_dir = Path(run_dir)
+    from .structured.publish import is_structured_run, push_structured
+
+    if is_structured_run(run_dir):  # `hf-mixmatch structured` output: one model, one repo
+        return push_structured(run_dir, namespace=namespace, private=private, dry_run=dry_run, token=token,
+                               endpoint=endpoint)
     results = _read_results(run_dir)
     run_id = run_id_of(results)
     named_run_id = run_id if results.get("run_id") else None  # older runs keep their names

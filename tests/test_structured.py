@@ -25,7 +25,7 @@ from hf_mixmatch.structured import (
     timm_model,
 )
 from hf_mixmatch.structured.gates import GateHooks, masks_from_removed
-from hf_mixmatch.structured.groups import expected_macs, expected_params
+from hf_mixmatch.structured.cost import expected_macs, expected_params
 
 
 @pytest.fixture(autouse=True)
@@ -510,7 +510,7 @@ def test_cli_writes_results_and_a_loadable_model(tmp_path, capsys):
     assert "round_to must be" in err and len(err.splitlines()) == 1
 
 
-def test_swin_mlp_units_pruned_heads_kept_dense():
+def test_swin_mlp_units_and_heads_pruned_with_their_bias_table_columns():
     from transformers import SwinConfig, SwinForImageClassification
 
     torch.manual_seed(0)
@@ -518,11 +518,18 @@ def test_swin_mlp_units_pruned_heads_kept_dense():
                                                  depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5)).eval()
     x = torch.rand(2, 1, 16, 16)
     plan = find_groups(swin, x[:1])
-    assert {g.root.rsplit(".", 1)[-1] for g in plan.prunable} == {"fc1"}
-    assert all("relative_position" in g.reason for g in plan.groups if g.kind == "heads")
+    assert {g.root.rsplit(".", 1)[-1] for g in plan.prunable} == {"fc1", "attention"}
+    heads = [g for g in plan.prunable if g.kind == "heads"]
+    assert [(g.size, g.unit_width) for g in heads] == [(2, 4), (2, 8)]
     removed = _random_removed(plan)
-    pruned, _ = prune_physical(swin, plan, removed)
-    assert pruned.swin.encoder.layers[0].blocks[0].mlp.fc1.out_features == 16
+    pruned, part = prune_physical(swin, plan, removed)
+    block = pruned.swin.encoder.layers[0].blocks[0]
+    assert block.mlp.fc1.out_features == 16
+    att = block.attention
+    assert att.q_proj.out_features == att.v_proj.out_features == 4 and att.o_proj.in_features == 4
+    assert att.relative_position_bias.relative_position_bias_table.shape[-1] == 1
+    assert part["heads"]["swin.encoder.layers.0.blocks.0.attention"] in ([0], [1])
+    assert set(part["attributes"]["swin.encoder.layers.0.blocks.0.attention"].values()) == {1}
     with torch.no_grad(), GateHooks(swin, plan) as gates:
         gates.values = masks_from_removed(plan, removed)
         torch.testing.assert_close(pruned(x).logits, swin(x).logits, atol=1e-5, rtol=1e-4)

@@ -9,78 +9,22 @@ in two or more components is **kept dense**; it is listed with ``prunable=False`
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass, field
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StructuredUnsupported
+from .attention import AttnSite, find_attention
+from .components import LAYOUTS, _match, component_of, derive_components, parse_components
+from .guard import time_limit, unsupported_on_failure
+from .mlp import MlpSite, find_mlps
 
-_REST = "_rest"
-
-
-# ------------------------------------------------------------------------------------------- components
-
-
-def parse_components(specs) -> dict[str, list[str]]:
-    """``["encoder=encoder.*", "decoder=decoder.*,head*"]`` or a dict → ``{name: [pattern, ...]}``.
-
-    A bare pattern without ``name=`` is its own component, named by the pattern.
-    """
-    if specs is None:
-        return {}
-    if isinstance(specs, dict):
-        return {str(k): [v] if isinstance(v, str) else list(v) for k, v in specs.items()}
-    out: dict[str, list[str]] = {}
-    for spec in specs:
-        name, sep, pats = str(spec).partition("=")
-        if not sep:
-            name, pats = spec, spec
-        patterns = [p.strip() for p in pats.split(",") if p.strip()]
-        if not name.strip() or not patterns:
-            raise ConfigError(f"component '{spec}' is empty: write NAME=PATTERN[,PATTERN...] e.g. encoder=encoder.*")
-        out.setdefault(name.strip(), []).extend(patterns)
-    return out
-
-
-def _match(name: str, pattern: str) -> bool:
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
-
-
-_STEM = ("*embedder*", "*embeddings*", "*patch_embed*", "stem*", "conv1", "bn1", "*.stem*")
-_HEAD = ("classifier*", "head*", "fc", "fc_norm", "norm", "*.pooler*", "pooler*", "*.layernorm", "global_pool*")
-
-
-LAYOUTS = ("stem-stages-head", "body-head")
-
-
-def derive_components(model: nn.Module, layout: str = "stem-stages-head") -> dict[str, list[str]]:
-    """Components of a known layout: ``encoder``/``decoder`` for autoencoders, else ``stem``/``stages``/``head``.
-
-    ``layout="body-head"``: the stem joins the stages in one ``body`` component, so the stream the stem writes
-    (in a ResNet, the first stage's residual stream) becomes prunable too; only the head stays apart.
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown component layout '{layout}': use one of {', '.join(LAYOUTS)}")
-    top = dict(model.named_children())
-    if "encoder" in top and "decoder" in top and len(top) <= 3:
-        return {"encoder": ["encoder"], "decoder": ["decoder"]}
-    if layout == "body-head":
-        return {"head": list(_HEAD), "body": ["*"]}
-    return {"stem": list(_STEM), "head": list(_HEAD), "stages": ["*"]}
-
-
-def component_of(name: str, components: dict[str, list[str]]) -> str:
-    """First component (in order) with a matching pattern, else ``_rest``."""
-    for comp, patterns in components.items():
-        if any(_match(name, p) for p in patterns):
-            return comp
-    return _REST
+DISCOVERY_SECONDS = 60.0  # default time bound of group discovery
+# rules as data: groups that cannot be represented by gating their consumers' inputs stay dense
+_CROSS_CHANNEL_NORMS = ("LayerNorm", "RMSNorm", "GroupNorm")  # class-name parts: statistics over all channels
+_WEIGHT_STANDARDIZED = ("StdConv",)  # class-name parts: weights standardised over the input channels
 
 
 # ------------------------------------------------------------------------------------------------ groups
@@ -121,6 +65,7 @@ class StructGroup:
     kind: str = "channels"  # "channels" | "heads"
     consumers: list[Consumer] = field(default_factory=list)
     dims: list[ParamDim] = field(default_factory=list)
+    site: AttnSite | MlpSite | None = None  # kinds "heads" / "units": the attention module or MLP
 
     @property
     def component(self) -> str | None:
@@ -129,15 +74,16 @@ class StructGroup:
 
 @dataclass
 class GroupPlan:
-    """All groups of a model plus the DepGraph they came from."""
+    """All groups of a model plus the DepGraph they came from (None: it could not be built, see ``fallback``)."""
 
     groups: list[StructGroup]
-    graph: tp.DependencyGraph
+    graph: tp.DependencyGraph | None
     components: dict[str, list[str]]
     ignored: list[str]
     example_shape: tuple[int, ...]
     param_sizes: dict[str, int] = field(default_factory=dict)
     param_macs: dict[str, int] = field(default_factory=dict)  # weight of a conv/linear → its MACs per example
+    fallback: str = ""  # why only attention heads and named MLP units were grouped (no DepGraph)
 
     @property
     def dense_macs(self) -> int:
@@ -200,16 +146,6 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     return dg
 
 
-def _head_width(module: nn.Module | None) -> int | None:
-    if module is None:
-        return None
-    for attr in ("head_dim", "attention_head_size"):
-        v = getattr(module, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
 def find_groups(
     model: nn.Module,
     example: torch.Tensor,
@@ -217,13 +153,16 @@ def find_groups(
     components: dict[str, list[str]] | None = None,
     ignore: list[str] | None = None,
     layout: str | None = None,
+    timeout: float | None = DISCOVERY_SECONDS,
 ) -> GroupPlan:
     """Groups of ``model`` (traced on ``example``), each tagged with the components it touches.
 
     The last conv/linear run in the forward pass (the classifier, or an autoencoder's output layer) is
     never pruned, nor are modules matching ``ignore``; the model's input channels have no producer and
     are never part of a group. Without ``components``, they are derived (``layout``: see
-    :func:`derive_components`).
+    :func:`derive_components`). Attention heads are the units of their q/k/v and output projections
+    (:mod:`.attention`). Discovery taking over ``timeout`` seconds, or failing inside Torch-Pruning, raises
+    :class:`~hf_mixmatch.errors.StructuredUnsupported` with a one-line reason.
     """
     if components and layout:
         raise ConfigError("give either components or a layout, not both: a layout derives the components")
@@ -234,13 +173,25 @@ def find_groups(
     if not order:
         raise ConfigError("the model has no conv/linear layer to prune")
     ignored = [order[-1]] + [n for n in names.values() if n and ignore and any(_match(n, p) for p in ignore)]
+    sites = find_attention(model)
+    ignored += [n for s in sites for n in s.modules]  # heads are cut by .attention, never channel by channel
     ignored_mods = [m for m, n in names.items() if n in ignored]
-    dg = build_graph(model, example)
+    fallback = ""
+    try:
+        with time_limit(timeout, "group discovery"), \
+                unsupported_on_failure("torch-pruning could not trace the model"):
+            dg = build_graph(model, example)
+            all_groups = list(dg.get_all_groups(ignored_layers=ignored_mods))
+    except StructuredUnsupported as exc:  # fall back to the units found by name: heads and MLP hidden units
+        if not find_mlps(model) and not sites:
+            raise
+        dg, all_groups, fallback = None, [], str(exc).removeprefix("not supported: ")
     param_names = {p: n for n, p in model.named_parameters()}
     pshape = {n: p.shape for n, p in model.named_parameters()}
+    modules = dict(model.named_modules())
     groups: list[StructGroup] = []
-    for k, group in enumerate(dg.get_all_groups(ignored_layers=ignored_mods)):
-        members, consumers, dims = [], [], []
+    for k, group in enumerate(all_groups):
+        members, consumers, dims, unmapped = [], [], [], []
         for item in group:
             dep, idxs = item.dep, item.idxs
             target = dep.target.module
@@ -248,39 +199,99 @@ def find_groups(
             if name is None:
                 continue  # a functional op (add, reshape ...), not a parameter holder
             members.append(name)
+            if item.root_idxs is None or None in list(item.root_idxs):  # torch-pruning lost track of which root channel this one is
+                unmapped.append(name)
+                continue
+            chan, units = list(map(int, idxs)), list(map(int, item.root_idxs))
             is_out = dg.is_out_channel_pruning_fn(dep.handler)
             for pname, d in _param_dims(target, name, is_out):
                 full = int(pshape[pname][d]) if pname in pshape else 0
-                if full and (pname, d) not in {(x[0], x[1]) for x in dims}:
-                    dims.append((pname, d, full, list(map(int, idxs)), list(map(int, item.root_idxs))))
+                if full and max(chan, default=-1) >= full:  # indices into a concatenation, not this tensor
+                    unmapped.append(name)
+                if full and all((pname, d) != (x.param, x.dim) for x in dims):
+                    dims.append(ParamDim(pname, d, full, chan, units))
             if dg.is_in_channel_pruning_fn(dep.handler) and isinstance(target, (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d, nn.Linear)):
-                consumers.append((name, list(map(int, idxs)), list(map(int, item.root_idxs))))
-        root_mod = group[0].dep.target.module
-        root = names[root_mod]
+                consumers.append(Consumer(module=name, chan=chan, unit=units))
+        root = names[group[0].dep.target.module]
         size = len(group[0].idxs)
         comp_set = sorted({component_of(n, comps) for n in members})
-        reason = ""
-        if len(comp_set) > 1:
-            reason = f"spans components {comp_set}"
-        width, kind = 1, "channels"
-        parent = model.get_submodule(root.rsplit(".", 1)[0]) if "." in root else None
-        hw = _head_width(parent)
-        if hw and size % hw == 0 and size // hw > 1 and any(n.endswith(("q_proj", "query")) for n in members):
-            width, kind = hw, "heads"
-            per_head = [n for n, _ in parent.named_parameters() if "relative_position" in n]
-            if per_head and not reason:  # e.g. Swin's bias table: one column per head, outside the DepGraph group
-                reason = f"per-head parameters outside the group ({per_head[0]}): heads not pruned"
-        units = size // width
-        if units < 2 and not reason:
+        reason = _dense_reason(modules, members, consumers, comp_set)
+        if unmapped and not reason:
+            reason = f"torch-pruning gives inconsistent channel indices for {unmapped[0]}"
+        if size < 2 and not reason:
             reason = "fewer than 2 units"
-        cons = [Consumer(module=n, chan=ch, unit=[r // width for r in ri]) for n, ch, ri in consumers]
-        groups.append(StructGroup(index=k, root=root, size=units, unit_width=width, members=sorted(set(members)),
-                                  components=comp_set, prunable=not reason, reason=reason, kind=kind,
-                                  consumers=cons,
-                                  dims=[ParamDim(p, d, f, ch, [r // width for r in ri]) for p, d, f, ch, ri in dims]))
+        groups.append(StructGroup(index=k, root=root, size=size, unit_width=1, members=sorted(set(members)),
+                                  components=comp_set, prunable=not reason, reason=reason, kind="channels",
+                                  consumers=consumers, dims=dims))
+    for site in sites:
+        groups.append(_head_group(len(groups), site, comps, pshape))
+    if dg is None:
+        for site in find_mlps(model):
+            if site.down not in ignored and site.up not in ignored:
+                groups.append(_mlp_group(len(groups), site, comps, pshape))
     return GroupPlan(groups=groups, graph=dg, components=comps, ignored=ignored,
                      example_shape=tuple(example.shape),
-                     param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs)
+                     param_sizes={n: p.numel() for n, p in model.named_parameters()}, param_macs=macs,
+                     fallback=fallback)
+
+
+def _dense_reason(modules: dict[str, nn.Module], members: list[str], consumers: list, comp_set: list[str]) -> str:
+    """Why a channel group must stay dense ("" when it can be pruned)."""
+    if len(comp_set) > 1:
+        return f"spans components {comp_set}"
+    for n in members:
+        cls = type(modules[n]).__name__ if n in modules else ""  # members may be bare parameters
+        if any(part in cls for part in _CROSS_CHANNEL_NORMS):
+            return f"{n} ({cls}) normalises across the channels: removing some changes the others"
+    for c in consumers:
+        mod = modules[c.module]
+        cls = type(mod).__name__
+        if any(part in cls for part in _WEIGHT_STANDARDIZED):
+            return f"{c.module} ({cls}) standardises its weights over the input channels"
+        groups = getattr(mod, "groups", 1)
+        if 1 < groups < getattr(mod, "in_channels", 0):  # a grouped (not depthwise) conv: cuts re-split its groups
+            return f"{c.module} is a grouped convolution ({groups} groups): its input channels cannot be cut alone"
+    return ""
+
+
+def _head_group(index: int, site: AttnSite, comps: dict[str, list[str]], pshape: dict) -> StructGroup:
+    """The heads of ``site`` as one group of ``num_heads`` units, each ``head_dim`` wide."""
+    w, hd = site.width, site.head_dim
+    dims = []
+    for name, chunks in site.projections:
+        chan = list(range(w * chunks))
+        dims.append(ParamDim(f"{name}.weight", 0, w * chunks, chan, [(c % w) // hd for c in chan]))
+        if f"{name}.bias" in pshape:
+            dims.append(ParamDim(f"{name}.bias", 0, w * chunks, chan, [(c % w) // hd for c in chan]))
+    dims.append(ParamDim(f"{site.proj}.weight", 1, w, list(range(w)), [c // hd for c in range(w)]))
+    for full, d in site.per_channel:
+        if full in pshape:
+            dims.append(ParamDim(full, d, w, list(range(w)), [c // hd for c in range(w)]))
+    for full, d in site.per_head:
+        if full in pshape:
+            dims.append(ParamDim(full, d, site.num_heads, list(range(site.num_heads)), list(range(site.num_heads))))
+    members = [*site.modules, site.proj]
+    comp_set = sorted({component_of(n, comps) for n in members})
+    reason = site.reason or (f"spans components {comp_set}" if len(comp_set) > 1 else "")
+    consumer = Consumer(module=site.proj, chan=list(range(w)), unit=[c // hd for c in range(w)])
+    return StructGroup(index=index, root=site.name, size=site.num_heads, unit_width=hd, members=sorted(members),
+                       components=comp_set, prunable=not reason, reason=reason, kind="heads",
+                       consumers=[consumer], dims=dims, site=site)
+
+
+def _mlp_group(index: int, site: MlpSite, comps: dict[str, list[str]], pshape: dict) -> StructGroup:
+    """The hidden units of ``site`` as one group of ``hidden`` units."""
+    h = site.hidden
+    every = list(range(h))
+    names = [(f"{site.up}.weight", 0), (f"{site.up}.bias", 0), (f"{site.down}.weight", 1)]
+    names += [(f"{n}.{p}", 0) for n in site.per_unit for p in ("weight", "bias")]
+    dims = [ParamDim(p, d, h, every, every) for p, d in names if p in pshape]
+    members = [site.up, site.down, *site.per_unit]
+    comp_set = sorted({component_of(n, comps) for n in members})
+    reason = site.reason or (f"spans components {comp_set}" if len(comp_set) > 1 else "")
+    return StructGroup(index=index, root=site.name, size=h, unit_width=1, members=sorted(members),
+                       components=comp_set, prunable=not reason, reason=reason, kind="units",
+                       consumers=[Consumer(module=site.down, chan=every, unit=every)], dims=dims, site=site)
 
 
 def _param_dims(module, name: str, is_out: bool):
@@ -309,41 +320,6 @@ def _param_dims(module, name: str, is_out: bool):
         return out
     # norms and other per-channel modules: every own parameter along dim 0
     return [(f"{name}.{n}", 0) for n in own]
-
-
-def _expected(plan: "GroupPlan", keeps: dict[int, torch.Tensor], cost: dict[str, int], total: float) -> torch.Tensor:
-    """``total`` minus what the kept shares save: each parameter's ``cost`` scales with the kept share of every
-    dimension a prunable group governs (a product where two groups meet in one weight: its in- and out-side)."""
-    per_param: dict[str, list[tuple[ParamDim, int]]] = {}
-    for g in plan.prunable:
-        if g.index in keeps:
-            for pd in g.dims:
-                if pd.param in cost:
-                    per_param.setdefault(pd.param, []).append((pd, g.index))
-    count = torch.tensor(float(total - sum(cost[p] for p in per_param)))
-    for pname, dims in per_param.items():
-        term = torch.tensor(float(cost[pname]))
-        for pd, gi in dims:
-            kept = keeps[gi][torch.tensor(pd.unit)].sum() + (pd.full - len(pd.chan))
-            term = term * kept / pd.full
-        count = count + term
-    return count
-
-
-def expected_params(plan: "GroupPlan", keeps: dict[int, torch.Tensor], total: int) -> torch.Tensor:
-    """Parameter count when group ``g`` keeps ``keeps[g][u]`` (in [0, 1]) of unit ``u``; differentiable.
-
-    Parameters whose dimensions no prunable group governs count in full. ``total`` is the dense count.
-    """
-    return _expected(plan, keeps, plan.param_sizes, total)
-
-
-def expected_macs(plan: "GroupPlan", keeps: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Multiply-accumulates per example (conv / linear, as ``count_flops``) when group ``g`` keeps ``keeps[g][u]``
-    of unit ``u``; differentiable. With 0/1 keeps it is the MAC count of the physically pruned model: a layer
-    whose input channels belong to one group and output channels to another costs the product of both kept
-    shares. Layers no prunable group touches count in full."""
-    return _expected(plan, keeps, plan.param_macs, plan.dense_macs)
 
 
 def unit_channels(group: StructGroup, units) -> list[int]:

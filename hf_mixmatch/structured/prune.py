@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError, MetricFloorError
+from ..errors import ConfigError, MetricFloorError, ModelLoadError
+from .attention import find_attention, prune_heads
 from .groups import GroupPlan, build_graph, find_groups, unit_channels
+from .guard import unsupported_on_failure
+from .mlp import find_mlps, prune_units
 from .measure import count_params
 from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
 from .tasks import Task
@@ -34,37 +37,91 @@ class StructuredResult:
 
 def prune_physical(model: nn.Module, plan: GroupPlan, removed: dict[int, list[int]]) -> tuple[nn.Module, dict]:
     """A pruned deep copy of ``model`` and its recipe part (``history``: Torch-Pruning's replayable
-    ``[root module, is_out, channel indices]`` list; ``attributes``: head counts to update)."""
+    ``[root module, is_out, channel indices]`` list; ``heads``: kept heads per attention module; ``attributes``:
+    head counts and widths set on those modules)."""
     pruned = copy.deepcopy(model).eval()
-    dg = build_graph(pruned, torch.zeros(plan.example_shape))
-    attrs: dict[str, dict] = {}
     by_index = {g.index: g for g in plan.groups}
-    for gi in sorted(removed):
-        units = removed[gi]
-        if not units:
-            continue
-        g = by_index[gi]
-        module = pruned.get_submodule(g.root)
-        pruner = dg.get_pruner_of_module(module)
-        dg.get_pruning_group(module, pruner.prune_out_channels, unit_channels(g, units)).prune()
-        if g.kind == "heads":
-            parent_name = g.root.rsplit(".", 1)[0]
-            parent = pruned.get_submodule(parent_name)
-            for attr in ("num_attention_heads", "num_heads"):
-                if isinstance(getattr(parent, attr, None), int):
-                    setattr(parent, attr, g.size - len(units))
-                    attrs.setdefault(parent_name, {})[attr] = g.size - len(units)
-            if isinstance(getattr(parent, "all_head_size", None), int):
-                parent.all_head_size = (g.size - len(units)) * g.unit_width
-                attrs.setdefault(parent_name, {})["all_head_size"] = parent.all_head_size
-    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
-    return pruned, {"history": history, "attributes": attrs}
+    history = []
+    channels = [gi for gi in sorted(removed) if removed[gi] and by_index[gi].kind == "channels"]
+    if channels:
+        with unsupported_on_failure("torch-pruning could not remove the channels"):
+            dg = build_graph(pruned, torch.zeros(plan.example_shape))
+            for gi in channels:
+                _prune_channels(pruned, dg, by_index[gi].root, unit_channels(by_index[gi], removed[gi]))
+            history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    heads, units, attrs = {}, {}, {}
+    with unsupported_on_failure("removing attention heads or MLP units failed"):
+        for gi in sorted(removed):
+            g = by_index[gi]
+            kept = [u for u in range(g.size) if u not in set(removed[gi])]
+            if removed[gi] and g.kind == "heads":
+                heads[g.root] = kept
+                attrs[g.root] = prune_heads(pruned, g.site, kept)
+            elif removed[gi] and g.kind == "units":
+                units[g.root] = kept
+                prune_units(pruned, g.site, kept)
+    return pruned, {"history": history, "heads": heads, "units": units, "attributes": attrs}
+
+
+def _extra_out_params(module: nn.Module) -> list[str]:
+    """Own parameters of a conv/linear besides weight and bias that scale its output channels (e.g. ``gain``)."""
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        return []
+    n_out = module.weight.shape[0]
+    return [n for n, p in module.named_parameters(recurse=False)
+            if n not in ("weight", "bias") and p.dim() >= 1 and p.shape[0] == n_out]
+
+
+def _prune_channels(model: nn.Module, dg, root: str, channels: list[int]) -> None:
+    """Torch-Pruning removes ``channels`` of ``root``'s group; per-channel scales it does not know (NFNet's
+    ``gain``) are cut with their layer's output channels."""
+    module = model.get_submodule(root)
+    group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels, channels)
+    scaled = {}
+    for item in group:
+        target = item.dep.target.module
+        if isinstance(target, nn.Module) and _extra_out_params(target):
+            scaled.setdefault(id(target), (target, _extra_out_params(target), [int(i) for i in item.idxs]))
+    group.prune()
+    for target, names, idxs in scaled.values():
+        _cut_extra(target, names, idxs)
+
+
+def _cut_extra(module: nn.Module, names: list[str], idxs: list[int]) -> None:
+    n_out = module.weight.shape[0]
+    for n in names:
+        p = module._parameters[n]
+        if p.shape[0] != n_out:
+            drop = set(idxs)
+            keep = torch.tensor([i for i in range(p.shape[0]) if i not in drop][:n_out], dtype=torch.long)
+            if len(keep) != n_out:  # indices that do not explain the new width: keep the shape right anyway
+                keep = torch.arange(n_out)
+            module._parameters[n] = nn.Parameter(p.data.index_select(0, keep).clone(), requires_grad=p.requires_grad)
 
 
 def replay(model: nn.Module, recipe: dict) -> nn.Module:
-    """Prune a freshly built dense ``model`` in place to the recipe's channels (shapes only, not weights)."""
-    dg = build_graph(model, torch.zeros(recipe["example_shape"]))
-    dg.load_pruning_history([list(h) for h in recipe["history"]])
+    """Prune a freshly built dense ``model`` in place to the recipe's shapes (not its weights)."""
+    if recipe.get("history"):
+        scaled = [(m, _extra_out_params(m)) for m in model.modules() if _extra_out_params(m)]
+        with unsupported_on_failure("torch-pruning could not replay the recipe"):
+            dg = build_graph(model, torch.zeros(recipe["example_shape"]))
+            dg.load_pruning_history([list(h) for h in recipe["history"]])
+        for m, names in scaled:
+            _cut_extra(m, names, [])  # shapes only: the saved weights are loaded next
+    if recipe.get("units"):
+        mlps = {s.name: s for s in find_mlps(model)}
+        for name, kept in recipe["units"].items():
+            if name not in mlps:
+                raise ModelLoadError(f"the recipe prunes the MLP {name}, which the rebuilt model lacks: "
+                                     "the base architecture differs from the one the recipe was made on")
+            prune_units(model, mlps[name], kept)
+    if recipe.get("heads"):
+        sites = {s.name: s for s in find_attention(model)}
+        for name, kept in recipe["heads"].items():
+            if name not in sites:
+                raise ModelLoadError(f"the recipe prunes heads of {name}, which the rebuilt model lacks: "
+                                     "the base architecture differs from the one the recipe was made on")
+            prune_heads(model, sites[name], kept)
     for name, attrs in recipe.get("attributes", {}).items():
         module = model.get_submodule(name)
         for k, v in attrs.items():
@@ -93,6 +150,21 @@ def finetune(model: nn.Module, task: Task, *, steps: int, lr: float = 1e-3, seed
     return model.eval()
 
 
+def _check(*args):
+    from .verify import check_equivalent
+
+    return check_equivalent(*args)
+
+
+def _validate(model, plan, example):
+    from .verify import probe_selection, require_prunable, validate_plan
+
+    if not plan.prunable and any(g.reason and "spans components" not in g.reason for g in plan.groups):
+        require_prunable(plan)  # the architecture, not the chosen components, leaves nothing to prune
+    if plan.prunable:
+        validate_plan(model, plan, example, probe_selection(plan, model))
+
+
 def structured_prune(
     model: nn.Module,
     task: Task,
@@ -112,6 +184,7 @@ def structured_prune(
     cfg = config or SearchConfig()
     model.eval()
     plan = find_groups(model, example, components=components, ignore=ignore, layout=layout)
+    _validate(model, plan, example)  # groups whose removal breaks the model are kept dense before any search
     total = count_params(model)
     dense_metric = float(task.metric(model))
     selections = []
@@ -128,6 +201,7 @@ def structured_prune(
             "the prunable groups are too few: use finer components, a lower sparsity or a larger tolerance")
     winner = max(feasible, key=lambda s: s.metric)
     pruned, part = prune_physical(model, plan, winner.removed)
+    _check(model, plan, winner.removed, pruned, example)  # else "not supported: ...", nothing saved
     final_metric = winner.metric
     if cfg.finetune_steps:
         finetune(pruned, task, steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=cfg.seed)

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .gates import GateHooks, masks_from_removed
-from .groups import GroupPlan, StructGroup, expected_macs, expected_params
+from .cost import expected_macs, expected_params
+from .groups import GroupPlan, StructGroup
 from .tasks import Task
 
 
@@ -94,17 +95,38 @@ def metric_with_removed(model: nn.Module, plan: GroupPlan, task: Task, removed: 
 
 
 def l1_importance(plan: GroupPlan, model: nn.Module) -> dict[int, torch.Tensor]:
-    """Torch-Pruning's group L1 magnitude per unit (a head's channels summed)."""
+    """Torch-Pruning's group L1 magnitude per channel unit; for heads (and groups Torch-Pruning cannot score)
+    the L1 norm of every weight slice the unit owns."""
     imp = tp.importance.GroupMagnitudeImportance(p=1)
     out = {}
     for g in plan.prunable:
-        module = model.get_submodule(g.root)
-        pruner = plan.graph.get_pruner_of_module(module)
-        tg = plan.graph.get_pruning_group(module, pruner.prune_out_channels, list(range(g.size * g.unit_width)))
-        with torch.no_grad():
-            score = imp(tg).detach().float()
-        out[g.index] = score.view(g.size, g.unit_width).sum(1)
+        score = None
+        if g.kind == "channels":
+            module = model.get_submodule(g.root)
+            try:
+                pruner = plan.graph.get_pruner_of_module(module)
+                tg = plan.graph.get_pruning_group(module, pruner.prune_out_channels,
+                                                  list(range(g.size * g.unit_width)))
+                with torch.no_grad():
+                    score = imp(tg).detach().float().view(g.size, g.unit_width).sum(1)
+            except Exception:  # noqa: BLE001 - e.g. inconsistent channel indices inside torch-pruning
+                score = None
+        out[g.index] = score if score is not None else slice_l1(g, model)
     return out
+
+
+def slice_l1(group: StructGroup, model: nn.Module) -> torch.Tensor:
+    """Per unit: the summed absolute values of the parameter slices the unit owns (``group.dims``)."""
+    params = dict(model.named_parameters())
+    score = torch.zeros(group.size)
+    with torch.no_grad():
+        for pd in group.dims:
+            p = params.get(pd.param)
+            if p is None:
+                continue
+            per_chan = p.detach().abs().float().movedim(pd.dim, 0).reshape(p.shape[pd.dim], -1).sum(1)
+            score.index_add_(0, torch.tensor(pd.unit), per_chan[torch.tensor(pd.chan)])
+    return score
 
 
 def _lowest(scores: torch.Tensor, n: int) -> list[int]:
