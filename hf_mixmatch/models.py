@@ -129,6 +129,8 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if hasattr(out, "logits"):
         return out.logits
+    if isinstance(out, dict):  # a ModelOutput without `logits` (PP-LCNet): its first tensor
+        return next(v for v in out.values() if isinstance(v, torch.Tensor))
     if isinstance(out, (tuple, list)):
         return out[0]
     return out
