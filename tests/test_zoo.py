@@ -91,3 +91,21 @@ def test_gradient_pass_after_evaluation(case_id):
     scores = compute_scores(model, list_prunable(model, num_labels=NUM_LABELS), data.calib,
                             signals=("gradient", "grasp"), batch_size=4, progress=False)
     assert all(s.abs().sum() > 0 for s in scores["gradient"].values())
+
+
+def test_variant_without_unused_layers_reloads_with_its_sparsity(tmp_path):
+    """A SigLIP variant (its unused pooling head left out of the inventory) loads back with
+    hf_mixmatch.from_pretrained, whose sparsity check measures the run's layers."""
+    from hf_mixmatch import PruneConfig, from_pretrained, load_model, run_mixmatch
+    from hf_mixmatch.models import Preprocess
+
+    case = next(c for c in ZOO if c.id == "siglip")
+    loaded = load_model(build(case), preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                        num_labels=NUM_LABELS)
+    config = PruneConfig(model="siglip", output_dir=str(tmp_path / "run"), signals=("magnitude",),
+                         strategies=("aggressive",), batch_size=4, progress=False)
+    result = run_mixmatch(config, loaded=loaded, data=prepared(32, NUM_LABELS))
+    variant = result.pareto[0]
+    model = from_pretrained(str(tmp_path / "run" / variant["path"]))
+    assert model.mixmatch_recipe["sparsity"] == pytest.approx(variant["sparsity"])
+    assert not any(n.startswith("vision_model.head.") for n in model.mixmatch_recipe["numel"])
