@@ -176,8 +176,8 @@ TIMM_TEST: tuple[ZooCase, ...] = (
 )
 
 TIMM: tuple[ZooCase, ...] = (
-    _timm("resnet18", layers=[1, 1, 1, 1]),
-    _timm("efficientnet_b0"),
+    _timm("resnet18", layers=[1, 1, 1, 1], slow=True),
+    _timm("efficientnet_b0", slow=True),
     _timm("mobilenetv3_small_050"),
     _timm("convnext_atto", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)),
     _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
@@ -217,9 +217,9 @@ TIMM: tuple[ZooCase, ...] = (
     _timm("tiny_vit_5m_224", size=64, depths=(1, 1, 1, 1),
           embed_dims=(8, 16, 32, 32), num_heads=(1, 1, 2, 2), window_sizes=(2, 2, 2, 2)),
     _timm("pvt_v2_b0", depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 1, 1, 1)),
-    _timm("vgg11", mlp_ratio=0.0625),
+    _timm("vgg11", mlp_ratio=0.0625, slow=True),
     _timm("densenet121", growth_rate=8, block_config=(1, 1, 1, 1)),
-    _timm("hgnetv2_b0"),
+    _timm("hgnetv2_b0", slow=True),
     _timm("rdnet_tiny", size=64, num_init_features=16, growth_rates=(16, 16, 32, 32, 32, 32, 64),
           num_blocks_list=(1, 1, 1, 1, 1, 1, 1)),
     _timm("inception_next_atto", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)),
