@@ -36,7 +36,6 @@ RULES: tuple[RoleRule, ...] = (
              "classifier", "classifier head (distilled two-head model)"),
     # ---- patch embeddings (plural and singular spellings)
     RoleRule(_ + r"patch_embed(dings?|ding)?(\.|$)", "patch_embed", "patch embedding"),
-    RoleRule(_ + r"embeddings\.patch_embeddings", "patch_embed", "patch embedding"),
     RoleRule(_ + r"convolution_embeddings\.", "patch_embed", "convolutional token embedding (CvT)"),
     RoleRule(_ + r"stem\.proj$", "patch_embed", "patch embedding (MLP-Mixer stem)"),
     # ---- downsampling between stages (LeViT's attention/MLP downsample blocks included)
@@ -77,5 +76,7 @@ RULES: tuple[RoleRule, ...] = (
     RoleRule(_ + r"pwconv2$", "mlp_down", "MLP down projection (ConvNeXt)"),
 )
 
-# A Linear whose output size is the label count and whose name is one of these is a classifier head.
-CLASSIFIER_NAME = r"(?:^|\.)(head|classifier|fc|fc2|final_layer|l|linear|\d+)$"
+# A Linear whose output size is the label count and whose name has one of these components is a classifier
+# head (besides the one timm's get_classifier() or the last such Linear names): the second head of distilled
+# models, heads wrapped as head.l / classifier.linear / classifier.1.
+CLASSIFIER_NAME = r"(?:^|\.)(head\w*|\w*classifier\w*|dist_head|fc\d?|final_layer)(?:\.|$)"

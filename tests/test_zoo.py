@@ -121,3 +121,21 @@ def test_variant_without_unused_layers_reloads_with_its_sparsity(tmp_path):
     model = from_pretrained(str(tmp_path / "run" / variant["path"]))
     assert model.mixmatch_recipe["sparsity"] == pytest.approx(variant["sparsity"])
     assert not any(n.startswith("vision_model.head.") for n in model.mixmatch_recipe["numel"])
+
+
+@pytest.mark.slow
+def test_every_role_rule_fires_somewhere_in_the_zoo():
+    """No dead rule: each rule of hf_mixmatch/roles.py decides the role of at least one zoo layer (the first
+    matching rule wins, so a rule shadowed by earlier ones never fires)."""
+    from hf_mixmatch.layers import _kind
+    from hf_mixmatch.roles import EXCLUDED, RULES
+
+    assert {r.role for r in RULES} <= set(ROLES) | {EXCLUDED}
+    fired = set()
+    for case in ZOO:
+        for name, module in build(case).named_modules():
+            if _kind(module) is None:
+                continue
+            first = next((i for i, r in enumerate(RULES) if re.search(r.pattern, name)), None)
+            fired.add(first)
+    assert [RULES[i].pattern for i in range(len(RULES)) if i not in fired] == []
