@@ -1,7 +1,8 @@
 """The zoo table for docs/BENCHMARKS.md: per architecture of tests/zoo_models.py, the roles found, whether
 ``prune`` ran end to end (and how long it took), and whether ``structured`` pruned it to a model that runs.
 
-    PYTHONPATH=. python scripts/zoo_table.py --write docs/BENCHMARKS.md
+    PYTHONPATH=. python scripts/zoo_table.py --write docs/BENCHMARKS_zoo.md --json zoo_rows.json
+    python scripts/assemble_benchmarks.py      # copies the page into docs/BENCHMARKS.md (section 6)
 
 Models are built from tiny configs with random weights (no download); data: 8 calibration and 8 evaluation
 crops of scikit-learn's two sample photos. ``prune`` runs the default observed ranges (magnitude/SNIP/GraSP
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import tempfile
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from zoo_data import prepared  # noqa: E402
 from zoo_models import NUM_LABELS, TRANSFORMERS_SKIPPED, ZOO, build  # noqa: E402
 
-START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+COMMAND = "PYTHONPATH=. python scripts/zoo_table.py --write docs/BENCHMARKS_zoo.md"
 SHORT = {"stem": "stem", "patch_embed": "patch", "conv": "conv", "depthwise": "dw", "downsample": "ds",
          "attn_qkv": "qkv", "attn_proj": "proj", "mlp_up": "up", "mlp_down": "down", "patch_merging": "merge",
          "classifier": "head", "linear": "lin"}
@@ -120,22 +120,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str, command: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    section = (f"{START}\n## Zoo: prune and structured on every architecture\n\n"
-               "Every vision classifier architecture of transformers' auto mapping, timm's `test_*` models and real "
-               "timm families at reduced size, built from tiny configs with random weights; 8 calibration + 8 "
-               "evaluation crops of two real photos. Roles (prunable layers per role): `stem`, `patch` patch "
-               "embedding, `conv`, `dw` depthwise conv, `ds` downsample/shortcut, `qkv`/`proj` attention, `up`/`down` "
-               "MLP, `merge` patch merging, `head` classifier heads, `lin` other linear. `prune`: default observed ranges, "
-               "magnitude signal, balanced + aggressive strategies (largest sparsity shown; \"no GraSP\": the model "
-               "has an operation without a second derivative, so the ranges were built without it). "
-               f"Regenerate with:\n\n    {command}\n\n{body}\n{END}")
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+def page(body: str) -> str:
+    return ("# Zoo: prune and structured on every architecture\n\n"
+            "Every vision classifier architecture of transformers' image-classification auto mapping, timm's "
+            "`test_*` models and real timm families at reduced size, built from tiny configs with random weights "
+            "(`tests/zoo_models.py`); 8 calibration + 8 evaluation crops of scikit-learn's two sample photos. "
+            "Roles (prunable layers per role): `stem`, `patch` patch embedding, `conv`, `dw` depthwise conv, `ds` "
+            "downsample/shortcut, `qkv`/`proj` attention, `up`/`down` MLP, `merge` patch merging, `head` "
+            "classifier heads, `lin` other linear. `prune`: default observed ranges, magnitude signal, balanced + "
+            "aggressive strategies; the largest sparsity reached is shown (layers under 10K weights are clamped "
+            "to [0, 0.10] by the paper's rule, so the tiniest models stop near 10%); \"no GraSP\": the model has "
+            "an operation without a second derivative, the ranges were built from magnitude and SNIP. "
+            "`structured`: 30% of the parameters removed by `hf_mixmatch.structured` (grid search, 30 s limit), "
+            "then the pruned model must run on a batch; otherwise the first line of the error. Times are wall "
+            "seconds on a 2-core CPU shared with other jobs, so they are indicative only. Regenerate with:\n\n"
+            f"    {COMMAND}\n\n{body}\n")
 
 
 def main(argv=None) -> int:
@@ -144,8 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--structured-json", type=Path, help="{case id: status} produced by the structured code")
     parser.add_argument("--structured-limit", type=int, default=30, help="seconds allowed per structured try")
     parser.add_argument("--no-structured", action="store_true", help="leave the structured column empty")
-    parser.add_argument("--write", type=Path, help="replace the zoo section of this markdown file")
+    parser.add_argument("--write", type=Path, help="write the zoo page (markdown) here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--from-json", type=Path, help="render rows saved by --json instead of running the zoo")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -154,9 +154,9 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown case id(s) {sorted(unknown)}: see tests/zoo_models.py")
     given = json.loads(args.structured_json.read_text()) if args.structured_json else {}
-    rows = []
+    rows = json.loads(args.from_json.read_text()) if args.from_json else []
     with tempfile.TemporaryDirectory() as tmp:
-        for case in ZOO:
+        for case in ZOO if not args.from_json else ():
             if args.only and case.id not in args.only:
                 continue
             roles, status, seconds = run_prune(case, Path(tmp))
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.write:
-        write_section(args.write, body, "PYTHONPATH=. python scripts/zoo_table.py --write docs/BENCHMARKS.md")
+        args.write.write_text(page(body))
     return 0
 
 
