@@ -154,8 +154,8 @@ def _grasp(model, names, params, mean_g, x_all, y_all, batches, n_batches, devic
         x, y = x_all[s:e].to(device), y_all[s:e].to(device)
         with _double_backward_attention():  # fused attention kernels have no second derivative
             loss = loss_fn(forward(model, x), y)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g) if g is not None)
             hg = torch.autograd.grad(z, params, allow_unused=True)
         for acc, h in zip(hg_sum, hg):
             if h is not None:

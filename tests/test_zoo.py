@@ -139,3 +139,16 @@ def test_every_role_rule_fires_somewhere_in_the_zoo():
             first = next((i for i, r in enumerate(RULES) if re.search(r.pattern, name)), None)
             fired.add(first)
     assert [RULES[i].pattern for i in range(len(RULES)) if i not in fired] == []
+
+
+def test_scores_of_a_layer_the_forward_never_uses_are_zero():
+    """compute_scores on the full listing (unused SigLIP head included) does not fail: no gradient = zero."""
+    from hf_mixmatch.signals import compute_scores
+
+    case = next(c for c in ZOO if c.id == "siglip")
+    model = build(case)
+    scores = compute_scores(model, list_prunable(model, num_labels=NUM_LABELS), prepared(32, NUM_LABELS).calib,
+                            signals=("gradient", "snip", "grasp"), batch_size=4, progress=False)
+    head = [n for n in scores["gradient"] if n.startswith("vision_model.head.")]
+    assert head and all(scores[s][n].abs().sum() == 0 for s in scores for n in head)
+    assert scores["gradient"]["classifier"].abs().sum() > 0
