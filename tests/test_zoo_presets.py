@@ -62,3 +62,34 @@ def test_prune_with_preset_on_a_family_without_one(tmp_path):
     run_mixmatch(config, loaded=loaded, data=prepared(32, NUM_LABELS))
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["ranges"]["source"] == "observed (no preset for this architecture)"
+
+
+def test_cli_preset_on_mobilenetv3_warns_and_falls_back(tmp_path, capsys, caplog):
+    """Through the CLI, on a saved timm MobileNetV3 folder: `--ranges preset` says there is no preset, builds
+    observed ranges, and GraSP (hardsigmoid) is skipped and recorded; the saved variant reloads with timm."""
+    import timm
+    from conftest import make_image_dataset
+    from timm.models import save_for_hf
+
+    from hf_mixmatch.cli import main
+
+    model = build(BY_ID["mobilenetv3_small_050"])
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32), "mean": (0.5,) * 3,
+                            "std": (0.5,) * 3, "crop_pct": 1.0, "num_classes": NUM_LABELS}
+    save_for_hf(model, str(tmp_path / "mnv3"), model_config={"num_classes": NUM_LABELS}, safe_serialization=True)
+    data = make_image_dataset(tmp_path / "data", n_train=16, n_test=8, num_classes=NUM_LABELS, size=40)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        code = main(["prune", str(tmp_path / "mnv3"), "--dataset", str(data), "--output-dir", str(out),
+                     "--ranges", "preset", "--signals", "magnitude", "--strategies", "balanced",
+                     "--calib-samples", "8", "--batch-size", "8", "--quiet"])
+    assert code == 0
+    assert "no preset for this architecture" in caplog.text and "GraSP skipped" in caplog.text
+    results = json.loads((out / "results.json").read_text())
+    assert results["ranges"]["source"] == "observed (no preset for this architecture)"
+    assert set(results["signals_skipped"]) == {"grasp"}
+    variant = results["variants"][0]
+    reloaded = timm.create_model(f"local-dir:{out / variant['path']}", pretrained=True)
+    weights = [reloaded.get_submodule(n).weight for n in results["layer_roles"]]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(variant["sparsity"], abs=1e-6)
