@@ -24,7 +24,7 @@ NUM_LABELS = 5
 class ZooCase:
     id: str
     library: str  # "transformers" | "timm"
-    arch: str  # transformers class name or timm model name
+    arch: str  # transformers class name, timm model name, or a timm class path ("timm.models.x.Class")
     kwargs: dict = field(default_factory=dict)  # config overrides (transformers) / create_model kwargs (timm)
     size: int = 32  # input resolution
     names: dict = field(default_factory=dict)
@@ -50,7 +50,8 @@ TRANSFORMERS: tuple[ZooCase, ...] = (
     _t("BeitForImageClassification", {**VIT, "use_relative_position_bias": True}),
     _t("BitForImageClassification", dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                                          num_groups=4)),
-    _t("CLIPForImageClassification", dict(text_config=CLIP_TEXT, vision_config=CLIP_VISION), names={r"self_attn\.(q|k|v)_proj$": "attn_qkv", r"self_attn\.out_proj$": "attn_proj",
+    _t("CLIPForImageClassification", dict(text_config=CLIP_TEXT, vision_config=CLIP_VISION),
+       names={r"self_attn\.(q|k|v)_proj$": "attn_qkv", r"self_attn\.out_proj$": "attn_proj",
               r"embeddings\.patch_embedding$": "patch_embed"}),
     _t("ConvNextForImageClassification", dict(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)),
     _t("ConvNextV2ForImageClassification", dict(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)),
@@ -98,17 +99,21 @@ TRANSFORMERS: tuple[ZooCase, ...] = (
        names={r"attention\.qkv_proj\.": "attn_qkv", r"ffn\.conv1\.": "mlp_up"}),
     _t("PerceiverForImageClassificationLearned", dict(num_latents=8, d_latents=32, d_model=32,
                                                       num_self_attends_per_block=1, num_self_attention_heads=2,
-                                                      num_cross_attention_heads=1, image_size=16), size=16, id="perceiver_learned"),
-    _t("PerceiverForImageClassificationFourier", dict(num_latents=8, d_latents=32, d_model=16 + 3 * 0,
+                                                      num_cross_attention_heads=1, image_size=16),
+       size=16, id="perceiver_learned"),
+    _t("PerceiverForImageClassificationFourier", dict(num_latents=8, d_latents=32, d_model=16,
                                                       num_self_attends_per_block=1, num_self_attention_heads=2,
-                                                      num_cross_attention_heads=1, image_size=16), size=16, id="perceiver_fourier"),
+                                                      num_cross_attention_heads=1, image_size=16),
+       size=16, id="perceiver_fourier"),
     _t("PerceiverForImageClassificationConvProcessing", dict(num_latents=8, d_latents=32, d_model=32,
                                                              num_self_attends_per_block=1,
                                                              num_self_attention_heads=2,
-                                                             num_cross_attention_heads=1, image_size=16), size=16, id="perceiver_conv"),
+                                                             num_cross_attention_heads=1, image_size=16),
+       size=16, id="perceiver_conv"),
     _t("PoolFormerForImageClassification", dict(depths=[1, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
                                                 strides=[4, 2], padding=[2, 1], num_encoder_blocks=2)),
-    _t("PPLCNetForImageClassification", dict(block_configs=[[[3, 8, 8, 1, False]], [[3, 8, 16, 2, False]], [[3, 16, 16, 2, False]],
+    _t("PPLCNetForImageClassification", dict(block_configs=[[[3, 8, 8, 1, False]], [[3, 8, 16, 2, False]],
+                                                            [[3, 16, 16, 2, False]],
                                                             [[3, 16, 32, 2, False]], [[5, 32, 32, 2, True]]],
                                              stem_channels=8, class_expand=32)),
     _t("PvtForImageClassification", dict(image_size=32, num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[16, 32],
@@ -124,7 +129,8 @@ TRANSFORMERS: tuple[ZooCase, ...] = (
     _t("SegformerForImageClassification", dict(num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[16, 32],
                                                patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
                                                sr_ratios=[2, 1], mlp_ratios=[2, 2])),
-    _t("SiglipForImageClassification", dict(text_config=CLIP_TEXT, vision_config=CLIP_VISION), names={r"self_attn\.(q|k|v)_proj$": "attn_qkv"}),
+    _t("SiglipForImageClassification", dict(text_config=CLIP_TEXT, vision_config=CLIP_VISION),
+       names={r"self_attn\.(q|k|v)_proj$": "attn_qkv"}),
     _t("SwiftFormerForImageClassification", dict(image_size=32, depths=[1, 1, 1, 1], embed_dims=[8, 8, 16, 16]),
        names={r"^(head|dist_head)$": "classifier"}),
     _t("SwinForImageClassification", SWIN),
@@ -133,7 +139,8 @@ TRANSFORMERS: tuple[ZooCase, ...] = (
                                              depths=[1, 1, 1, 1],
                                              conv_layer_kernel_sizes=[[[3, 3]], [[3, 3]], [[3, 3]], [[3, 3]]],
                                              conv_layer_strides=[[1], [2], [2], [2]], image_size=[32, 32])),
-    _t("TimmWrapperForImageClassification", dict(architecture="resnet18", model_args={"layers": [1, 1, 1, 1]}), id="timm_wrapper"),
+    _t("TimmWrapperForImageClassification", dict(architecture="resnet18", model_args={"layers": [1, 1, 1, 1]}),
+       id="timm_wrapper"),
     _t("ViTForImageClassification", VIT),
     _t("ViTMSNForImageClassification", VIT),
 )
