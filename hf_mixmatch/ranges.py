@@ -233,8 +233,13 @@ def resolve_ranges(
     targets: tuple[float, ...] = DEFAULT_TARGETS,
     rd_curves: dict[str, torch.Tensor] | None = None,
     rd_grid: torch.Tensor | None = None,
-) -> RangeTable:
-    """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file."""
+) -> RangeTable | None:
+    """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file.
+
+    ``preset`` on an architecture no preset covers falls back to observed ranges (with a warning); called
+    without ``scores`` (a check before scoring), that case returns None: the spec is valid, the table needs
+    the scores.
+    """
     if spec == "observed":
         if scores is None:
             raise RangeError("observed ranges need scores")
@@ -244,9 +249,9 @@ def resolve_ranges(
             raise RangeError("rd ranges need RD/DP distortion curves (hf_mixmatch.rd.distortion_curves)")
         table = rd_range_table(layers, rd_curves, targets=targets, grid=rd_grid)
     elif spec == "preset" and detect_family(layers) is None:
-        logger.warning("no preset for this architecture (presets: %s): using observed ranges", available_presets())
         if scores is None:
-            raise RangeError("no preset for this architecture and no scores for observed ranges")
+            return None
+        logger.warning("no preset for this architecture (presets: %s): using observed ranges", available_presets())
         table = observed_ranges(layers, scores, targets=targets)
         table.source = "observed (no preset for this architecture)"
     elif spec == "preset":

@@ -46,6 +46,8 @@ def test_no_preset_is_said_and_observed_ranges_are_used(caplog):
     assert "no preset for this architecture" in caplog.text
     assert table.source == "observed (no preset for this architecture)"
     assert not any(r.reason.startswith("preset") for r in table.ranges.values())
+    # checked before scoring: valid, but the table needs the scores
+    assert resolve_ranges("preset", layers) is None
     # forcing a family stays possible
     assert resolve_ranges("preset:resnet", layers).source == "preset:resnet"
 
