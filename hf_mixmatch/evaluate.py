@@ -17,7 +17,7 @@ def make_loader(dataset: TensorDataset, *, batch_size: int, accelerator=None) ->
     return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     data: TensorDataset | DataLoader,

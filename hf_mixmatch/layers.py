@@ -5,8 +5,10 @@ stored transposed), including patch embeddings and the classifier. Never norms, 
 tables, class tokens or relative-position tables — those are not Conv/Linear weights, so they are
 never listed.
 
-Roles come from ordered name patterns (data, below), refined by module structure (depthwise convs,
-the classifier found by its output size). Both transformers and timm naming schemes are covered.
+Roles come from ordered name rules (data, in :mod:`hf_mixmatch.roles`), refined by module structure
+(depthwise convs, classifier heads found by their output size). Layers the rules mark as position/bias
+tables (Swin-v2's position-bias MLP...) are left out, and so are layers the forward pass never uses
+(:func:`used_by_forward`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from .roles import CLASSIFIER_NAME, EXCLUDED, RULES
 
 ROLES = (
     "stem",
@@ -30,29 +34,6 @@ ROLES = (
     "patch_merging",
     "classifier",
     "linear",
-)
-
-# (regex on the module name, role). First match wins. Covers transformers ViT/DeiT/Swin/ResNet/ConvNeXt
-# and timm vit/deit/swin/resnet/convnext naming.
-ROLE_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"(^|\.)patch_embed(dings)?(\.|$)", "patch_embed"),
-    (r"(^|\.)embeddings\.patch_embeddings", "patch_embed"),
-    (r"(^|\.)(downsample|downsampling_layer)\.reduction$", "patch_merging"),
-    (r"(^|\.)(downsample|shortcut|downsampling_layer)(\.|$)", "downsample"),
-    (r"(^|\.)(embedder|stem)(\.|$)", "stem"),
-    (r"(^|\.)attn\.qkv$", "attn_qkv"),
-    (r"(^|\.)attention\.(attention|self)\.(query|key|value)$", "attn_qkv"),
-    (r"(^|\.)attn\.(q|k|v|q_proj|k_proj|v_proj)$", "attn_qkv"),
-    (r"(^|\.)attention\.(q_proj|k_proj|v_proj|query|key|value)$", "attn_qkv"),
-    (r"(^|\.)attn\.proj$", "attn_proj"),
-    (r"(^|\.)(attention|attn)\.(o_proj|out_proj)$", "attn_proj"),
-    (r"(^|\.)attention\.output\.dense$", "attn_proj"),
-    (r"(^|\.)mlp\.fc1$", "mlp_up"),
-    (r"(^|\.)intermediate\.dense$", "mlp_up"),
-    (r"(^|\.)pwconv1$", "mlp_up"),
-    (r"(^|\.)mlp\.fc2$", "mlp_down"),
-    (r"(^|\.)output\.dense$", "mlp_down"),
-    (r"(^|\.)pwconv2$", "mlp_down"),
 )
 
 # Where the stage index is read from the module name (first match wins).
@@ -110,9 +91,9 @@ def _kind(module: nn.Module) -> str | None:
 
 
 def _role_from_name(name: str) -> str | None:
-    for pattern, role in ROLE_PATTERNS:
-        if re.search(pattern, name):
-            return role
+    for rule in RULES:
+        if re.search(rule.pattern, name):
+            return rule.role
     return None
 
 
@@ -133,6 +114,21 @@ def _block_from_name(name: str) -> int | None:
     return None
 
 
+def _out_features(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.nf
+
+
+def _find_classifiers(model: nn.Module, candidates: list[tuple[str, nn.Module]], num_labels: int | None) -> set[str]:
+    """Every classifier head: timm's ``get_classifier()`` or the last Linear whose output size is the label
+    count (or the last Linear), plus any other head-named Linear with that output size (distilled models)."""
+    main = _find_classifier(model, candidates, num_labels)
+    heads = {main} if main else set()
+    if num_labels is not None:
+        heads |= {n for n, m in candidates if _kind(m) in ("linear", "conv1d_t") and _out_features(m) == num_labels
+                  and re.search(CLASSIFIER_NAME, n)}
+    return heads
+
+
 def _find_classifier(model: nn.Module, candidates: list[tuple[str, nn.Module]], num_labels: int | None) -> str | None:
     """The classifier: the last Linear whose output size is the label count (or the last Linear)."""
     getter = getattr(model, "get_classifier", None)  # timm
@@ -147,8 +143,7 @@ def _find_classifier(model: nn.Module, candidates: list[tuple[str, nn.Module]], 
     linears = [(n, m) for n, m in candidates if _kind(m) in ("linear", "conv1d_t")]
     if num_labels is not None:
         for name, module in reversed(linears):
-            out = module.out_features if isinstance(module, nn.Linear) else module.nf
-            if out == num_labels:
+            if _out_features(module) == num_labels:
                 return name
     return linears[-1][0] if linears else None
 
@@ -160,13 +155,15 @@ def list_prunable(model: nn.Module, *, num_labels: int | None = None) -> list[La
         num_labels = getattr(config, "num_labels", None) or getattr(model, "num_classes", None)
     candidates = [(n, m) for n, m in model.named_modules() if _kind(m) is not None]
     candidates = [(n, m) for n, m in candidates if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]
-    classifier = _find_classifier(model, candidates, num_labels)
+    classifiers = _find_classifiers(model, candidates, num_labels)
 
     layers: list[LayerInfo] = []
     for idx, (name, module) in enumerate(candidates):
         kind = _kind(module)
         role = _role_from_name(name)
-        if name == classifier:
+        if role == EXCLUDED:
+            continue
+        if name in classifiers:
             role = "classifier"
         elif role is None:
             if kind == "conv" and module.groups > 1 and module.groups == module.in_channels:
@@ -236,3 +233,26 @@ def weights_of(model: nn.Module, layers: list[LayerInfo]) -> dict[str, torch.Ten
 def is_transformer_like(layers: list[LayerInfo]) -> bool:
     """True when the model has attention layers (used to pick strategy 10's variant)."""
     return any(layer.role in ("attn_qkv", "attn_proj") for layer in layers)
+
+
+def used_by_forward(model: nn.Module, layers: list[LayerInfo], x: torch.Tensor, forward=None) -> list[LayerInfo]:
+    """``layers`` less those the forward pass never uses: their weight gets no gradient from the logits of
+    ``x`` (e.g. SigLIP's attention-pooling head, which the image classifier skips). Pruning them would only
+    inflate the reported sparsity."""
+    if forward is None:
+        from .models import logits as forward
+    params = [get_weight(model, layer) for layer in layers]
+    requires = [p.requires_grad for p in params]
+    was_training = model.training
+    model.eval()
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            out = forward(model, x)
+            grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+    finally:
+        for p, r in zip(params, requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return [layer for layer, g in zip(layers, grads) if g is not None]

@@ -148,13 +148,17 @@ def _model_index_accuracy(index) -> tuple[float | None, float | None]:
     return top1, top5
 
 
-def measure_model_sparsity(model: nn.Module) -> float:
-    """Zeros / all prunable weights (the pipeline's definition)."""
+def measure_model_sparsity(model: nn.Module, recipe: dict | None = None) -> float:
+    """Zeros / all prunable weights (the pipeline's definition), over the recipe's layers when it lists them
+    (the run's inventory leaves out layers the forward never uses)."""
     from .layers import list_prunable
     from .masks import measure_sparsity
 
     num_labels = getattr(getattr(model, "config", None), "num_labels", None) or getattr(model, "num_classes", None)
-    overall, _ = measure_sparsity(model, list_prunable(model, num_labels=num_labels))
+    layers = list_prunable(model, num_labels=num_labels)
+    if recipe and recipe.get("numel"):
+        layers = [layer for layer in layers if layer.name in recipe["numel"]]
+    overall, _ = measure_sparsity(model, layers)
     return overall
 
 
@@ -251,7 +255,7 @@ def from_pretrained(repo_id_or_path: str | os.PathLike, *, revision: str | None 
     if recipe:  # the recipe is checked on its own too (the card may override what it says)
         check_claims({k: recipe.get(k) for k in ("sparsity", "accuracy", "top5")}, f"{repo_id_or_path} mixmatch.json")
     if check_sparsity:
-        _check_sparsity(measure_model_sparsity(model), card, recipe, str(repo_id_or_path))
+        _check_sparsity(measure_model_sparsity(model, recipe), card, recipe, str(repo_id_or_path))
     model.mixmatch_recipe = recipe
     model.mixmatch_claims = claims
     model.mixmatch_library = library
@@ -331,7 +335,7 @@ def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str 
             raise ModelLoadError(f"{folder} claims no dense parameter count (params_dense): re-export it with hf-mixmatch structured")
         measured_sparsity = 1.0 - sum(p.numel() for p in model.parameters()) / float(dense)
     else:
-        measured_sparsity = measure_model_sparsity(model)
+        measured_sparsity = measure_model_sparsity(model, recipe)
     claimed_acc, claimed_sp = claims.get("accuracy"), claims.get("sparsity")
     ok = (claimed_acc is not None and claimed_sp is not None
           and abs(float(claimed_acc) - metrics["accuracy"]) <= tolerance + 1e-12

@@ -19,7 +19,7 @@ from . import __version__
 from .data import PreparedData, load_data
 from .errors import ConfigError
 from .evaluate import evaluate, make_loader
-from .layers import LayerInfo, list_prunable
+from .layers import LayerInfo, list_prunable, used_by_forward
 from .masks import WeightStash, apply_sparsities, measure_sparsity
 from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .models import LoadedModel, load_model
@@ -228,6 +228,7 @@ def run_mixmatch(
         raise ConfigError("fine-tuning needs PreparedData.train: load the data with train_samples=...")
     model = loaded.model.to(acc.device).eval()
     layers = list_prunable(model, num_labels=loaded.num_labels)
+    layers = used_by_forward(model, layers, data.calib.tensors[0][:2].to(acc.device)) if layers else layers
     if not layers:
         raise ConfigError("the model has no Conv/Linear weights to prune")
     if config.ranges not in ("observed", "rd"):  # preset / range file: wrong names or layers fail here, not later
@@ -242,7 +243,7 @@ def run_mixmatch(
     dense = evaluate(model, eval_loader, accelerator=acc, progress=config.progress, desc="evaluate dense")
     timings["dense_eval_s"] = time.perf_counter() - t0
 
-    scores = _scores(config, model, layers, data, acc, out, timings)
+    scores, skipped = _scores(config, model, layers, data, acc, out, timings)
     curves = _rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
     ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets, rd_curves=curves,
                             rd_grid=_rd_grid(config))
@@ -322,6 +323,8 @@ def run_mixmatch(
         "config": config.to_dict(),
         "processes": acc.num_processes,
     }
+    if skipped:
+        results["signals_skipped"] = skipped
     if config.baselines:
         results["baselines"] = baselines
 
@@ -357,10 +360,16 @@ def run_mixmatch(
     return RunResult(results=results, output_dir=out, layers=layers, ranges=ranges)
 
 
-def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
-    """Compute the signals the run needs, or reuse the ones cached in the output dir."""
+def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> tuple[dict, dict]:
+    """Compute the signals the run needs, or reuse the ones cached in the output dir.
+
+    Also returns ``{signal: why}`` for the optional signals that could not be computed (GraSP on a model
+    with an operation that has no second derivative); the observed ranges are then built without them.
+    """
+    from .ranges import detect_family
+
     needed = set(config.signals) | {"magnitude"}
-    if config.ranges == "observed":
+    if config.ranges == "observed" or (config.ranges == "preset" and detect_family(layers) is None):
         needed |= {"snip", "grasp"}
     needed |= {b for b in config.baselines if b in ("snip", "grasp")}
     t0 = time.perf_counter()
@@ -375,7 +384,11 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
             record(out, cache.name, cache=True)
             save_scores(scores, cache, fingerprint=fp)
     timings["scoring_s"] = time.perf_counter() - t0
-    return scores
+    missing = needed - set(scores)  # only optional criteria can be missing (compute_scores raises otherwise)
+    if missing & set(config.baselines):
+        raise ConfigError(f"the {sorted(missing & set(config.baselines))} baseline needs a second derivative that an "
+                          "operation of this model lacks: drop it from --baselines")
+    return scores, {s: "an operation of the model has no second derivative" for s in sorted(missing)}
 
 
 def _rd_grid(config: PruneConfig):

@@ -11,6 +11,7 @@ A JSON file written by :meth:`RangeTable.save` can be passed back in as well.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,9 +21,14 @@ import torch
 from .errors import RangeError
 from .layers import LayerInfo
 
+logger = logging.getLogger(__name__)
+
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_TARGETS = (0.7, 0.8, 0.9)
 OBSERVED_CRITERIA = ("magnitude", "snip", "grasp")
+# Criteria the observed ranges do without when they could not be computed (GraSP needs a second derivative,
+# which some operations lack, e.g. hardsigmoid): compute_scores warns, the run records it in results.json.
+OPTIONAL_CRITERIA = ("grasp",)
 
 # Architecture clamps applied to observed ranges (the paper's rules), first match wins.
 SMALL_LAYER_PARAMS = 10_000
@@ -106,7 +112,11 @@ def observed_ranges(
     criteria: tuple[str, ...] = OBSERVED_CRITERIA,
     clamps: tuple[dict, ...] = CLAMPS,
 ) -> RangeTable:
-    """The paper's Phase 1: min/max per layer over global criteria x targets, then the clamps."""
+    """The paper's Phase 1: min/max per layer over global criteria x targets, then the clamps.
+
+    An optional criterion (GraSP) absent from ``scores`` is left out; the reasons name the criteria used.
+    """
+    criteria = tuple(c for c in criteria if c in scores or c not in OPTIONAL_CRITERIA)
     missing = [c for c in criteria if c not in scores]
     if missing:
         raise RangeError(f"observed ranges need the {missing} scores: compute them first (signals.compute_scores)")
@@ -167,15 +177,23 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def detect_family(layers: list[LayerInfo]) -> str:
+def detect_family(layers: list[LayerInfo]) -> str | None:
+    """The preset family whose ``detect`` rule the layers match (first in file order), or None.
+
+    A preset's ``detect``: ``any_name`` (a regex at least one layer name matches), ``roles`` (roles that must
+    all be present) and ``no_roles`` (roles that must all be absent).
+    """
+    names = [layer.name for layer in layers]
     roles = {layer.role for layer in layers}
-    if "patch_merging" in roles:
-        return "swin"
-    if roles & {"attn_qkv", "attn_proj"}:
-        return "vit"
-    if "depthwise" in roles and roles & {"mlp_up", "mlp_down"}:
-        return "convnext"
-    return "resnet"
+    for family in available_presets():
+        rule = json.loads((PRESET_DIR / f"{family}.json").read_text()).get("detect")
+        if rule is None:
+            continue
+        if not any(re.search(rule["any_name"], n) for n in names):
+            continue
+        if set(rule.get("roles", ())) <= roles and not set(rule.get("no_roles", ())) & roles:
+            return family
+    return None
 
 
 def _rule_matches(rule: dict, layer: LayerInfo) -> bool:
@@ -193,6 +211,9 @@ def _rule_matches(rule: dict, layer: LayerInfo) -> bool:
 def preset_ranges(layers: list[LayerInfo], family: str | None = None) -> RangeTable:
     """Ranges from the family's declarative rule file (first matching rule wins)."""
     family = family or detect_family(layers)
+    if family is None:
+        raise RangeError(f"no preset matches this architecture: use --ranges observed, or force one with "
+                         f"preset:<family> ({available_presets()})")
     path = PRESET_DIR / f"{family}.json"
     if not path.is_file():
         raise RangeError(f"no preset for family '{family}': choose from {available_presets()}")
@@ -212,8 +233,13 @@ def resolve_ranges(
     targets: tuple[float, ...] = DEFAULT_TARGETS,
     rd_curves: dict[str, torch.Tensor] | None = None,
     rd_grid: torch.Tensor | None = None,
-) -> RangeTable:
-    """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file."""
+) -> RangeTable | None:
+    """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file.
+
+    ``preset`` on an architecture no preset covers falls back to observed ranges (with a warning); called
+    without ``scores`` (a check before scoring), that case returns None: the spec is valid, the table needs
+    the scores.
+    """
     if spec == "observed":
         if scores is None:
             raise RangeError("observed ranges need scores")
@@ -222,6 +248,12 @@ def resolve_ranges(
         if rd_curves is None:
             raise RangeError("rd ranges need RD/DP distortion curves (hf_mixmatch.rd.distortion_curves)")
         table = rd_range_table(layers, rd_curves, targets=targets, grid=rd_grid)
+    elif spec == "preset" and detect_family(layers) is None:
+        if scores is None:
+            return None
+        logger.warning("no preset for this architecture (presets: %s): using observed ranges", available_presets())
+        table = observed_ranges(layers, scores, targets=targets)
+        table.source = "observed (no preset for this architecture)"
     elif spec == "preset":
         table = preset_ranges(layers)
     elif spec.startswith("preset:"):

@@ -65,7 +65,11 @@ def compute_scores(
     forward: Callable = default_forward,
     progress: bool = True,
 ) -> Scores:
-    """Compute the requested signals for every prunable layer (returned on CPU, float32)."""
+    """Compute the requested signals for every prunable layer (returned on CPU, float32).
+
+    GraSP is optional: when an operation of the model has no second derivative (MobileNetV3's hardsigmoid),
+    it is skipped with a warning and ``"grasp"`` is absent from the result.
+    """
     unknown = set(signals) - set(ALL_SIGNALS)
     if unknown:
         from .errors import ConfigError
@@ -104,8 +108,10 @@ def compute_scores(
                          disable=not (progress and is_main)):
             x, y = x_all[s:e].to(device), y_all[s:e].to(device)
             loss = loss_fn(forward(model, x), y)
-            grads = torch.autograd.grad(loss, params)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)  # unused by the forward: no gradient
             for a, g_sum, g in zip(abs_sum, sum_g, grads):
+                if g is None:
+                    continue
                 a.add_(g.abs().float())
                 g_sum.add_(g.float())
         abs_sum = _reduce_sum(abs_sum, accelerator)
@@ -120,20 +126,14 @@ def compute_scores(
         if "snip" in signals:
             out["snip"] = {n: (p.detach().float() * g).abs().cpu() for n, p, g in zip(names, params, mean_g)}
         if "grasp" in signals:
-            hg_sum = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-            for s, e in tqdm(my_batches, desc="scoring (GraSP Hg)", unit="batch", leave=False,
-                             disable=not (progress and is_main)):
-                x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-                with _double_backward_attention():  # fused attention kernels have no second derivative
-                    loss = loss_fn(forward(model, x), y)
-                    grads = torch.autograd.grad(loss, params, create_graph=True)
-                    z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
-                    hg = torch.autograd.grad(z, params, allow_unused=True)
-                for acc, h in zip(hg_sum, hg):
-                    if h is not None:
-                        acc.add_(h.detach().float())
-            hg_sum = _reduce_sum(hg_sum, accelerator)
-            out["grasp"] = {n: (p.detach().float() * (h / nb)).cpu() for n, p, h in zip(names, params, hg_sum)}
+            try:
+                out["grasp"] = _grasp(model, names, params, mean_g, x_all, y_all, my_batches, len(all_batches), device,
+                                      forward, loss_fn, accelerator, progress and is_main)
+            except RuntimeError as exc:
+                if not no_second_derivative(exc):
+                    raise
+                logger.warning("GraSP skipped: %s (an operation has no second derivative); the scores without it "
+                               "are still computed", str(exc).splitlines()[0])
     finally:
         for p, r in zip(params, requires):
             p.requires_grad_(r)
@@ -143,6 +143,30 @@ def compute_scores(
             for buf, value in saved_buffers:
                 buf.copy_(value)
     return out
+
+
+def no_second_derivative(exc: BaseException) -> bool:
+    """True when ``exc`` says an operation of the model has no double backward (e.g. hardsigmoid)."""
+    msg = str(exc)
+    return "derivative for" in msg and "not implemented" in msg
+
+
+def _grasp(model, names, params, mean_g, x_all, y_all, batches, n_batches, device, forward, loss_fn, accelerator,
+           progress) -> dict[str, torch.Tensor]:
+    """GraSP's w * (H g): a Hessian-gradient product per batch (double backward), averaged over all batches."""
+    hg_sum = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    for s, e in tqdm(batches, desc="scoring (GraSP Hg)", unit="batch", leave=False, disable=not progress):
+        x, y = x_all[s:e].to(device), y_all[s:e].to(device)
+        with _double_backward_attention():  # fused attention kernels have no second derivative
+            loss = loss_fn(forward(model, x), y)
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g) if g is not None)
+            hg = torch.autograd.grad(z, params, allow_unused=True)
+        for acc, h in zip(hg_sum, hg):
+            if h is not None:
+                acc.add_(h.detach().float())
+    hg_sum = _reduce_sum(hg_sum, accelerator)
+    return {n: (p.detach().float() * (h / n_batches)).cpu() for n, p, h in zip(names, params, hg_sum)}
 
 
 # ------------------------------------------------------------------------------------------- caching
