@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .layers import LayerInfo, weights_of
 from .models import logits as default_forward
+from .precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ def compute_scores(
     train_mode: bool = False,
     forward: Callable = default_forward,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Scores:
-    """Compute the requested signals for every prunable layer (returned on CPU, float32)."""
+    """Compute the requested signals for every prunable layer (returned on CPU, float32). Forward passes run
+    under ``autocast(precision)``; gradients land on the fp32 weights and are accumulated in fp32."""
     unknown = set(signals) - set(ALL_SIGNALS)
     if unknown:
         from .errors import ConfigError
@@ -101,7 +104,8 @@ def compute_scores(
         for s, e in tqdm(my_batches, desc="scoring (gradients)", unit="batch", leave=False,
                          disable=not (progress and is_main)):
             x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-            loss = loss_fn(forward(model, x), y)
+            with autocast(precision, device):
+                loss = loss_fn(forward(model, x).float(), y)
             grads = torch.autograd.grad(loss, params)
             for a, g_sum, g in zip(abs_sum, sum_g, grads):
                 a.add_(g.abs().float())
@@ -122,8 +126,8 @@ def compute_scores(
             for s, e in tqdm(my_batches, desc="scoring (GraSP Hg)", unit="batch", leave=False,
                              disable=not (progress and is_main)):
                 x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-                with _double_backward_attention():  # fused attention kernels have no second derivative
-                    loss = loss_fn(forward(model, x), y)
+                with _double_backward_attention(), autocast(precision, device):  # fused attention: no 2nd derivative
+                    loss = loss_fn(forward(model, x).float(), y)
                     grads = torch.autograd.grad(loss, params, create_graph=True)
                     z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g))
                     hg = torch.autograd.grad(z, params, allow_unused=True)
