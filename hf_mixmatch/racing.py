@@ -1,18 +1,21 @@
 """Racing the variants: evaluate less, keep the same front.
 
 Every variant is evaluated on a seeded, growing sample of the split (the same images in the same order for
-all, so comparisons are paired). After each round, variant ``a`` is dropped when some variant ``b`` with
-equal or higher sparsity is more accurate *on the whole split* with confidence:
+all, so comparisons are paired). After each round, variant ``a`` is dropped when a variant ``b`` with equal or
+higher sparsity is more accurate *on the whole split* with confidence, by a one-sided sign test on the
+images where exactly one of the two is right (McNemar's discordant pairs):
 
-    LB(mean of d) > 0,   d_i = hit_b(i) - hit_a(i) in {-1, 0, 1} on the n images seen so far,
+    wins = #{b right, a wrong},  losses = #{a right, b wrong},  k = wins + losses,  p = wins / k
+    drop a  when  p > 1/2  and  k * KL(p || 1/2) >= ln(1 / delta_test)
 
-where LB is a lower confidence bound for the mean of ``d`` over the whole split (N images) from a sample
-drawn without replacement: the larger of Serfling's Hoeffding bound (1974) and Bardenet & Maillard's
-empirical Bernstein-Serfling bound (2015, Thm 3), each at half the error budget. The budget of one test is
-``delta / (decision rounds x V x (V - 1))`` (Bonferroni over every ordered pair and round), so with
-probability >= 1 - delta no variant of the whole-split front is ever dropped. Dominance is transitive, so a
-dropped variant is off the front even when the one that beat it is dropped later. Survivors are evaluated on
-the whole split; the front is chosen among them.
+Why it holds: the sample is drawn uniformly without replacement from the N images of the split, so given k,
+the k discordant images seen are a uniform draw without replacement from the split's discordant images, and
+``wins`` is hypergeometric. If ``b`` is not more accurate on the split, at most half of those favour ``b``, and
+the Chernoff bound exp(-k KL(p || 1/2)) on the binomial tail also bounds the hypergeometric one (Hoeffding
+1963, section 6). ``delta_test = delta / (decision rounds x P)``, P the number of ordered pairs (a, b) with
+sparsity(b) >= sparsity(a), fixed by the allocations (Bonferroni over every test the race can make): with
+probability >= 1 - delta no wrong drop happens, and since dominance is transitive no variant of the
+whole-split front is ever dropped. Survivors are evaluated on the whole split; the front is chosen among them.
 
 Without racing (``mode="full"``) the same code evaluates every variant once on the whole split, in order.
 """
@@ -29,7 +32,6 @@ from tqdm.auto import tqdm
 from .evaluate import Hits
 
 EVAL_MODES = ("full", "racing")
-KAPPA = 7.0 / 3.0 + 3.0 / math.sqrt(2.0)  # Bardenet & Maillard (2015), Theorem 3
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RaceConfig:
     """Round sizes ``first, first*growth, ...`` up to the whole split; ``delta``: family-wise error of all drops."""
 
     first: int = 256
-    growth: float = 2.0
+    growth: float = 1.5
     delta: float = 0.01
 
     def __post_init__(self) -> None:
@@ -74,8 +76,8 @@ class RaceLog:
         seen = sum(lane.samples for lane in self.lanes.values())
         n_total = self.rounds[-1] if self.rounds else 0
         return {"mode": self.mode, "rounds": self.rounds, "delta": self.delta,
-                "bound": None if self.mode == "full" else "max(Hoeffding-Serfling, empirical Bernstein-Serfling), "
-                                                          "paired per-image top-1, Bonferroni over pairs x rounds",
+                "bound": None if self.mode == "full" else "sign test on discordant images (Chernoff-KL tail), "
+                                                          "Bonferroni over pairs x rounds",
                 "images_evaluated": seen, "images_if_full": n_total * len(self.lanes),
                 "dropped": sum(lane.dropped_by is not None for lane in self.lanes.values())}
 
@@ -96,23 +98,18 @@ def sample_order(n_total: int, seed: int) -> list[int]:
     return torch.randperm(n_total, generator=g).tolist()
 
 
-def lower_bound(d: torch.Tensor, n_total: int, delta: float) -> float:
-    """A (1 - delta) lower confidence bound on the whole-split mean of ``d`` (values in [-1, 1]) from its first
-    ``n`` values, a uniform sample without replacement of the ``n_total`` split values."""
-    n = int(d.numel())
-    if n < 2:
-        return -1.0
-    d = d.double()
-    mean = float(d.mean())
-    f = (n - 1) / n_total
-    # Serfling (1974): P(mean - mu >= t) <= exp(-2 n t^2 / ((1 - f) (b - a)^2)), b - a = 2
-    t_hoeffding = 2.0 * math.sqrt(max(1.0 - f, 0.0) * math.log(2.0 / delta) / (2.0 * n))
-    # Bardenet & Maillard (2015) Thm 3 (probability 1 - 5 delta0, here delta0 = delta / 10)
-    rho = (1.0 - f) if n <= n_total / 2 else (1.0 - n / n_total) * (1.0 + 1.0 / n)
-    log_term = math.log(10.0 / delta)
-    sigma = float(d.std(unbiased=False))
-    t_bernstein = sigma * math.sqrt(2.0 * max(rho, 0.0) * log_term / n) + KAPPA * 2.0 * log_term / n
-    return mean - min(t_hoeffding, t_bernstein)
+def _kl_half(p: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(1/2)) in nats."""
+    return sum(x * math.log(2.0 * x) for x in (p, 1.0 - p) if x > 0.0)
+
+
+def beats(b: torch.Tensor, a: torch.Tensor, delta: float) -> bool:
+    """True when per-image correctness ``b`` is more accurate than ``a`` on the whole split with confidence
+    ``1 - delta`` (sign test on the discordant images, Chernoff tail; see the module docstring)."""
+    wins = int((b & ~a).sum())
+    losses = int((a & ~b).sum())
+    k = wins + losses
+    return wins > losses and k * _kl_half(wins / k) >= math.log(1.0 / delta)
 
 
 def race(
@@ -132,9 +129,7 @@ def race(
     rounds = schedule(n_total, config) if mode == "racing" else [n_total]
     order: Sequence[int] = sample_order(n_total, seed) if len(rounds) > 1 else range(n_total)
     lanes = {vid: Lane(vid) for vid in ids}
-    pairs = len(lanes) * (len(lanes) - 1)
-    per_test = config.delta / max(1, (len(rounds) - 1) * pairs)
-    prev = 0
+    per_test, prev = None, 0
     bar = tqdm(desc="variants (images evaluated)", unit="img", leave=False, disable=not progress)
     for n in rounds:
         alive = [lane for lane in lanes.values() if lane.dropped_by is None]
@@ -145,18 +140,20 @@ def race(
             bar.update(len(new))
         prev = n
         if n < n_total:
-            _drop_dominated(alive, n_total, per_test)
+            if per_test is None:  # sparsities are known after the first round, before any decision
+                pairs = sum(a is not b and b.sparsity >= a.sparsity for a in alive for b in alive)
+                per_test = config.delta / max(1, (len(rounds) - 1) * pairs)
+            _drop_dominated(alive, per_test)
     bar.close()
     return RaceLog(mode=mode, rounds=rounds, delta=config.delta if mode == "racing" else None, lanes=lanes)
 
 
-def _drop_dominated(alive: list[Lane], n_total: int, delta: float) -> None:
+def _drop_dominated(alive: list[Lane], delta: float) -> None:
     """Mark each lane beaten with confidence by a lane of equal or higher sparsity (paired, same images)."""
     for a in alive:
         for b in alive:
             if b is a or b.sparsity < a.sparsity:
                 continue
-            d = b.hits.top1.to(torch.int8) - a.hits.top1.to(torch.int8)
-            if lower_bound(d, n_total, delta) > 0.0:
+            if beats(b.hits.top1, a.hits.top1, delta):
                 a.dropped_by = b.id
                 break
