@@ -309,7 +309,7 @@ def run_mixmatch(
         "eval_samples": data.eval_samples,
         "seed": config.seed,
         "evaluation": {**race_log.to_dict(), "batch_size": eval_batch_size, "precision": precision,
-                       "batch_size_probe": {} if isinstance(probe, int) else probe.per_image},
+                       "batch_size_probe": {} if isinstance(probe, int) else {str(k): t for k, t in probe.per_image.items()}},
         "hf_mixmatch_version": __version__,
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
         "ranges": ranges.to_dict(),
