@@ -32,8 +32,11 @@ def autocast(precision: str, device: torch.device | str):
 
 
 def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
-    """True for a model with 2-D convolutions on CUDA (NHWC inputs make cuDNN pick its fast kernels)."""
-    return torch.device(device).type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    """True for a convolutional model on CUDA (NHWC inputs make cuDNN pick its fast kernels). A single Conv2d
+    is a patch embedding (ViT, Swin): not a convolutional model."""
+    if torch.device(device).type != "cuda":
+        return False
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
 
 def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
