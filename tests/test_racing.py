@@ -190,3 +190,34 @@ def test_racing_two_processes_equal_one(tmp_path):
         assert (a["id"], a["samples"], a.get("dropped_by"), a["accuracy"]) == \
                (b["id"], b["samples"], b.get("dropped_by"), b["accuracy"])
     assert two["evaluation"]["images_evaluated"] == one["evaluation"]["images_evaluated"]
+
+
+def test_front_is_chosen_on_the_selection_data_and_measured_on_the_eval_split(tmp_path, image_dataset):
+    from conftest import save_tiny_transformers
+
+    from hf_mixmatch.data import load_data
+    from hf_mixmatch.models import load_model
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+
+    loaded = load_model(save_tiny_transformers(tmp_path / "m", "resnet"))
+    data = load_data(image_dataset, loaded.preprocess, calib_samples=40, num_labels=loaded.num_labels)
+    data.select, data.select_split = data.calib, "train"  # what the data branch provides as PreparedData.select
+    res = run_mixmatch(PruneConfig(model="m", output_dir=str(tmp_path / "run"), save="none", progress=False,
+                                   strategies=("conservative", "aggressive", "late_heavy", "percentile_70"),
+                                   baselines=("uniform",)), loaded=loaded, data=data).results
+    assert res["select_split"] == "train" and res["eval_split"] == "test"
+    by_id = {v["id"]: v for v in res["variants"]}
+    for v in res["variants"]:
+        if v["id"] in res["pareto"]:
+            assert (v["split"], v["samples"]) == ("test", 32)
+            assert (v["select"]["split"], v["select"]["samples"]) == ("train", 40)
+        elif "same_as" not in v:
+            assert (v["split"], v["samples"]) == ("train", 40) and "select" not in v
+    # the front is the front of the selection accuracies
+    from hf_mixmatch.pareto import pareto_front
+
+    unique = [v for v in res["variants"] if "same_as" not in v]
+    sel = [{**v, "accuracy": v["select"]["accuracy"]} if "select" in v else v for v in unique]
+    assert pareto_front(sel) == res["pareto"]
+    assert res["baselines"] and all((b["split"], b["samples"]) == ("test", 32) for b in res["baselines"])
+    assert all(by_id[b["matched_to"]]["id"] in res["pareto"] for b in res["baselines"])
