@@ -247,7 +247,7 @@ def run_mixmatch(
     finetuner = _Finetuner(config, model, layers, data, acc, eval_batch_size, precision) if config.finetune else None
 
     # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     stash = WeightStash(model, layers)
     measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision)
     allocations: dict[str, tuple[dict, dict]] = {}
@@ -275,6 +275,7 @@ def run_mixmatch(
             variants.append({"id": vid, "method": "mixmatch", "signal": sig, "strategy": strat, **measured[vid],
                              "path": None})
     timings["variants_s"] = time.perf_counter() - t0
+    timings["variants_cpu_s"] = time.process_time() - cpu0  # CPU seconds of this process (robust to a busy machine)
     unique = [v for v in variants if "same_as" not in v]
 
     # ---- baselines at matched sparsity ----
