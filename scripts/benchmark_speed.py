@@ -60,16 +60,15 @@ def front_differences(full: dict, raced: dict) -> list[str]:
 
 
 def bench_case(name: str, loaded, data, args) -> dict:
-    from hf_mixmatch.evaluate import evaluate
+    from hf_mixmatch.evaluate import predict_hits
     from hf_mixmatch.layers import list_prunable
     from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
 
     model = loaded.model.eval()
     layers = list_prunable(model, num_labels=loaded.num_labels)
-    floor_seconds(model, layers, data, batch_size=args.batch_size)  # warm-up
     before = floor_seconds(model, layers, data, batch_size=args.batch_size)
     runs, cpu = {}, {}
-    for mode in ("full", "racing"):
+    for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             config = PruneConfig(model=name, output_dir=tmp, overwrite=True, save="none", progress=False,
                                  ranges=args.ranges, batch_size=args.batch_size, calib_samples=len(data.calib),
@@ -80,17 +79,18 @@ def bench_case(name: str, loaded, data, args) -> dict:
             cpu[mode] = time.process_time() - t0
     after = floor_seconds(model, layers, data, batch_size=args.batch_size)
     floor = {k: min(before[k], after[k]) for k in before}  # the less disturbed of the two measurements
-    full, raced = runs["full"], runs["racing"]
+    full, raced = runs["full"], runs.get("racing")
     unique = sum("same_as" not in v for v in full["variants"])
     floor_s = floor["calib_fwd_bwd_s"] + unique * floor["eval_forward_s"]
     t = full["timings"]
     run_s = cpu["full"]  # the whole run_mixmatch call: dense + probe, scoring, ranges, variants, report
     n_eval = data.eval_samples
-    precision = {}
+    precision, hits = {}, {}
     for p in ("fp32", "bf16"):
         t0 = time.process_time()
-        m = evaluate(model, data.eval, batch_size=full["evaluation"]["batch_size"], precision=p)
-        precision[p] = {"top1": m["accuracy"], "images_per_s": n_eval / (time.process_time() - t0)}
+        hits[p] = predict_hits(model, data.eval, batch_size=full["evaluation"]["batch_size"], precision=p)
+        precision[p] = {"top1": hits[p].metrics()["accuracy"], "images_per_s": n_eval / (time.process_time() - t0)}
+    precision["same_correctness"] = float((hits["fp32"].top1 == hits["bf16"].top1).float().mean())
     return {
         "case": name, "threads": torch.get_num_threads(), "eval_samples": n_eval, "calib_samples": len(data.calib),
         "variants": len(full["variants"]), "unique_variants": unique, **floor, "floor_s": floor_s,
@@ -99,12 +99,13 @@ def bench_case(name: str, loaded, data, args) -> dict:
         "eval_batch_size": full["evaluation"]["batch_size"],
         "plain_eval_images_per_s": n_eval / floor["eval_forward_s"],
         "run_eval_images_per_s": full["evaluation"]["images_evaluated"] / t["variants_cpu_s"],
-        "racing_variants_s": raced["timings"]["variants_cpu_s"], "racing_run_s": cpu["racing"],
-        "ratio_racing_to_full_eval": raced["timings"]["variants_cpu_s"] / t["variants_cpu_s"],
-        "racing_rounds": raced["evaluation"]["rounds"], "racing_dropped": raced["evaluation"]["dropped"],
-        "racing_images_fraction": raced["evaluation"]["images_evaluated"] / raced["evaluation"]["images_if_full"],
-        "same_front": full["pareto"] == raced["pareto"], "front_differences": front_differences(full, raced),
         "front_size": len(full["pareto"]), "precision": precision,
+        **({} if raced is None else {
+            "racing_variants_s": raced["timings"]["variants_cpu_s"], "racing_run_s": cpu["racing"],
+            "ratio_racing_to_full_eval": raced["timings"]["variants_cpu_s"] / t["variants_cpu_s"],
+            "racing_rounds": raced["evaluation"]["rounds"], "racing_dropped": raced["evaluation"]["dropped"],
+            "racing_images_fraction": raced["evaluation"]["images_evaluated"] / raced["evaluation"]["images_if_full"],
+            "same_front": full["pareto"] == raced["pareto"], "front_differences": front_differences(full, raced)}),
     }
 
 
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--ranges", default="observed")
     ap.add_argument("--signals", default="magnitude,gradient,hybrid")
     ap.add_argument("--strategies", default="default", help="'default' (13), 'paper', or comma-separated")
+    ap.add_argument("--modes", default="full,racing", help="'full,racing' (compare) or 'full' (run vs floor only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_MIXMATCH_NO_PROGRESS", "1")
@@ -207,14 +209,16 @@ def main() -> None:
               f"variants {r['run_variants_s']:.1f}s (CPU seconds)")
         print(f"  ratio run/floor {r['ratio_run_to_floor']:.2f}x;  evaluation {r['run_eval_images_per_s']:.0f} img/s "
               f"in the run vs {r['plain_eval_images_per_s']:.0f} img/s plain")
-        print(f"  racing: whole run {r['racing_run_s']:.1f}s; variants {r['racing_variants_s']:.1f}s vs full "
-              f"{r['run_variants_s']:.1f}s = "
-              f"{r['ratio_racing_to_full_eval']:.2f}x; rounds {r['racing_rounds']}, {r['racing_dropped']} dropped, "
-              f"{100 * r['racing_images_fraction']:.0f}% of the image evaluations; same front: {r['same_front']} "
-              f"({r['front_size']} variants)" + "".join(f"\n    {d}" for d in r["front_differences"]))
+        if "racing_run_s" in r:
+            print(f"  racing: whole run {r['racing_run_s']:.1f}s; variants {r['racing_variants_s']:.1f}s vs full "
+                  f"{r['run_variants_s']:.1f}s = {r['ratio_racing_to_full_eval']:.2f}x; rounds {r['racing_rounds']}, "
+                  f"{r['racing_dropped']} dropped, {100 * r['racing_images_fraction']:.0f}% of the image evaluations; "
+                  f"same front: {r['same_front']} ({r['front_size']} variants)"
+                  + "".join(f"\n    {d}" for d in r["front_differences"]))
         p = r["precision"]
         print(f"  dense top-1 fp32 {p['fp32']['top1']:.4f} vs bf16 {p['bf16']['top1']:.4f} "
-              f"({p['fp32']['images_per_s']:.0f} vs {p['bf16']['images_per_s']:.0f} img/s on CPU)")
+              f"(same per-image correctness on {100 * p['same_correctness']:.1f}% of the images; "
+              f"{p['fp32']['images_per_s']:.0f} vs {p['bf16']['images_per_s']:.0f} img/s on CPU)")
 
 
 if __name__ == "__main__":
