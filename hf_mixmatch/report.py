@@ -55,14 +55,14 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
         v = by_id[highlight]
         ax.scatter([100 * v["sparsity"]], [100 * v["accuracy"]], marker="*", s=260, color="red",
                    edgecolors="black", lw=0.6, zorder=5, label=f"this variant ({highlight})")
-    if any(v.get("dropped_by") for v in variants):
+    raced = any(v.get("dropped_by") for v in variants)
+    if raced:
         ax.scatter([], [], marker="x", color="gray", label="raced out (top-1 on fewer images)")
-        ax.text(0.99, 0.01, images_seen_line(results), transform=ax.transAxes, ha="right", va="bottom", fontsize=6,
-                color="dimgray")
     ax.set_xlabel("sparsity of prunable weights (%)")
     ax.set_ylabel("top-1 accuracy (%)")
     base = results.get("base_model") or ""
-    ax.set_title(f"Mix-and-Match variants of {base}" if base else "Mix-and-Match variants", fontsize=10)
+    title = f"Mix-and-Match variants of {base}" if base else "Mix-and-Match variants"
+    ax.set_title(title + (f"\n{images_seen_line(results, short=True)}" if raced else ""), fontsize=10 if not raced else 7)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
@@ -75,7 +75,7 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * float(x):.2f}%"
 
 
-def images_seen_line(results: dict) -> str:
+def images_seen_line(results: dict, *, short: bool = False) -> str:
     """How many images the variants saw: all of them, or (racing) how many before they were dropped."""
     ev = results.get("evaluation") or {}
     variants = [v for v in results.get("variants") or [] if "same_as" not in v]
@@ -85,8 +85,9 @@ def images_seen_line(results: dict) -> str:
     line = f"images seen: {len(variants) - len(dropped)} of {len(variants)} variants saw all {n} images of '{split}'"
     if dropped:
         seen = sorted({v["samples"] for v in dropped})
-        line += (f"; {len(dropped)} raced out after {'/'.join(map(str, seen))} images "
-                 f"({ev.get('images_evaluated')} of {ev.get('images_if_full')} image evaluations)")
+        line += f"; {len(dropped)} raced out after {'/'.join(map(str, seen))} images"
+        if not short:
+            line += f" ({ev.get('images_evaluated')} of {ev.get('images_if_full')} image evaluations)"
     return line
 
 
