@@ -71,15 +71,19 @@ def batch_iter(dataset, indices: Sequence[int] | None, batch_size: int):
 
 
 class BatchSizeProbe:
-    """Batch sizes for one pass: an untimed warm-up batch, one timed full batch per candidate (smallest
-    first; stops once a size is >10% slower per image than the best), then the fastest per image."""
+    """Batch sizes for one pass: an untimed warm-up batch, then each candidate (smallest first) timed over
+    ``PROBE_IMAGES`` images or one batch, stopping once a size is >25% slower per image than the best so far;
+    then the fastest per image. A short last batch is not a measurement (small splits probe fewer sizes)."""
+
+    PROBE_IMAGES = 256
 
     def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES):
         cands = sorted({int(c) for c in candidates})
-        self.plan = [cands[0], *cands]
         self.smallest = cands[0]
+        self.plan = [cands[0]] + [c for c in cands for _ in range(max(1, math.ceil(self.PROBE_IMAGES / c)))]
         self.warmup = True
         self.per_image: dict[int, float] = {}
+        self._sum: dict[int, list[float]] = {}
 
     @property
     def choice(self) -> int:
@@ -95,11 +99,16 @@ class BatchSizeProbe:
         if self.warmup:
             self.warmup = False
             return
-        if n < size:  # a short last batch says nothing about this size
+        if n < size:
             self.plan = []
             return
-        self.per_image[size] = seconds / n
-        if seconds / n > 1.1 * min(self.per_image.values()):
+        acc = self._sum.setdefault(size, [0.0, 0])
+        acc[0] += seconds
+        acc[1] += n
+        if self.plan and self.plan[0] == size:
+            return  # more batches of this size to time
+        self.per_image[size] = acc[0] / acc[1]
+        if self.per_image[size] > 1.25 * min(self.per_image.values()):
             self.plan = []
 
 
@@ -125,12 +134,13 @@ def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, p
     """``(n, 2)`` int32 rows [top-1 hit, top-5 hit] for ``indices`` on this process and the k of top-k
     (None without images); ``sizes`` gives each batch size and is told how long each batch took."""
     channels_last = wants_channels_last(model, device)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: robust to a busy machine
     rows, pos, k = [], 0, None
     with tqdm(total=len(indices), desc=desc, unit="img", leave=False, disable=not progress) as bar:
         while pos < len(indices):
             size = sizes.next_size()
             chunk = indices[pos : pos + size]
-            t0 = time.perf_counter()
+            t0 = clock()
             x, y = read_batch(dataset, chunk)
             with autocast(precision, device):
                 out = forward(model, to_device(x, device, channels_last=channels_last))
@@ -139,7 +149,7 @@ def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, p
             rows.append(torch.stack([hit[:, 0], hit.any(dim=-1) if k == 5 else hit[:, 0]], dim=1).to(torch.int32))
             if getattr(sizes, "plan", None) and device.type == "cuda":  # this batch is timed
                 torch.cuda.synchronize(device)
-            sizes.record(size, len(chunk), time.perf_counter() - t0)
+            sizes.record(size, len(chunk), clock() - t0)
             pos += len(chunk)
             bar.update(len(chunk))
     if not rows:

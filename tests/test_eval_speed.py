@@ -119,18 +119,24 @@ def test_shards_cover_every_position_once_in_order():
 
 
 def test_probe_picks_the_fastest_per_image_and_stops_when_sizes_get_slower():
+    # 512 would be the fastest, but 256 is 28% slower than 128 (> 25%): the probe stops before trying 512
+    per_image = {64: 10e-3, 128: 7.8e-3, 256: 10e-3, 512: 5e-3}
     probe = BatchSizeProbe((64, 128, 256, 512))
     assert probe.next_size() == 64
     probe.record(64, 64, 99.0)  # warm-up: not timed
-    for size, secs in ((64, 0.64), (128, 1.0), (256, 2.4)):  # 10, 7.8, 9.4 ms per image: 256 is >10% slower
-        assert probe.next_size() == size
-        probe.record(size, size, secs)
-    assert probe.next_size() == 128 and probe.choice == 128 and 512 not in probe.per_image
+    sizes = []
+    while probe.plan:
+        size = probe.next_size()
+        sizes.append(size)
+        probe.record(size, size, per_image[size] * size)
+    assert sizes == [64, 64, 64, 64, 128, 128, 256]  # 256 images (or one batch) per size
+    assert probe.per_image == pytest.approx({64: 10e-3, 128: 7.8e-3, 256: 10e-3})
+    assert probe.next_size() == 128 and probe.choice == 128
     short = BatchSizeProbe((8, 16))
-    short.record(8, 8, 1.0)
-    short.record(8, 8, 1.0)
+    for n in (8,) * 33:  # warm-up + 32 batches of 8 = 256 images
+        short.record(8, n, 0.8)
     short.record(16, 5, 0.1)  # a short last batch is not a measurement
-    assert short.per_image == {8: 0.125} and short.choice == 8
+    assert short.per_image == {8: pytest.approx(0.1)} and short.choice == 8 and not short.plan
     assert agree_batch_size(short) == 8
 
 
