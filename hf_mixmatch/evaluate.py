@@ -71,17 +71,18 @@ def batch_iter(dataset, indices: Sequence[int] | None, batch_size: int):
 
 
 class BatchSizeProbe:
-    """Batch sizes for one pass: an untimed warm-up batch, then each candidate (smallest first) timed over
-    ``PROBE_IMAGES`` images or one batch, stopping once a size is >25% slower per image than the best so far;
-    then the fastest per image. A short last batch is not a measurement (small splits probe fewer sizes)."""
+    """Batch sizes for one pass: each candidate (smallest first) gets one untimed warm-up batch (a new shape
+    builds new kernels), then is timed over ``PROBE_IMAGES`` images or one batch; probing stops once a size
+    is >25% slower per image than the best so far, then the fastest per image is used. A short last batch is
+    not a measurement (small splits probe fewer sizes)."""
 
     PROBE_IMAGES = 256
 
     def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES):
         cands = sorted({int(c) for c in candidates})
         self.smallest = cands[0]
-        self.plan = [cands[0]] + [c for c in cands for _ in range(max(1, math.ceil(self.PROBE_IMAGES / c)))]
-        self.warmup = True
+        self.plan = [(c, timed) for c in cands
+                     for timed in (False, *[True] * max(1, math.ceil(self.PROBE_IMAGES / c)))]
         self.per_image: dict[int, float] = {}
         self._sum: dict[int, list[float]] = {}
 
@@ -90,22 +91,21 @@ class BatchSizeProbe:
         return min(self.per_image, key=self.per_image.get) if self.per_image else self.smallest
 
     def next_size(self) -> int:
-        return self.plan[0] if self.plan else self.choice
+        return self.plan[0][0] if self.plan else self.choice
 
     def record(self, size: int, n: int, seconds: float) -> None:
         if not self.plan:
             return
-        self.plan.pop(0)
-        if self.warmup:
-            self.warmup = False
-            return
+        _, timed = self.plan.pop(0)
         if n < size:
             self.plan = []
+            return
+        if not timed:
             return
         acc = self._sum.setdefault(size, [0.0, 0])
         acc[0] += seconds
         acc[1] += n
-        if self.plan and self.plan[0] == size:
+        if self.plan and self.plan[0] == (size, True):
             return  # more batches of this size to time
         self.per_image[size] = acc[0] / acc[1]
         if self.per_image[size] > 1.25 * min(self.per_image.values()):

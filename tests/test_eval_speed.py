@@ -122,19 +122,18 @@ def test_probe_picks_the_fastest_per_image_and_stops_when_sizes_get_slower():
     # 512 would be the fastest, but 256 is 28% slower than 128 (> 25%): the probe stops before trying 512
     per_image = {64: 10e-3, 128: 7.8e-3, 256: 10e-3, 512: 5e-3}
     probe = BatchSizeProbe((64, 128, 256, 512))
-    assert probe.next_size() == 64
-    probe.record(64, 64, 99.0)  # warm-up: not timed
     sizes = []
     while probe.plan:
         size = probe.next_size()
         sizes.append(size)
-        probe.record(size, size, per_image[size] * size)
-    assert sizes == [64, 64, 64, 64, 128, 128, 256]  # 256 images (or one batch) per size
+        timed = probe.plan[0][1]
+        probe.record(size, size, per_image[size] * size if timed else 99.0)  # warm-up batches: not measurements
+    assert sizes == [64] * 5 + [128] * 3 + [256] * 2  # a warm-up batch, then 256 images (or one batch) per size
     assert probe.per_image == pytest.approx({64: 10e-3, 128: 7.8e-3, 256: 10e-3})
     assert probe.next_size() == 128 and probe.choice == 128
     short = BatchSizeProbe((8, 16))
-    for n in (8,) * 33:  # warm-up + 32 batches of 8 = 256 images
-        short.record(8, n, 0.8)
+    for _ in range(33):  # warm-up + 32 batches of 8 = 256 images
+        short.record(8, 8, 0.8)
     short.record(16, 5, 0.1)  # a short last batch is not a measurement
     assert short.per_image == {8: pytest.approx(0.1)} and short.choice == 8 and not short.plan
     assert agree_batch_size(short) == 8
