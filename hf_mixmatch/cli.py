@@ -68,7 +68,17 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--eval-split", help="split to evaluate on (default: test, then validation)")
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples (from the training split)")
     p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples (default: the whole split)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="calibration (scoring) batch size")
+    p.add_argument("--eval-batch-size", type=int, default=None,
+                   help="evaluation batch size (default: auto, the fastest per image of 64/128/256/512, probed "
+                        "during the dense evaluation)")
+    p.add_argument("--eval", choices=("racing", "full"), default="racing",
+                   help="racing: evaluate every variant on a growing seeded sample and drop those beaten with "
+                        "confidence by a variant at equal or higher sparsity (the front is unchanged); full: every "
+                        "variant on the whole split")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="autocast precision of evaluation and scoring forward passes (default: fp32, or the "
+                        "mixed precision given to accelerate launch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation subsampling")
     p.add_argument("--image-column", help="image column (default: auto-detected)")
     p.add_argument("--label-column", help="label column (default: auto-detected)")
@@ -146,6 +156,7 @@ def cmd_prune(args) -> int:
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
         select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,
         skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
+        eval=args.eval, eval_batch_size=args.eval_batch_size, precision=args.precision,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState
@@ -168,12 +179,17 @@ def summary(results: dict, output_dir) -> str:
         f"{results['eval_samples']} samples)",
         f"dense: top-1 {d['accuracy']:.4f}" + (f"  top-5 {d['top5']:.4f}" if d.get("top5") is not None else ""),
         f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}):",
-        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s}",
+        f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s} {'images':>7s}",
     ]
     by_id = {v["id"]: v for v in results["variants"]}
     for vid in results["pareto"]:
         v = by_id[vid]
-        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}")
+        lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}"
+                     f" {v.get('samples', results['eval_samples']):7d}")
+    from .report import images_seen_line
+
+    if results.get("evaluation"):
+        lines.append(images_seen_line(results))
     lines.append(f"results: {output_dir}/results.json  report: {output_dir}/report.md")
     return "\n".join(lines)
 

@@ -1,55 +1,225 @@
-"""Top-1 / top-5 accuracy on decoded tensors, split across processes with Accelerate."""
+"""Top-1 / top-5 accuracy at throughput, exact across processes.
+
+- Batches are read whole (``dataset.get_batch(indices)``, or tensor slices of a ``TensorDataset``), never
+  collated sample by sample; evaluation has its own batch size, chosen for throughput (``"auto"``).
+- Forward passes run under ``torch.no_grad()`` (not ``inference_mode``: inference tensors cached inside a
+  model break later gradient passes) and the run's precision (``precision.autocast``).
+- Per-image correctness (:class:`Hits`) is returned in sample order: racing pairs variants image by image.
+  Across processes each one takes a contiguous block of the requested images and the blocks are gathered
+  back in order with the padding dropped (``gather_for_metrics`` semantics), so N processes = 1 process.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset, default_collate
 from tqdm.auto import tqdm
 
 from .models import logits as default_forward
+from .precision import autocast, to_device, wants_channels_last
+
+EVAL_BATCH_CANDIDATES = (64, 128, 256, 512)
+DEFAULT_EVAL_BATCH_SIZE = 256  # for callers that evaluate once and do not probe
 
 
-def make_loader(dataset: TensorDataset, *, batch_size: int, accelerator=None) -> DataLoader:
-    """An evaluation loader; with an accelerator it is sharded across processes."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return accelerator.prepare_data_loader(loader) if accelerator is not None else loader
+@dataclass
+class Hits:
+    """Per-image correctness in sample order: ``top1[i]`` / ``top5[i]`` (None: fewer than 5 classes)."""
+
+    top1: torch.Tensor
+    top5: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return int(self.top1.numel())
+
+    def cat(self, other: "Hits") -> "Hits":
+        top5 = None if self.top5 is None or other.top5 is None else torch.cat([self.top5, other.top5])
+        return Hits(torch.cat([self.top1, other.top1]), top5)
+
+    def metrics(self) -> dict[str, float | int | None]:
+        """``{"accuracy": top-1, "top5": top-5 or None, "samples": n}``."""
+        n = len(self)
+        if n == 0:
+            return {"accuracy": 0.0, "top5": None, "samples": 0}
+        top5 = None if self.top5 is None else float(self.top5.float().mean())
+        return {"accuracy": float(self.top1.float().mean()), "top5": top5, "samples": n}
+
+
+def read_batch(dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch ``(X[N,C,H,W], Y[N])``: ``dataset.get_batch`` when it has one, tensor slices of a
+    ``TensorDataset`` (a view for a contiguous ``range``), else the default collate of single samples."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    if isinstance(dataset, TensorDataset):
+        if isinstance(indices, range) and indices.step == 1:
+            return tuple(t[indices.start : indices.stop] for t in dataset.tensors)  # type: ignore[return-value]
+        idx = torch.as_tensor(list(indices) if isinstance(indices, range) else indices, dtype=torch.long)
+        return tuple(t[idx] for t in dataset.tensors)  # type: ignore[return-value]
+    return default_collate([dataset[int(i)] for i in indices])
+
+
+def batch_iter(dataset, indices: Sequence[int] | None, batch_size: int):
+    """Yield ``(X, Y)`` batches of ``batch_size`` over ``indices`` (default: the whole dataset, in order)."""
+    indices = range(len(dataset)) if indices is None else indices
+    for s in range(0, len(indices), batch_size):
+        yield read_batch(dataset, indices[s : s + batch_size])
+
+
+class BatchSizeProbe:
+    """Batch sizes for one pass: each candidate (smallest first) gets one untimed warm-up batch (a new shape
+    builds new kernels), then is timed over ``PROBE_IMAGES`` images or one batch; probing stops once a size
+    is >25% slower per image than the best so far, then the fastest per image is used. A short last batch is
+    not a measurement (small splits probe fewer sizes)."""
+
+    PROBE_IMAGES = 256
+
+    def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES):
+        cands = sorted({int(c) for c in candidates})
+        self.smallest = cands[0]
+        self.plan = [(c, timed) for c in cands
+                     for timed in (False, *[True] * max(1, math.ceil(self.PROBE_IMAGES / c)))]
+        self.per_image: dict[int, float] = {}
+        self._sum: dict[int, list[float]] = {}
+
+    @property
+    def choice(self) -> int:
+        return min(self.per_image, key=self.per_image.get) if self.per_image else self.smallest
+
+    def next_size(self) -> int:
+        return self.plan[0][0] if self.plan else self.choice
+
+    def record(self, size: int, n: int, seconds: float) -> None:
+        if not self.plan:
+            return
+        _, timed = self.plan.pop(0)
+        if n < size:
+            self.plan = []
+            return
+        if not timed:
+            return
+        acc = self._sum.setdefault(size, [0.0, 0])
+        acc[0] += seconds
+        acc[1] += n
+        if self.plan and self.plan[0] == (size, True):
+            return  # more batches of this size to time
+        self.per_image[size] = acc[0] / acc[1]
+        if self.per_image[size] > 1.25 * min(self.per_image.values()):
+            self.plan = []
+
+
+class _Fixed:
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def next_size(self) -> int:
+        return self.size
+
+    def record(self, size: int, n: int, seconds: float) -> None:
+        pass
+
+
+def _shards(n: int, world: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` blocks of ``ceil(n / world)`` positions, one per process."""
+    m = math.ceil(n / world) if n else 0
+    return [(min(r * m, n), min((r + 1) * m, n)) for r in range(world)]
 
 
 @torch.no_grad()
-def evaluate(
+def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, progress, desc):
+    """``(n, 2)`` int32 rows [top-1 hit, top-5 hit] for ``indices`` on this process and the k of top-k
+    (None without images); ``sizes`` gives each batch size and is told how long each batch took."""
+    channels_last = wants_channels_last(model, device)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: robust to a busy machine
+    rows, pos, k = [], 0, None
+    with tqdm(total=len(indices), desc=desc, unit="img", leave=False, disable=not progress) as bar:
+        while pos < len(indices):
+            size = sizes.next_size()
+            chunk = indices[pos : pos + size]
+            t0 = clock()
+            x, y = read_batch(dataset, chunk)
+            with autocast(precision, device):
+                out = forward(model, to_device(x, device, channels_last=channels_last))
+            k = min(5, out.shape[-1])
+            hit = out.topk(k, dim=-1).indices == y.to(device, non_blocking=True).view(-1, 1)
+            rows.append(torch.stack([hit[:, 0], hit.any(dim=-1) if k == 5 else hit[:, 0]], dim=1).to(torch.int32))
+            if getattr(sizes, "plan", None) and device.type == "cuda":  # this batch is timed
+                torch.cuda.synchronize(device)
+            sizes.record(size, len(chunk), clock() - t0)
+            pos += len(chunk)
+            bar.update(len(chunk))
+    if not rows:
+        return torch.zeros(0, 2, dtype=torch.int32, device=device), k
+    return torch.cat(rows), k
+
+
+def predict_hits(
     model: torch.nn.Module,
-    data: TensorDataset | DataLoader,
+    dataset,
+    indices: Sequence[int] | None = None,
     *,
-    batch_size: int = 64,
+    batch_size: int | BatchSizeProbe = DEFAULT_EVAL_BATCH_SIZE,
     accelerator=None,
+    precision: str = "fp32",
     forward: Callable = default_forward,
     progress: bool = False,
     desc: str = "evaluate",
-) -> dict[str, float | None]:
-    """``{"accuracy": top-1, "top5": top-5 or None (fewer than 5 classes), "samples": n}``."""
-    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size=batch_size, accelerator=accelerator)
+) -> Hits:
+    """Per-image correctness of ``model`` on ``dataset[indices]`` (default: all, in order)."""
+    indices = range(len(dataset)) if indices is None else indices
+    n = len(indices)
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    start, stop = _shards(n, world)[rank]
+    sizes = batch_size if isinstance(batch_size, BatchSizeProbe) else _Fixed(batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct1 = correct5 = seen = 0
-    has_top5 = None
     is_main = accelerator is None or accelerator.is_main_process
-    for x, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not (progress and is_main)):
-        out = forward(model, x.to(device))
-        n_cls = out.shape[-1]
-        k = min(5, n_cls)
-        top = out.topk(k, dim=-1).indices
-        y = y.to(device)
-        if accelerator is not None:
-            top, y = accelerator.gather_for_metrics((top, y))
-        hit = top == y.unsqueeze(-1)
-        correct1 += int(hit[:, 0].sum())
-        correct5 += int(hit.any(dim=-1).sum())
-        seen += int(y.numel())
-        has_top5 = n_cls >= 5
-    model.train(was_training)
-    if seen == 0:
-        return {"accuracy": 0.0, "top5": None, "samples": 0}
-    return {"accuracy": correct1 / seen, "top5": (correct5 / seen) if has_top5 else None, "samples": seen}
+    try:
+        local, k = _local_hits(model, dataset, indices[start:stop], sizes, device=device, precision=precision,
+                               forward=forward, progress=progress and is_main, desc=desc)
+    finally:
+        model.train(was_training)
+    has_top5 = -1 if k is None else int(k == 5)
+    if world > 1:
+        m = math.ceil(n / world)
+        padded = torch.zeros(m + 1, 2, dtype=torch.int32, device=device)
+        padded[: len(local)] = local
+        padded[m, 0] = has_top5 + 1  # 0: this process saw no image, 1: < 5 classes, 2: top-5 defined
+        gathered = accelerator.gather(padded).view(world, m + 1, 2).cpu()
+        has_top5 = int(gathered[:, m, 0].max()) - 1
+        local = torch.cat([gathered[r, : b - a] for r, (a, b) in enumerate(_shards(n, world))])
+    local = local.cpu().bool()
+    return Hits(local[:, 0].clone(), local[:, 1].clone() if has_top5 == 1 else None)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    batch_size: int | BatchSizeProbe = DEFAULT_EVAL_BATCH_SIZE,
+    indices: Sequence[int] | None = None,
+    accelerator=None,
+    precision: str = "fp32",
+    forward: Callable = default_forward,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> dict[str, float | int | None]:
+    """``{"accuracy": top-1, "top5": top-5 or None (fewer than 5 classes), "samples": n}``."""
+    return predict_hits(model, dataset, indices, batch_size=batch_size, accelerator=accelerator, precision=precision,
+                        forward=forward, progress=progress, desc=desc).metrics()
+
+
+def agree_batch_size(probe: BatchSizeProbe, accelerator=None) -> int:
+    """The probe's choice on the main process, shared with every process (so all run the same batches)."""
+    choice = [probe.choice]
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(choice, from_process=0)
+    return int(choice[0])

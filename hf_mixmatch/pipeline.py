@@ -18,15 +18,18 @@ import torch
 from . import __version__
 from .data import PreparedData, load_data
 from .errors import ConfigError
-from .evaluate import evaluate, make_loader
+from .evaluate import BatchSizeProbe, agree_batch_size, evaluate
 from .layers import LayerInfo, list_prunable, used_by_forward
 from .masks import WeightStash, apply_sparsities, measure_sparsity
 from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .models import LoadedModel, load_model
 from .pareto import pareto_front
+from .precision import PRECISIONS
+from .racing import EVAL_MODES
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
 from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
 from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
+from .variant_eval import Measurer, evaluate_variants
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ class PruneConfig:
     skip_bad_images: bool = False
     data_cache_dir: str | None = None  # decoded-data cache (None: under HF_DATASETS_CACHE)
     decode_workers: int = 1  # processes that decode + preprocess images into the cache
+    eval: str = "racing"  # "racing" (drop variants dominated with confidence on a growing sample) | "full"
+    eval_batch_size: int | None = None  # None: the fastest per image of EVAL_BATCH_CANDIDATES, probed on the dense model
+    precision: str | None = None  # fp32 | bf16 | fp16; None: the accelerator's mixed_precision (fp32 when "no")
 
     @property
     def finetune(self) -> bool:
@@ -120,6 +126,12 @@ class PruneConfig:
         if self.select_samples is not None and self.select_samples <= 0:
             raise ConfigError(f"--select-samples must be > 0, got {self.select_samples} (use --select-split none to "
                               "choose the front on the evaluation split)")
+        if self.eval not in EVAL_MODES:
+            raise ConfigError(f"--eval must be one of {'|'.join(EVAL_MODES)}, got '{self.eval}'")
+        if self.eval_batch_size is not None and self.eval_batch_size <= 0:
+            raise ConfigError(f"--eval-batch-size must be > 0 (or omitted for auto), got {self.eval_batch_size}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}, got '{self.precision}'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,46 +248,59 @@ def run_mixmatch(
     out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
     acc.wait_for_everyone()
 
-    eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
     timings: dict[str, float] = {}
+    precision = _precision(config, acc)
 
     t0 = time.perf_counter()
-    dense = evaluate(model, eval_loader, accelerator=acc, progress=config.progress, desc="evaluate dense")
+    probe = BatchSizeProbe() if config.eval_batch_size is None else config.eval_batch_size
+    dense = evaluate(model, data.eval, batch_size=probe, accelerator=acc, precision=precision,
+                     progress=config.progress and is_main, desc="evaluate dense")
+    eval_batch_size = agree_batch_size(probe, acc) if isinstance(probe, BatchSizeProbe) else probe
     timings["dense_eval_s"] = time.perf_counter() - t0
 
-    scores, skipped = _scores(config, model, layers, data, acc, out, timings)
+    scores, skipped = _scores(config, model, layers, data, acc, out, timings, precision)
     curves = _rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
     ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets, rd_curves=curves,
                             rd_grid=_rd_grid(config))
-    finetuner = _Finetuner(config, model, layers, data, acc) if config.finetune else None
+    finetuner = _Finetuner(config, model, layers, data, acc, eval_batch_size, precision) if config.finetune else None
 
-    # ---- Mix-and-Match variants ----
-    t0 = time.perf_counter()
+    # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
+    t0, cpu0 = time.perf_counter(), time.process_time()
     stash = WeightStash(model, layers)
-    variants: list[dict] = []
-    seen: dict[tuple, dict] = {}
+    measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision)
+    allocations: dict[str, tuple[dict, dict]] = {}
+    same_as: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
     plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
-    for sig, strat in tqdm(plan, desc="variants", unit="variant", disable=not (config.progress and is_main)):
+    for sig, strat in plan:
         sparsities = strategy_sparsities(strat, ranges, layers, scores=scores[sig])
         key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
         if key in seen:  # same masks as an earlier strategy (e.g. balanced == percentile_50): reuse its numbers
-            prev = seen[key]
-            variants.append({**prev, "id": f"{sig}-{strat}", "strategy": strat, "path": None,
-                             "same_as": prev.get("same_as") or prev["id"]})
+            same_as[f"{sig}-{strat}"] = seen[key]
             continue
-        v = {"id": f"{sig}-{strat}", "method": "mixmatch", "signal": sig, "strategy": strat,
-             **_measure(model, layers, sparsities, scores[sig], eval_loader, acc, stash), "path": None}
-        variants.append(v)
-        seen[key] = v
+        seen[key] = f"{sig}-{strat}"
+        allocations[f"{sig}-{strat}"] = (sparsities, scores[sig])
+    measured, front, race_log = evaluate_variants(measurer, allocations, data, mode=config.eval, seed=config.seed,
+                                                  progress=config.progress and is_main)
+    variants: list[dict] = []
+    for sig, strat in plan:
+        vid = f"{sig}-{strat}"
+        if vid in same_as:
+            prev = same_as[vid]
+            variants.append({"id": vid, "method": "mixmatch", "signal": sig, "strategy": strat, **measured[prev],
+                             "path": None, "same_as": prev})
+        else:
+            variants.append({"id": vid, "method": "mixmatch", "signal": sig, "strategy": strat, **measured[vid],
+                             "path": None})
     timings["variants_s"] = time.perf_counter() - t0
+    timings["variants_cpu_s"] = time.process_time() - cpu0  # CPU seconds of this process (robust to a busy machine)
     unique = [v for v in variants if "same_as" not in v]
-    front = pareto_front(unique)
 
     # ---- baselines at matched sparsity ----
     baselines: list[dict] = []
     if config.baselines:
         t0 = time.perf_counter()
-        baselines = _baselines(config, model, layers, scores, unique, front, data, eval_loader, acc, stash, out)
+        baselines = _baselines(config, model, layers, scores, unique, front, data, measurer, out)
         timings["baselines_s"] = time.perf_counter() - t0
 
     # ---- optional fine-tuning of the front and its matched baselines (same budget) ----
@@ -311,6 +336,8 @@ def run_mixmatch(
         "labels": data.labels,
         "skipped_images": data.skipped_images,
         "seed": config.seed,
+        "evaluation": {**race_log.to_dict(), "batch_size": eval_batch_size, "precision": precision,
+                       "batch_size_probe": {} if isinstance(probe, int) else {str(k): t for k, t in probe.per_image.items()}},
         "hf_mixmatch_version": __version__,
         "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
@@ -360,7 +387,15 @@ def run_mixmatch(
     return RunResult(results=results, output_dir=out, layers=layers, ranges=ranges)
 
 
-def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> tuple[dict, dict]:
+def _precision(config: PruneConfig, acc) -> str:
+    """--precision, else the accelerator's mixed precision (``accelerate launch --mixed_precision bf16``)."""
+    if config.precision is not None:
+        return config.precision
+    return {"bf16": "bf16", "fp16": "fp16"}.get(str(getattr(acc, "mixed_precision", "no")), "fp32")
+
+
+def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict,
+            precision: str = "fp32") -> tuple[dict, dict]:
     """Compute the signals the run needs, or reuse the ones cached in the output dir.
 
     Also returns ``{signal: why}`` for the optional signals that could not be computed (GraSP on a model
@@ -373,13 +408,15 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
         needed |= {"snip", "grasp"}
     needed |= {b for b in config.baselines if b in ("snip", "grasp")}
     t0 = time.perf_counter()
-    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode)
+    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode,
+                     **({} if precision == "fp32" else {"precision": precision}))
     cache = out / "scores.safetensors"
     scores = load_scores(cache, fingerprint=fp)
     timings["scoring_cached"] = scores is not None and needed <= set(scores)
     if not timings["scoring_cached"]:
         scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
-                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress)
+                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress,
+                                precision=precision)
         if acc.is_main_process:
             record(out, cache.name, cache=True)
             save_scores(scores, cache, fingerprint=fp)
@@ -416,18 +453,8 @@ def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out:
     return rd.curves
 
 
-def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
-    """Apply one allocation, measure its sparsity and accuracy, restore the weights."""
-    apply_sparsities(model, layers, sparsities, score)
-    overall, per_layer = measure_sparsity(model, layers)
-    metrics = evaluate(model, eval_loader, accelerator=acc)
-    stash.restore()
-    return {"sparsity": overall, "accuracy": metrics["accuracy"], "top5": metrics["top5"], "layers": per_layer,
-            "target_layers": dict(sparsities)}
-
-
-def _baselines(config, model, layers, scores, unique, front, data, eval_loader, acc, stash, out) -> list[dict]:
-    """Every baseline at the measured sparsity of every matched Mix-and-Match variant."""
+def _baselines(config, model, layers, scores, unique, front, data, measurer: Measurer, out) -> list[dict]:
+    """Every baseline at the measured sparsity of every matched Mix-and-Match variant, on the whole eval split."""
     from tqdm.auto import tqdm
 
     from .allocators import ALLOCATORS
@@ -437,16 +464,18 @@ def _baselines(config, model, layers, scores, unique, front, data, eval_loader, 
     if "rd" in config.baselines:
         allocators["rd"] = ALLOCATORS["rd"].prepare(
             model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
-            cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size, layers=layers)
+            cache_dir=out if measurer.accelerator.is_main_process else None, batch_size=config.batch_size,
+            layers=layers)
     matched = [v for v in unique if config.baseline_match == "all" or v["id"] in front]
     weights = weights_of(model, layers)
     rows = []
     plan = [(v, m) for v in matched for m in config.baselines]
-    for v, method in tqdm(plan, desc="baselines", unit="eval", disable=not (config.progress and acc.is_main_process)):
+    is_main = measurer.accelerator.is_main_process
+    for v, method in tqdm(plan, desc="baselines", unit="eval", disable=not (config.progress and is_main)):
         alloc = allocators[method](weights=weights, layers=layers, target=v["sparsity"], scores=scores)
-        measured = _measure(model, layers, alloc.sparsities, scores[alloc.rank_by], eval_loader, acc, stash)
+        measured = measurer.measure(alloc.sparsities, scores[alloc.rank_by], data.eval)
         rows.append({"id": f"{method}@{v['id']}", "method": method, "matched_to": v["id"], "rank_by": alloc.rank_by,
-                     **measured})
+                     **measured, "split": data.eval_split})
     return rows
 
 
@@ -454,7 +483,8 @@ class _Finetuner:
     """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back. A Mix-and-Match
     variant's fine-tuned weights are written to its folder as soon as they are measured (none kept in memory)."""
 
-    def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc):
+    def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc, eval_batch_size: int = 256,
+                 precision: str = "fp32"):
         self.config, self.model, self.layers, self.acc = config, model, layers, acc
         from torch.utils.data import Subset
 
@@ -464,7 +494,7 @@ class _Finetuner:
         self.train = Subset(data.train, order[n_val:])
         self.val = Subset(data.train, order[:n_val])
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.eval_loader = make_loader(data.eval, batch_size=config.batch_size, accelerator=acc)
+        self.eval_data, self.eval_batch_size, self.precision = data.eval, eval_batch_size, precision
         self.saved: dict[str, Path] = {}  # variant id -> folder holding its fine-tuned weights
 
     def restore(self) -> None:
@@ -481,7 +511,8 @@ class _Finetuner:
                        seed=self.config.seed, progress=False)
         self.acc.free_memory()  # drop the optimizer state the accelerator holds before the next item
         overall, _ = measure_sparsity(self.model, self.layers)
-        metrics = evaluate(self.model, self.eval_loader, accelerator=self.acc)
+        metrics = evaluate(self.model, self.eval_data, batch_size=self.eval_batch_size, accelerator=self.acc,
+                           precision=self.precision)
         if folder is not None and loaded is not None and self.acc.is_main_process:
             out = folder.parent.parent
             record_dir(out, "variants")

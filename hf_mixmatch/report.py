@@ -35,18 +35,23 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
     any_tuned = any(v.get("oneshot") for v in variants)
     for signal in dict.fromkeys(v.get("signal", "?") for v in variants):
         for tuned_pts in ((False, True) if any_tuned else (False,)):
-            pts = [v for v in variants if v.get("signal", "?") == signal and bool(v.get("oneshot")) == tuned_pts]
+            pts = [v for v in variants if v.get("signal", "?") == signal and bool(v.get("oneshot")) == tuned_pts
+                   and not v.get("dropped_by")]
             if not pts:
                 continue
             label = signal + ((", fine-tuned" if tuned_pts else ", one-shot") if any_tuned else "")
             ax.scatter([100 * v["sparsity"] for v in pts], [100 * v["accuracy"] for v in pts], s=28, alpha=0.8,
                        marker="s" if tuned_pts else "o", color=_color(signal, extra), label=label, zorder=3)
+        out = [v for v in variants if v.get("signal", "?") == signal and v.get("dropped_by")]
+        if out:  # raced out: accuracy measured on a sample of the split only
+            ax.scatter([100 * v["sparsity"] for v in out], [100 * v["accuracy"] for v in out], s=22, alpha=0.6,
+                       marker="x", color=_color(signal, extra), zorder=3)
     tuned = [v for v in variants if v.get("oneshot")]
     if tuned:  # one-shot accuracy of the fine-tuned variants, joined to their fine-tuned point
         for v in tuned:
             ax.plot([100 * v["sparsity"]] * 2, [100 * v["oneshot"]["accuracy"], 100 * v["accuracy"]], ":",
                     color="gray", lw=0.8, zorder=1)
-        ax.scatter([100 * v["sparsity"] for v in tuned], [100 * v["oneshot"]["accuracy"] for v in tuned], marker="x",
+        ax.scatter([100 * v["sparsity"] for v in tuned], [100 * v["oneshot"]["accuracy"] for v in tuned], marker="+",
                    s=30, color="gray", zorder=3, label="one-shot, before fine-tuning")
     front = sorted((by_id[i] for i in front_ids if i in by_id), key=lambda v: v["sparsity"])
     if front:
@@ -65,10 +70,14 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
         v = by_id[highlight]
         ax.scatter([100 * v["sparsity"]], [100 * v["accuracy"]], marker="*", s=260, color="red",
                    edgecolors="black", lw=0.6, zorder=5, label=f"this variant ({highlight})")
+    raced = any(v.get("dropped_by") for v in variants)
+    if raced:
+        ax.scatter([], [], marker="x", color="gray", label="raced out (top-1 on fewer images)")
     ax.set_xlabel("sparsity of prunable weights (%)")
     ax.set_ylabel("top-1 accuracy (%)")
     base = results.get("base_model") or ""
-    ax.set_title(f"Mix-and-Match variants of {base}" if base else "Mix-and-Match variants", fontsize=10)
+    title = f"Mix-and-Match variants of {base}" if base else "Mix-and-Match variants"
+    ax.set_title(title + (f"\n{images_seen_line(results, short=True)}" if raced else ""), fontsize=10 if not raced else 7)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
@@ -79,6 +88,22 @@ def plot_pareto(results: dict, path: str | os.PathLike, *, highlight: str | None
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * float(x):.2f}%"
+
+
+def images_seen_line(results: dict, *, short: bool = False) -> str:
+    """How many images the variants saw: all of them, or (racing) how many before they were dropped."""
+    ev = results.get("evaluation") or {}
+    variants = [v for v in results.get("variants") or [] if "same_as" not in v]
+    dropped = [v for v in variants if v.get("dropped_by")]
+    n = (ev.get("rounds") or [results.get("eval_samples")])[-1]
+    split = results.get("select_split") or results.get("eval_split")
+    line = f"images seen: {len(variants) - len(dropped)} of {len(variants)} variants saw all {n} images of '{split}'"
+    if dropped:
+        seen = sorted({v["samples"] for v in dropped})
+        line += f"; {len(dropped)} raced out after {'/'.join(map(str, seen))} images"
+        if not short:
+            line += f" ({ev.get('images_evaluated')} of {ev.get('images_if_full')} image evaluations)"
+    return line
 
 
 def report_markdown(results: dict) -> str:
@@ -97,18 +122,24 @@ def report_markdown(results: dict) -> str:
         f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
         + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
         f"- {len(variants)} variants, {len(front)} on the Pareto front (listed first)",
+        *([f"- {images_seen_line(results)}; the front was chosen on `{results.get('select_split')}`"]
+          if results.get("evaluation") else []),
         "",
         "![accuracy vs sparsity](pareto.png)",
         "",
-        "| id | signal | strategy | sparsity | top-1 | top-5 | on front | saved |",
-        "|---|---|---|---:|---:|---:|:---:|---|",
-        f"| dense | – | – | 0.00% | {_pct(dense.get('accuracy'))} | {_pct(dense.get('top5'))} | – | – |",
+        "| id | signal | strategy | sparsity | top-1 | top-5 | images | on front | saved |",
+        "|---|---|---|---:|---:|---:|---:|:---:|---|",
+        f"| dense | – | – | 0.00% | {_pct(dense.get('accuracy'))} | {_pct(dense.get('top5'))} | "
+        f"{results.get('eval_samples') or '–'} | – | – |",
     ]
     for v in variants:
         on = "yes" if v["id"] in front else (f"same as {v['same_as']}" if v.get("same_as") else "no")
+        if v.get("dropped_by") and not v.get("same_as"):
+            on = f"no (raced out: beaten by {v['dropped_by']})"
         saved = f"[{v['path']}]({v['path']})" if v.get("path") else "–"
+        images = f"{v['samples']} `{v.get('split')}`" if v.get("samples") else "–"
         lines.append(f"| {v['id']} | {v.get('signal', '–')} | {v.get('strategy', '–')} | {_pct(v['sparsity'])} | "
-                     f"{_pct(v['accuracy'])} | {_pct(v.get('top5'))} | {on} | {saved} |")
+                     f"{_pct(v['accuracy'])} | {_pct(v.get('top5'))} | {images} | {on} | {saved} |")
     if results.get("baselines"):
         lines += ["", "## Baselines at matched sparsity", "", "| id | method | matched to | sparsity | top-1 | top-5 |",
                   "|---|---|---|---:|---:|---:|"]

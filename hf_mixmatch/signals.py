@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .layers import LayerInfo, weights_of
 from .models import logits as default_forward
+from .precision import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ def compute_scores(
     train_mode: bool = False,
     forward: Callable = default_forward,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Scores:
-    """Compute the requested signals for every prunable layer (returned on CPU, float32).
+    """Compute the requested signals for every prunable layer (returned on CPU, float32). Forward passes run
+    under ``autocast(precision)``; gradients land on the fp32 weights and are accumulated in fp32.
 
     GraSP is optional: when an operation of the model has no second derivative (MobileNetV3's hardsigmoid),
     it is skipped with a warning and ``"grasp"`` is absent from the result.
@@ -107,7 +110,8 @@ def compute_scores(
         for s, e in tqdm(my_batches, desc="scoring (gradients)", unit="batch", leave=False,
                          disable=not (progress and is_main)):
             x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-            loss = loss_fn(forward(model, x), y)
+            with autocast(precision, device):
+                loss = loss_fn(forward(model, x).float(), y)
             grads = torch.autograd.grad(loss, params, allow_unused=True)  # unused by the forward: no gradient
             for a, g_sum, g in zip(abs_sum, sum_g, grads):
                 if g is None:
@@ -128,7 +132,7 @@ def compute_scores(
         if "grasp" in signals:
             try:
                 out["grasp"] = _grasp(model, names, params, mean_g, x_all, y_all, my_batches, len(all_batches), device,
-                                      forward, loss_fn, accelerator, progress and is_main)
+                                      forward, loss_fn, accelerator, progress and is_main, precision)
             except RuntimeError as exc:
                 if not no_second_derivative(exc):
                     raise
@@ -152,13 +156,13 @@ def no_second_derivative(exc: BaseException) -> bool:
 
 
 def _grasp(model, names, params, mean_g, x_all, y_all, batches, n_batches, device, forward, loss_fn, accelerator,
-           progress) -> dict[str, torch.Tensor]:
+           progress, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """GraSP's w * (H g): a Hessian-gradient product per batch (double backward), averaged over all batches."""
     hg_sum = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     for s, e in tqdm(batches, desc="scoring (GraSP Hg)", unit="batch", leave=False, disable=not progress):
         x, y = x_all[s:e].to(device), y_all[s:e].to(device)
-        with _double_backward_attention():  # fused attention kernels have no second derivative
-            loss = loss_fn(forward(model, x), y)
+        with _double_backward_attention(), autocast(precision, device):  # fused attention: no 2nd derivative
+            loss = loss_fn(forward(model, x).float(), y)
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
             z = sum((g * gm.to(g.dtype)).sum() for g, gm in zip(grads, mean_g) if g is not None)
             hg = torch.autograd.grad(z, params, allow_unused=True)

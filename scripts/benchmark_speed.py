@@ -1,12 +1,18 @@
-"""How close is a Mix-and-Match run to the floor of work it cannot avoid?
+"""How close is a Mix-and-Match run to the floor of work it cannot avoid, and what does racing save?
 
-Floor, measured in the same process on the same decoded tensors: one calibration forward+backward
-pass (the gradient signals) + one evaluation forward pass per variant (39 with the default 13 strategies). The run does more
-(GraSP's Hessian-gradient pass for observed ranges, the dense evaluation, mask application and
-sparsity measurement), so the ratio shows the overhead of everything that is not a forward/backward.
+All times are CPU seconds of this process (``time.process_time``; one thread), which a busy shared machine
+disturbs far less than wall time. Floor, measured in the same process on the same decoded tensors: one calibration forward+backward pass (the
+gradient signals) + one plain-torch evaluation (``torch.inference_mode`` loop at batch 256, no masks) per
+distinct variant. The run does more (GraSP's Hessian-gradient pass for observed ranges, the dense evaluation
+with its batch-size probe, masks and sparsity), so the ratio shows the overhead of everything else.
 
-    python scripts/benchmark_speed.py                       # embedded default
-    python scripts/benchmark_speed.py --model DIR --dataset DIR --eval-samples 1000
+    python scripts/benchmark_speed.py                                # embedded default model (its test split)
+    python scripts/benchmark_speed.py --eval-split train --calib-split test   # default model, 1,438 images
+    python scripts/benchmark_speed.py --model DIR --dataset DIR      # any model folder + dataset
+    python scripts/benchmark_speed.py --case 224 --photos 256        # timm resnet50 + transformers swin-tiny
+
+Each case prints: run (``--eval full``) vs floor, racing vs full evaluation time and whether the fronts are
+identical (else every difference in points), and top-1 of a bf16 vs an fp32 dense evaluation.
 """
 
 from __future__ import annotations
@@ -16,84 +22,203 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 
-def floor_seconds(model, layers, data, *, batch_size: int, n_variants: int = 30) -> dict[str, float]:
+def floor_seconds(model, layers, data, *, batch_size: int, eval_batch_size: int = 256) -> dict[str, float]:
+    """Calibration forward+backward, and one plain evaluation forward over the whole eval split."""
+    from hf_mixmatch.evaluate import batch_iter
     from hf_mixmatch.layers import weights_of
     from hf_mixmatch.models import logits
 
     params = list(weights_of(model, layers).values())
-    x, y = data.calib.tensors
-    t0 = time.perf_counter()
-    for s in range(0, len(x), batch_size):
-        loss = torch.nn.functional.cross_entropy(logits(model, x[s : s + batch_size]), y[s : s + batch_size])
-        torch.autograd.grad(loss, params)
-    calib = time.perf_counter() - t0
-    from hf_mixmatch.datacache import tensors_of
-
-    xe = tensors_of(data.eval)[0]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
+    for x, y in batch_iter(data.calib, None, batch_size):
+        torch.autograd.grad(torch.nn.functional.cross_entropy(logits(model, x), y), params)
+    calib = time.process_time() - t0
+    t0 = time.process_time()
     with torch.inference_mode():
-        for s in range(0, len(xe), batch_size):
-            logits(model, xe[s : s + batch_size])
-    one_eval = time.perf_counter() - t0
-    return {"calib_fwd_bwd_s": calib, "eval_forward_s": one_eval, "floor_s": calib + n_variants * one_eval}
+        for x, _ in batch_iter(data.eval, None, eval_batch_size):
+            logits(model, x)
+    return {"calib_fwd_bwd_s": calib, "eval_forward_s": time.process_time() - t0}
+
+
+def front_differences(full: dict, raced: dict) -> list[str]:
+    """Each variant on one front and not the other, with its accuracy gap in points to the other front."""
+    by_full = {v["id"]: v for v in full["variants"]}
+    out = []
+    for vid in sorted(set(full["pareto"]) ^ set(raced["pareto"])):
+        v = by_full[vid]
+        other = raced if vid in full["pareto"] else full
+        best = max((by_full[o]["accuracy"] for o in other["pareto"] if by_full[o]["sparsity"] >= v["sparsity"]),
+                   default=0.0)
+        out.append(f"{vid} only on the {'full' if vid in full['pareto'] else 'racing'} front "
+                   f"({100 * (v['accuracy'] - best):+.2f} points vs the other front at >= its sparsity)")
+    return out
+
+
+def bench_case(name: str, loaded, data, args) -> dict:
+    from hf_mixmatch.evaluate import predict_hits
+    from hf_mixmatch.layers import list_prunable
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+
+    model = loaded.model.eval()
+    layers = list_prunable(model, num_labels=loaded.num_labels)
+    before = floor_seconds(model, layers, data, batch_size=args.batch_size)
+    runs, cpu = {}, {}
+    for mode in args.modes.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = PruneConfig(model=name, output_dir=tmp, overwrite=True, save="none", progress=False,
+                                 ranges=args.ranges, batch_size=args.batch_size, calib_samples=len(data.calib),
+                                 signals=tuple(args.signals.split(",")), strategies=_strategies(args.strategies),
+                                 eval=mode)
+            t0 = time.process_time()
+            runs[mode] = run_mixmatch(config, loaded=loaded, data=data).results
+            cpu[mode] = time.process_time() - t0
+    after = floor_seconds(model, layers, data, batch_size=args.batch_size)
+    floor = {k: min(before[k], after[k]) for k in before}  # the less disturbed of the two measurements
+    full, raced = runs["full"], runs.get("racing")
+    unique = sum("same_as" not in v for v in full["variants"])
+    floor_s = floor["calib_fwd_bwd_s"] + unique * floor["eval_forward_s"]
+    t = full["timings"]
+    run_s = cpu["full"]  # the whole run_mixmatch call: dense + probe, scoring, ranges, variants, report
+    n_eval = data.eval_samples
+    precision, hits = {}, {}
+    for p in ("fp32", "bf16"):
+        t0 = time.process_time()
+        hits[p] = predict_hits(model, data.eval, batch_size=full["evaluation"]["batch_size"], precision=p)
+        precision[p] = {"top1": hits[p].metrics()["accuracy"], "images_per_s": n_eval / (time.process_time() - t0)}
+    precision["same_correctness"] = float((hits["fp32"].top1 == hits["bf16"].top1).float().mean())
+    return {
+        "case": name, "threads": torch.get_num_threads(), "eval_samples": n_eval, "calib_samples": len(data.calib),
+        "variants": len(full["variants"]), "unique_variants": unique, **floor, "floor_s": floor_s,
+        "run_s": run_s, "run_variants_s": t["variants_cpu_s"], "run_wall_s": t["total_s"],
+        "ratio_run_to_floor": run_s / floor_s,
+        "eval_batch_size": full["evaluation"]["batch_size"],
+        "plain_eval_images_per_s": n_eval / floor["eval_forward_s"],
+        "run_eval_images_per_s": full["evaluation"]["images_evaluated"] / t["variants_cpu_s"],
+        "front_size": len(full["pareto"]), "precision": precision,
+        **({} if raced is None else {
+            "racing_variants_s": raced["timings"]["variants_cpu_s"], "racing_run_s": cpu["racing"],
+            "ratio_racing_to_full_eval": raced["timings"]["variants_cpu_s"] / t["variants_cpu_s"],
+            "racing_rounds": raced["evaluation"]["rounds"], "racing_dropped": raced["evaluation"]["dropped"],
+            "racing_images_fraction": raced["evaluation"]["images_evaluated"] / raced["evaluation"]["images_if_full"],
+            "same_front": full["pareto"] == raced["pareto"], "front_differences": front_differences(full, raced)}),
+    }
+
+
+def _strategies(text: str) -> tuple[str, ...]:
+    from hf_mixmatch.strategies import DEFAULT_STRATEGIES, STRATEGY_SETS
+
+    return DEFAULT_STRATEGIES if text == "default" else STRATEGY_SETS.get(text) or tuple(text.split(","))
+
+
+# ---------------------------------------------------------------------------------------- 224 px case
+
+
+def generated_photos(out: Path, *, n_test: int, n_train: int, num_classes: int = 10, seed: int = 0) -> Path:
+    """Crops of scikit-learn's two sample photos (640x427) at random scales and aspect ratios 1:2..2:1, flipped
+    at random, labelled round-robin; written as train/test parquet."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    names = [f"class_{i}" for i in range(num_classes)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = []
+        for i in range(n):
+            img = photos[i % len(photos)]
+            aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+            h = int(rng.uniform(0.3, 1.0) * img.height)
+            w = min(img.width, max(16, int(h * aspect)))
+            top, left = int(rng.integers(0, img.height - h + 1)), int(rng.integers(0, img.width - w + 1))
+            crop = img.crop((left, top, left + w, top + h))
+            images.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop)
+        ds = datasets.Dataset.from_dict({"image": images, "label": [i % num_classes for i in range(n)]}, features=feats)
+        ds.to_parquet(str(out / f"{split}.parquet"))
+    return out
+
+
+def save_224_models(root: Path) -> dict[str, Path]:
+    """timm resnet50 and transformers swin-tiny (its default config), random weights, 10 classes."""
+    import timm
+    from timm.models import save_for_hf
+    from transformers import SwinConfig, SwinForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    resnet = timm.create_model("resnet50", pretrained=False, num_classes=10).eval()
+    save_for_hf(resnet, str(root / "resnet50"), model_config={"num_classes": 10}, safe_serialization=True)
+    swin = SwinForImageClassification(SwinConfig(num_labels=10)).eval()
+    swin.save_pretrained(root / "swin_tiny")
+    ViTImageProcessor(size={"height": 224, "width": 224}, resample=3).save_pretrained(root / "swin_tiny")
+    return {"timm/resnet50": root / "resnet50", "transformers/swin-tiny": root / "swin_tiny"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=("default", "224"), default="default")
     ap.add_argument("--model", default="default")
     ap.add_argument("--dataset", default=None)
+    ap.add_argument("--eval-split", default=None)
+    ap.add_argument("--calib-split", default=None)
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--photos", type=int, default=256, help="224 px case: generated evaluation photos")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ranges", default="observed")
+    ap.add_argument("--signals", default="magnitude,gradient,hybrid")
+    ap.add_argument("--strategies", default="default", help="'default' (13), 'paper', or comma-separated")
+    ap.add_argument("--modes", default="full,racing", help="'full,racing' (compare) or 'full' (run vs floor only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_MIXMATCH_NO_PROGRESS", "1")
 
     from hf_mixmatch.data import load_data
-    from hf_mixmatch.layers import list_prunable
     from hf_mixmatch.models import load_model
-    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
 
-    loaded = load_model(args.model)
-    data = load_data(args.dataset or ("default" if args.model == "default" else args.model), loaded.preprocess,
-                     calib_samples=args.calib_samples, eval_samples=args.eval_samples, num_labels=loaded.num_labels)
-    layers = list_prunable(loaded.model, num_labels=loaded.num_labels)
-    floor_seconds(loaded.model, layers, data, batch_size=args.batch_size, n_variants=1)  # warm-up
-    before = floor_seconds(loaded.model, layers, data, batch_size=args.batch_size)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = PruneConfig(model=args.model, output_dir=tmp, overwrite=True, save="none", progress=False,
-                             ranges=args.ranges, batch_size=args.batch_size, calib_samples=args.calib_samples)
-        t0 = time.perf_counter()
-        run = run_mixmatch(config, loaded=loaded, data=data)
-        wall = time.perf_counter() - t0
-    after = floor_seconds(loaded.model, layers, data, batch_size=args.batch_size)
-    # the floor is measured before and after the run; the smaller (less disturbed) of each part counts
-    floor = {k: min(before[k], after[k]) for k in ("calib_fwd_bwd_s", "eval_forward_s")}
-    n_var = len(run.variants)  # one evaluation per variant (the paper's 10 strategies x 3 signals = 30)
-    floor["floor_s"] = floor["calib_fwd_bwd_s"] + n_var * floor["eval_forward_s"]
-    t = run.results["timings"]
-    pruning = t["dense_eval_s"] + t["scoring_s"] + t["variants_s"]
-    out = {
-        "model": args.model, "threads": torch.get_num_threads(), "eval_samples": data.eval_samples,
-        "calib_samples": data.calib_samples, "variants": len(run.variants),
-        "unique_variants": sum("same_as" not in v for v in run.variants), **floor,
-        "run_scoring_s": t["scoring_s"], "run_variants_s": t["variants_s"], "run_pruning_s": pruning,
-        "run_wall_s": wall, "ratio_pruning_to_floor": pruning / floor["floor_s"], "ratio_wall_to_floor": wall / floor["floor_s"],
-    }
+        if args.case == "224":
+            cases = save_224_models(Path(tmp))
+            dataset = generated_photos(Path(tmp) / "photos", n_test=args.photos, n_train=args.calib_samples)
+        else:
+            cases, dataset = {args.model: args.model}, args.dataset or ("default" if args.model == "default" else None)
+        for name, path in cases.items():
+            loaded = load_model(str(path))
+            t0 = time.perf_counter()
+            data = load_data(dataset, loaded.preprocess, calib_split=args.calib_split, eval_split=args.eval_split,
+                             calib_samples=args.calib_samples, eval_samples=args.eval_samples,
+                             num_labels=loaded.num_labels)
+            decode_s = time.perf_counter() - t0
+            results.append({**bench_case(name, loaded, data, args), "decode_s": decode_s})
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(results, indent=1))
         return
-    print(f"model {out['model']}  threads {out['threads']}  calib {out['calib_samples']}  eval {out['eval_samples']}")
-    print(f"floor: calib fwd+bwd {floor['calib_fwd_bwd_s']:.3f}s + {n_var} x eval forward {floor['eval_forward_s']:.3f}s"
-          f" = {floor['floor_s']:.2f}s")
-    print(f"run:   scoring {t['scoring_s']:.2f}s  variants {t['variants_s']:.2f}s  (dense eval {t['dense_eval_s']:.2f}s)"
-          f"  total {pruning:.2f}s, wall incl. report {wall:.2f}s")
-    print(f"ratio run/floor: {out['ratio_pruning_to_floor']:.2f}x  (wall/floor {out['ratio_wall_to_floor']:.2f}x)")
+    for r in results:
+        print(f"{r['case']}: {r['eval_samples']} eval / {r['calib_samples']} calib images, {r['unique_variants']} "
+              f"distinct variants, threads {r['threads']}, eval batch {r['eval_batch_size']}")
+        print(f"  floor: calib fwd+bwd {r['calib_fwd_bwd_s']:.2f}s + {r['unique_variants']} x plain eval "
+              f"{r['eval_forward_s']:.2f}s = {r['floor_s']:.1f}s;  whole run (--eval full) {r['run_s']:.1f}s, of which "
+              f"variants {r['run_variants_s']:.1f}s (CPU seconds)")
+        print(f"  ratio run/floor {r['ratio_run_to_floor']:.2f}x;  evaluation {r['run_eval_images_per_s']:.0f} img/s "
+              f"in the run vs {r['plain_eval_images_per_s']:.0f} img/s plain")
+        if "racing_run_s" in r:
+            print(f"  racing: whole run {r['racing_run_s']:.1f}s; variants {r['racing_variants_s']:.1f}s vs full "
+                  f"{r['run_variants_s']:.1f}s = {r['ratio_racing_to_full_eval']:.2f}x; rounds {r['racing_rounds']}, "
+                  f"{r['racing_dropped']} dropped, {100 * r['racing_images_fraction']:.0f}% of the image evaluations; "
+                  f"same front: {r['same_front']} ({r['front_size']} variants)"
+                  + "".join(f"\n    {d}" for d in r["front_differences"]))
+        p = r["precision"]
+        print(f"  dense top-1 fp32 {p['fp32']['top1']:.4f} vs bf16 {p['bf16']['top1']:.4f} "
+              f"(same per-image correctness on {100 * p['same_correctness']:.1f}% of the images; "
+              f"{p['fp32']['images_per_s']:.0f} vs {p['bf16']['images_per_s']:.0f} img/s on CPU)")
 
 
 if __name__ == "__main__":

@@ -39,11 +39,11 @@ def test_scores_are_reused_when_the_run_is_repeated(tmp_path, image_dataset):
 
 
 def test_an_interrupted_run_leaves_no_results_json(tmp_path, image_dataset, monkeypatch):
-    from hf_mixmatch import pipeline
+    from hf_mixmatch import variant_eval
     from hf_mixmatch.models import load_model
 
     calls = {"n": 0}
-    real = pipeline.evaluate
+    real = variant_eval.predict_hits
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -51,7 +51,7 @@ def test_an_interrupted_run_leaves_no_results_json(tmp_path, image_dataset, monk
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "evaluate", flaky)
+    monkeypatch.setattr(variant_eval, "predict_hits", flaky)  # the third variant evaluation is interrupted
     with pytest.raises(KeyboardInterrupt):
         run_mixmatch(_config(tmp_path / "run", image_dataset), loaded=load_model(save_tiny_transformers(tmp_path / "m", "vit")))
     assert not (tmp_path / "run" / "results.json").exists()

@@ -1,0 +1,45 @@
+"""Numeric precision of forward passes (evaluation and scoring): fp32, or autocast to bf16 / fp16.
+
+Weights stay float32 (masks, stash and saved variants are unchanged); autocast only lowers the precision
+of the matmuls/convolutions inside a forward pass, and every score and accuracy is accumulated in fp32.
+On CUDA, batches of convolutional models are fed channels_last (NHWC), which cuDNN runs fastest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}': pass --precision {'|'.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(precision: str, device: torch.device | str):
+    """A context for forward passes: no-op for fp32, ``torch.autocast`` to bf16/fp16 otherwise."""
+    dtype = PRECISIONS[check_precision(precision)]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
+    """True for a convolutional model on CUDA (NHWC inputs make cuDNN pick its fast kernels). A single Conv2d
+    is a patch embedding (ViT, Swin): not a convolutional model."""
+    if torch.device(device).type != "cuda":
+        return False
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+
+
+def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:
+    """Move one input batch to ``device`` (non-blocking from pinned memory), NHWC when asked."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x

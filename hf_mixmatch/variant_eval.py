@@ -1,0 +1,94 @@
+"""Measuring allocations: apply masks in place, measure sparsity and accuracy, put the weights back; race the
+Mix-and-Match variants on the selection data, choose the front there, and measure the front on the whole
+evaluation split (when the selection data is a separate split)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .evaluate import Hits, evaluate, predict_hits
+from .layers import LayerInfo
+from .masks import WeightStash, apply_sparsities, measure_sparsity
+from .pareto import pareto_front
+from .racing import RaceConfig, RaceLog, race
+
+
+@dataclass
+class Measurer:
+    """How every allocation of a run is measured: one model, one weight stash, one batch size and precision."""
+
+    model: torch.nn.Module
+    layers: list[LayerInfo]
+    stash: WeightStash
+    accelerator: object = None
+    batch_size: int = 256
+    precision: str = "fp32"
+
+    @contextlib.contextmanager
+    def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor]):
+        """The model with this allocation's masks, then the original weights again."""
+        apply_sparsities(self.model, self.layers, sparsities, score)
+        try:
+            yield
+        finally:
+            self.stash.restore()
+
+    def hits(self, dataset, indices: Sequence[int] | None = None) -> Hits:
+        return predict_hits(self.model, dataset, indices, batch_size=self.batch_size, accelerator=self.accelerator,
+                            precision=self.precision)
+
+    def measure(self, sparsities: dict[str, float], score: dict[str, torch.Tensor], dataset) -> dict:
+        """Sparsity and whole-``dataset`` accuracy of one allocation."""
+        with self.applied(sparsities, score):
+            overall, per_layer = measure_sparsity(self.model, self.layers)
+            metrics = evaluate(self.model, dataset, batch_size=self.batch_size, accelerator=self.accelerator,
+                               precision=self.precision)
+        return {"sparsity": overall, **metrics, "layers": per_layer, "target_layers": dict(sparsities)}
+
+
+def evaluate_variants(
+    m: Measurer,
+    allocations: dict[str, tuple[dict[str, float], dict[str, torch.Tensor]]],
+    data,
+    *,
+    mode: str = "racing",
+    seed: int = 0,
+    race_config: RaceConfig = RaceConfig(),
+    progress: bool = False,
+) -> tuple[dict[str, dict], list[str], RaceLog]:
+    """Race (or fully evaluate) ``allocations`` (id -> (layer sparsities, score)) on ``data.select`` when present,
+    else on ``data.eval``; choose the front among the survivors; with separate selection data, measure every
+    front variant on the whole ``data.eval``. Returns (id -> metrics, front ids, race log)."""
+    select = getattr(data, "select", None)
+    chooser = select if select is not None else data.eval
+    chooser_split = (getattr(data, "select_split", None) or "select") if select is not None else data.eval_split
+    layer_sparsity: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def measure(vid: str, indices: Sequence[int]) -> tuple[float, Hits]:
+        sparsities, score = allocations[vid]
+        with m.applied(sparsities, score):
+            if vid not in layer_sparsity:
+                layer_sparsity[vid] = measure_sparsity(m.model, m.layers)
+            hits = m.hits(chooser, indices)
+        return layer_sparsity[vid][0], hits
+
+    log = race(list(allocations), measure, len(chooser), mode=mode, config=race_config, seed=seed, progress=progress)
+    rows: dict[str, dict] = {}
+    for vid, lane in log.lanes.items():
+        overall, per_layer = layer_sparsity[vid]
+        rows[vid] = {"sparsity": overall, **lane.hits.metrics(), "split": chooser_split, "layers": per_layer,
+                     "target_layers": dict(allocations[vid][0])}
+        if lane.dropped_by is not None:
+            rows[vid]["dropped_by"] = lane.dropped_by
+    front = pareto_front([{"id": vid, **rows[vid]} for vid in log.survivors])
+    if select is not None:
+        for vid in front:
+            row = rows[vid]
+            row["select"] = {k: row[k] for k in ("accuracy", "top5", "samples", "split")}
+            full = m.measure(*allocations[vid], data.eval)
+            row.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
+    return rows, front, log
