@@ -330,7 +330,8 @@ def run_mixmatch(
         "eval_split": data.eval_split,
         "calib_samples": data.calib_samples,
         "eval_samples": data.eval_samples,
-        "select_split": data.select_split,
+        # the split the front was chosen on (the evaluation split itself when there is no selection data)
+        "select_split": data.select_split if getattr(data, "select", None) is not None else data.eval_split,
         "select_samples": data.select_samples,
         "select_heldout": data.select_heldout,
         "labels": data.labels,
