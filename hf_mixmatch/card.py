@@ -142,6 +142,8 @@ def _reproduce_command(recipe: dict) -> str:
             parts.append(f"{flag} {recipe[key]}")
     if recipe.get("grad_train_mode"):
         parts.append("--grad-train-mode")
+    if recipe.get("reconstructed"):
+        parts.append("--reconstruct sparsegpt")
     parts.append("--save all --output-dir reproduce")
     return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
 
@@ -176,6 +178,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "top5": variant.get("top5"),
         "base_revision": results.get("base_revision"),
         "storage": storage,
+        **({"reconstructed": True} if recipe.get("reconstructed") else {}),
     }
     tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "unstructured-sparsity",
             hub_tag(f"signal-{signal}"), hub_tag(f"strategy-{strategy}")]
@@ -218,6 +221,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "reproduce": _reproduce_command(recipe),
         "version": recipe.get("hf_mixmatch_version"),
         "finetune": recipe.get("finetune"),
+        "reconstruct": recipe.get("reconstruct") if recipe.get("reconstructed") else None,
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
 

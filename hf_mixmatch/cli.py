@@ -34,7 +34,7 @@ def _strategy_names(text: str) -> tuple[str, ...]:
 
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
-    from .signals import SIGNALS
+    from .signals import SELECTABLE_SIGNALS, SIGNALS
     from .strategies import DEFAULT_STRATEGIES, STRATEGIES
 
     p = subparsers.add_parser(
@@ -53,7 +53,7 @@ def add_prune_parser(subparsers) -> None:
                                      "imagefolder) or a save_to_disk folder; 'default' = embedded digits")
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
-    p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
+    p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SELECTABLE_SIGNALS)}")
     p.add_argument("--strategies", type=_strategy_names, default=DEFAULT_STRATEGIES,
                    help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten) "
                         f"(default: all {len(DEFAULT_STRATEGIES)})")
@@ -73,10 +73,10 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
     p.add_argument("--grad-train-mode", action="store_true",
                    help="compute gradients in train mode (BatchNorm batch statistics, dropout on)")
-    p.add_argument("--baselines", nargs="?", const="global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd",
+    p.add_argument("--baselines", nargs="?", const="global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd,wanda,sparsegpt",
                    type=_names, default=(),
                    help="also evaluate baseline allocators at the measured sparsity of each matched variant "
-                        "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd)")
+                        "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd,wanda,sparsegpt)")
     p.add_argument("--baseline-match", choices=("pareto", "all"), default="pareto",
                    help="match baselines to the Pareto variants or to every variant")
     p.add_argument("--rd-grid-step", type=float, default=0.02, help="pruning-amount grid step of the RD curves")
@@ -89,6 +89,11 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--finetune-patience", type=int, default=3, help="early stopping patience (evaluations)")
     p.add_argument("--finetune-samples", type=int, default=2048,
                    help="training-split samples for fine-tuning (10%% held out for early stopping)")
+    p.add_argument("--reconstruct", choices=("none", "sparsegpt"), default="none",
+                   help="layer-wise reconstruction (SparseGPT, exact per-layer counts) of the one-shot variants on the "
+                        "first --reconstruct-depth non-dominated layers, and of every baseline")
+    p.add_argument("--reconstruct-depth", type=int, default=2,
+                   help="reconstruct the variants on this many one-shot non-dominated layers (1 = the front)")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
                    help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
@@ -127,6 +132,7 @@ def cmd_prune(args) -> int:
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
+        reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

@@ -23,7 +23,7 @@ from .masks import WeightStash, apply_sparsities, measure_sparsity
 from .models import LoadedModel, load_model
 from .pareto import pareto_front
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
-from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
+from .signals import SELECTABLE_SIGNALS, SIGNALS, compute_scores, fingerprint, load_scores, save_scores
 from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class PruneConfig:
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
     storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
+    reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction of the candidates (hf_mixmatch.reconstruct)
+    reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
 
     @property
     def finetune(self) -> bool:
@@ -79,9 +81,9 @@ class PruneConfig:
         self.range_targets = tuple(float(t) for t in self.range_targets)
         if self.save not in SAVE_CHOICES:
             raise ConfigError(f"save must be one of {SAVE_CHOICES}, got '{self.save}'")
-        bad = [s for s in self.signals if s not in SIGNALS]
+        bad = [s for s in self.signals if s not in SELECTABLE_SIGNALS]
         if bad or not self.signals:
-            raise ConfigError(f"unknown signal(s) {bad}: choose from {list(SIGNALS)}")
+            raise ConfigError(f"unknown signal(s) {bad}: choose from {list(SELECTABLE_SIGNALS)}")
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
             raise ConfigError(f"unknown strategy(ies) {bad}: choose from {list(STRATEGIES)}")
@@ -103,6 +105,10 @@ class PruneConfig:
             raise ConfigError(f"storage must be 'dense' or 'compact', got '{self.storage}'")
         if self.baseline_match not in ("pareto", "all"):
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
+        from .reconstruct import RECONSTRUCT_CHOICES
+
+        if self.reconstruct not in RECONSTRUCT_CHOICES or self.reconstruct_depth < 1:
+            raise ConfigError(f"--reconstruct must be one of {list(RECONSTRUCT_CHOICES)} and --reconstruct-depth >= 1")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
 
@@ -254,6 +260,14 @@ def run_mixmatch(
     unique = [v for v in variants if "same_as" not in v]
     front = pareto_front(unique)
 
+    # ---- layer-wise reconstruction of the one-shot candidates (--reconstruct) ----
+    reconstruction = None
+    if config.reconstruct != "none":
+        t0 = time.perf_counter()
+        reconstruction = _reconstruct_candidates(config, model, layers, variants, unique, data, eval_loader, acc, stash)
+        front = pareto_front(unique)
+        timings["reconstruct_s"] = time.perf_counter() - t0
+
     # ---- baselines at matched sparsity ----
     baselines: list[dict] = []
     if config.baselines:
@@ -294,6 +308,8 @@ def run_mixmatch(
     }
     if config.baselines:
         results["baselines"] = baselines
+    if reconstruction is not None:
+        results["reconstruct"] = reconstruction
 
     # ---- variant folders ----
     to_save = {"all": [v["id"] for v in unique], "pareto": front, "none": []}[config.save]
@@ -303,6 +319,8 @@ def run_mixmatch(
             v = by_id[vid]
             if finetuner is not None and vid in finetuner.tuned:
                 finetuner.load_finetuned(v)
+            elif v.get("reconstructed"):  # deterministic: the same calibration set gives the same weights
+                _reconstructor(config, data, acc)(model, layers, v["target_layers"])
             else:
                 apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
             rel = f"variants/{vid}"
@@ -327,7 +345,9 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
     needed = set(config.signals) | {"magnitude"}
     if config.ranges == "observed":
         needed |= {"snip", "grasp"}
-    needed |= {b for b in config.baselines if b in ("snip", "grasp")}
+    from .allocators import ALLOCATOR_SIGNALS
+
+    needed |= {s for b in config.baselines for s in ALLOCATOR_SIGNALS.get(b, ())}
     t0 = time.perf_counter()
     fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode)
     cache = out / "scores.safetensors"
@@ -360,9 +380,9 @@ def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out:
     return rd.curves
 
 
-def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash) -> dict:
-    """Apply one allocation, measure its sparsity and accuracy, restore the weights."""
-    apply_sparsities(model, layers, sparsities, score)
+def _measure(model, layers, sparsities, score, eval_loader, acc, stash: WeightStash, apply=apply_sparsities) -> dict:
+    """Apply one allocation (masking, or ``apply`` = a reconstructor), measure sparsity and accuracy, restore."""
+    apply(model, layers, sparsities, score)
     overall, per_layer = measure_sparsity(model, layers)
     metrics = evaluate(model, eval_loader, accelerator=acc)
     stash.restore()
@@ -389,16 +409,50 @@ def _baselines(config, model, layers, scores, unique, front, data, eval_loader, 
     for v, method in tqdm(plan, desc="baselines", unit="eval", disable=not (config.progress and acc.is_main_process)):
         alloc = allocators[method](weights=weights, layers=layers, target=v["sparsity"], scores=scores)
         measured = _measure(model, layers, alloc.sparsities, scores[alloc.rank_by], eval_loader, acc, stash)
+        if alloc.info.get("reconstruct") or config.reconstruct != "none":  # same treatment as the front
+            masked = {"accuracy": measured["accuracy"], "top5": measured["top5"]}
+            measured = {**_measure(model, layers, alloc.sparsities, None, eval_loader, acc, stash,
+                                   apply=_reconstructor(config, data, acc)), "reconstructed": True, "masked": masked}
         rows.append({"id": f"{method}@{v['id']}", "method": method, "matched_to": v["id"], "rank_by": alloc.rank_by,
                      **measured})
     return rows
+
+
+def _reconstructor(config: PruneConfig, data: PreparedData, acc):
+    from .reconstruct import ReconstructSettings, make_reconstructor
+
+    settings = ReconstructSettings(batch_size=config.batch_size)
+    return make_reconstructor(settings, data.calib.tensors[0], accelerator=acc)
+
+
+def _reconstruct_candidates(config, model, layers, variants, unique, data, eval_loader, acc, stash) -> dict:
+    """Reconstruct the one-shot candidates in place of their masked numbers (kept under ``"masked"``)."""
+    from tqdm.auto import tqdm
+
+    from .reconstruct import ReconstructSettings, reconstruction_candidates
+
+    cands = reconstruction_candidates(unique, config.reconstruct_depth)
+    apply = _reconstructor(config, data, acc)
+    by_id = {v["id"]: v for v in unique}
+    for vid in tqdm(cands, desc="reconstructing", unit="variant", disable=not (config.progress and acc.is_main_process)):
+        v = by_id[vid]
+        m = _measure(model, layers, v["target_layers"], None, eval_loader, acc, stash, apply=apply)
+        v["masked"] = {"accuracy": v["accuracy"], "top5": v["top5"], "sparsity": v["sparsity"]}
+        v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"], reconstructed=True)
+    for v in variants:  # strategies that gave the same masks share the numbers
+        if v.get("same_as") in cands:
+            src = by_id[v["same_as"]]
+            v.update({k: src[k] for k in ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed")})
+    return {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size).to_dict(),
+            "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers",
+            "candidates": cands}
 
 
 class _Finetuner:
     """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back."""
 
     def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc):
-        self.config, self.model, self.layers, self.acc = config, model, layers, acc
+        self.config, self.model, self.layers, self.acc, self.data = config, model, layers, acc, data
         n = len(data.train)
         n_val = max(1, n // 10)
         x, y = data.train.tensors
@@ -417,7 +471,10 @@ class _Finetuner:
         from .finetune import finetune
 
         rank_by = item.get("rank_by") or item["signal"]
-        apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
+        if item.get("reconstructed"):
+            _reconstructor(self.config, self.data, self.acc)(self.model, self.layers, item["target_layers"])
+        else:
+            apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
         res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
                        steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
                        patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,
@@ -467,6 +524,8 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "storage": "dense",
         "finetune": variant.get("finetune"),
         "oneshot": variant.get("oneshot"),
+        "reconstructed": bool(variant.get("reconstructed")),
+        "reconstruct": results.get("reconstruct", {}).get("settings") if variant.get("reconstructed") else None,
     }
 
 
