@@ -52,23 +52,21 @@ def weight_from_matrix(mat: torch.Tensor, layer: LayerInfo, shape: tuple[int, ..
 
 
 def _conv_padding(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """The input padded as the conv pads it (any padding mode / 'same' / 'valid'); returns (x, 0-padding)."""
+    """The input padded as the conv pads it ('same' / 'valid' / ints, any padding mode); returns (x, padding
+    still to apply as zeros)."""
     nd = x.dim() - 2
-    k, dil = module.kernel_size, module.dilation
-    pad = module.padding
-    if isinstance(pad, str):
-        if pad == "valid":
-            pad = (0,) * nd
-        else:  # 'same': total dilation*(k-1), extra on the right (as torch does)
-            pads = []
-            for i in reversed(range(nd)):
-                total = dil[i] * (k[i] - 1)
-                pads += [total // 2, total - total // 2]
-            return F.pad(x, pads), (0,) * nd
-    if getattr(module, "padding_mode", "zeros") != "zeros":
+    k, dil, pad = module.kernel_size, module.dilation, module.padding
+    mode = getattr(module, "padding_mode", "zeros")
+    if pad == "valid":
+        return x, (0,) * nd
+    if pad == "same":  # total dilation*(k-1) per dim, the extra one on the right (as torch does)
+        total = [dil[i] * (k[i] - 1) for i in range(nd)]
+        pads = [p for i in reversed(range(nd)) for p in (total[i] // 2, total[i] - total[i] // 2)]
+    elif mode != "zeros":
         pads = [p for i in reversed(range(nd)) for p in (pad[i], pad[i])]
-        return F.pad(x, pads, mode=module.padding_mode), (0,) * nd
-    return x, tuple(pad)
+    else:
+        return x, tuple(pad)
+    return F.pad(x, pads, mode="constant" if mode == "zeros" else mode), (0,) * nd
 
 
 def features(module: nn.Module, layer: LayerInfo, x: torch.Tensor) -> Iterator[torch.Tensor]:
