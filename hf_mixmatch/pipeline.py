@@ -434,9 +434,13 @@ def _reconstruct_candidates(config, model, layers, variants, unique, data, eval_
     cands = reconstruction_candidates(unique, config.reconstruct_depth)
     apply = _reconstructor(config, data, acc)
     by_id = {v["id"]: v for v in unique}
+    done: dict[tuple, dict] = {}  # SparseGPT picks its own mask: one allocation, one result whatever the signal
     for vid in tqdm(cands, desc="reconstructing", unit="variant", disable=not (config.progress and acc.is_main_process)):
         v = by_id[vid]
-        m = _measure(model, layers, v["target_layers"], None, eval_loader, acc, stash, apply=apply)
+        key = tuple(round(v["target_layers"][layer.name], 12) for layer in layers)
+        if key not in done:
+            done[key] = _measure(model, layers, v["target_layers"], None, eval_loader, acc, stash, apply=apply)
+        m = done[key]
         v["masked"] = {"accuracy": v["accuracy"], "top5": v["top5"], "sparsity": v["sparsity"]}
         v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"], reconstructed=True)
     for v in variants:  # strategies that gave the same masks share the numbers
@@ -445,7 +449,7 @@ def _reconstruct_candidates(config, model, layers, variants, unique, data, eval_
             v.update({k: src[k] for k in ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed")})
     return {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size).to_dict(),
             "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers",
-            "candidates": cands}
+            "candidates": cands, "reconstructions": len(done)}
 
 
 class _Finetuner:

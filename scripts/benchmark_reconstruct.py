@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 from fashion_mnist import DEFAULT_ROOT, read_split  # noqa: E402
 from train_reference import preprocess  # noqa: E402
 
-MASKED = ("global_magnitude", "uniform", "erk", "lamp", "snip", "wanda")
+MASKED = ("global_magnitude", "erk", "lamp", "snip", "wanda")  # matched to the one-shot front
 MASKED_VS_RECON = ("lamp", "snip", "wanda")  # the strongest masking rivals, also matched to the reconstructed front
-FIXED_MASKED = ("erk", "lamp", "snip", "wanda")
-RECON = ("sparsegpt", "lamp", "erk", "snip")  # allocations + SparseGPT ("sparsegpt" = uniform + SparseGPT)
+FIXED_MASKED = ("lamp", "snip", "wanda")
+RECON = ("sparsegpt", "lamp", "erk")  # allocations + SparseGPT ("sparsegpt" = uniform + SparseGPT)
 SHORT = {"global_magnitude": "MAG", "uniform": "uniform", "erk": "ERK", "lamp": "LAMP", "snip": "SNIP",
          "wanda": "Wanda", "sparsegpt": "SparseGPT", "wanda_lamp": "Wanda@LAMP"}
 BEGIN, END = "<!-- recon:begin (scripts/benchmark_reconstruct.py) -->", "<!-- recon:end -->"
@@ -72,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--fixed-targets", default="0.5,0.7,0.8,0.9")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_recon"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "BENCHMARKS_quality.md"))
+    p.add_argument("--stages", default="fronts,fixed", help="fronts (M&M run + matched baselines), fixed (targets)")
+    p.add_argument("--reuse", action="store_true", help="reuse the M&M run's results.json in the runs dir if present")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args(argv)
 
@@ -142,10 +144,6 @@ class Bench:
 
 def run_model(name: str, seed: int, args) -> dict:
     from hf_mixmatch.data import PreparedData
-    from hf_mixmatch.pareto import pareto_front
-    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
-    from hf_mixmatch.signals import load_scores
-    from hf_mixmatch.strategies import STRATEGY_SETS
 
     model_dir = Path(args.models_dir) / name
     calib, select, test = splits(args.fmnist_root, seed, args.calib_samples, args.select_samples, args.test_samples)
@@ -154,29 +152,53 @@ def run_model(name: str, seed: int, args) -> dict:
     data = PreparedData(calib=calib, eval=select, dataset="fashion_mnist", calib_split="train[20000:]",
                         eval_split="train[20000:] (selection)", image_column="image", label_column="label",
                         num_classes=10, seed=seed)
+    stages = set(args.stages.split(","))
+    log = json.loads((model_dir / "train_log.json").read_text()) if (model_dir / "train_log.json").exists() else {}
+    summary = {"model": name, "seed": seed, "dense": {"test": bench.evaluate(test)}, "n_test": len(test),
+               "n_select": len(select), "rows": [], "fixed": {},
+               "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
+    if "fronts" in stages:
+        summary.update(_fronts(name, seed, bench, out, data, args))
+    if "fixed" in stages:
+        if bench.scores is None:
+            from hf_mixmatch.signals import compute_scores
+
+            bench.scores = compute_scores(bench.model, bench.layers, calib, batch_size=args.batch_size, progress=False,
+                                          signals=("magnitude", "snip", "activation", "activation_row"))
+        summary["fixed"] = _fixed(name, seed, bench, args)
+    return summary
+
+
+def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
+    """The M&M run (selection split), both fronts re-derived on test, baselines matched to every member."""
+    from hf_mixmatch.pareto import pareto_front
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+    from hf_mixmatch.signals import load_scores
+    from hf_mixmatch.strategies import STRATEGY_SETS
+
     strategies = STRATEGY_SETS.get(args.strategies) or tuple(args.strategies.split(","))
     t0 = time.perf_counter()
-    run = run_mixmatch(PruneConfig(model=str(model_dir), output_dir=str(out), overwrite=True, save="none",
-                                   progress=False, signals=tuple(args.signals.split(",")), strategies=strategies,
-                                   range_targets=tuple(float(t) for t in args.range_targets.split(",")),
-                                   calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
-                                   reconstruct="sparsegpt", reconstruct_depth=args.depth),
-                       loaded=bench.loaded, data=data)
-    mm_s = time.perf_counter() - t0
-    res = run.results
+    if args.reuse and (out / "results.json").exists():
+        res = json.loads((out / "results.json").read_text())
+    else:
+        cfg = PruneConfig(model=str(Path(args.models_dir) / name), output_dir=str(out), overwrite=True, save="none",
+                          progress=False, signals=tuple(args.signals.split(",")), strategies=strategies,
+                          range_targets=tuple(float(t) for t in args.range_targets.split(",")),
+                          calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
+                          reconstruct="sparsegpt", reconstruct_depth=args.depth)
+        res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
+    mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")
     if "activation_row" not in bench.scores:  # the run computed the signals it needed; Wanda's row ranks too
         from hf_mixmatch.activations import activation_scores
 
-        bench.scores.update(activation_scores(bench.model, bench.layers, calib.tensors[0],
+        bench.scores.update(activation_scores(bench.model, bench.layers, bench.calib.tensors[0],
                                               signals=("activation", "activation_row"), batch_size=args.batch_size))
     unique = [v for v in res["variants"] if "same_as" not in v]
     masked_pts = [{"id": v["id"], "sparsity": v["sparsity"], "accuracy": (v.get("masked") or v)["accuracy"]}
                   for v in unique]
     by_id = {v["id"]: v for v in unique}
     fronts = {"oneshot": pareto_front(masked_pts), "recon": list(res["pareto"])}
-    dense = {"select": res["dense"]["accuracy"], "test": bench.evaluate(test)}
-
     rows = []
     for kind, ids in fronts.items():
         for vid in ids:
@@ -184,7 +206,7 @@ def run_model(name: str, seed: int, args) -> dict:
             if v["sparsity"] < args.min_sparsity:
                 continue
             recon = kind == "recon" and bool(v.get("reconstructed"))
-            m = bench.measure(v["target_layers"], rank_by=v["signal"], reconstruct=recon, data=test)
+            m = bench.measure(v["target_layers"], rank_by=v["signal"], reconstruct=recon, data=bench.test)
             row = {"front": kind, "id": vid, "reconstructed": recon, "select": v["accuracy"] if kind == "recon"
                    else (v.get("masked") or v)["accuracy"], "test": m["accuracy"], "sparsity": m["sparsity"],
                    "baselines": {}}
@@ -192,12 +214,20 @@ def run_model(name: str, seed: int, args) -> dict:
                 row["baselines"][method] = bench.baseline(method, m["sparsity"], reconstruct=False)["accuracy"]
             if kind == "recon":
                 for method in RECON:
-                    row["baselines"][f"{method}+sgpt" if method != "sparsegpt" else method] = bench.baseline(
-                        method, m["sparsity"], reconstruct=True)["accuracy"]
+                    row["baselines"][_recon_key(method)] = bench.baseline(method, m["sparsity"],
+                                                                          reconstruct=True)["accuracy"]
             rows.append(row)
             print(f"[{name} s{seed}] {kind:7s} {vid:32s} sp {m['sparsity']:.3f} test {m['accuracy']:.4f} "
                   f"best baseline {max(row['baselines'].values()):.4f}", flush=True)
+    return {"timings": res["timings"], "mixmatch_s": mm_s, "reconstruct": res["reconstruct"],
+            "n_variants": len(unique), "rows": rows, "dense_select": res["dense"]["accuracy"]}
 
+
+def _recon_key(method: str) -> str:
+    return method if method == "sparsegpt" else f"{method}+sgpt"
+
+
+def _fixed(name: str, seed: int, bench: Bench, args) -> dict:
     fixed = {}
     for target in (float(t) for t in args.fixed_targets.split(",")):
         entry = {}
@@ -205,16 +235,11 @@ def run_model(name: str, seed: int, args) -> dict:
             entry[method] = bench.baseline(method, target, reconstruct=False)
         entry["wanda_lamp"] = bench.baseline("lamp", target, reconstruct=False, rank_by="activation")
         for method in RECON:
-            entry[f"{method}+sgpt" if method != "sparsegpt" else method] = bench.baseline(method, target,
-                                                                                          reconstruct=True)
+            entry[_recon_key(method)] = bench.baseline(method, target, reconstruct=True)
         fixed[f"{target:g}"] = entry
         print(f"[{name} s{seed}] fixed {target:g}: " + ", ".join(f"{k} {e['accuracy']:.4f}" for k, e in entry.items()),
               flush=True)
-    log = json.loads((model_dir / "train_log.json").read_text()) if (model_dir / "train_log.json").exists() else {}
-    return {"model": name, "seed": seed, "dense": dense, "timings": res["timings"], "mixmatch_s": mm_s,
-            "reconstruct": res["reconstruct"], "n_variants": len(unique), "rows": rows, "fixed": fixed,
-            "n_test": len(test), "n_select": len(select), "train_log": {k: log.get(k) for k in
-                                                                        ("epochs", "train_samples", "test_accuracy")}}
+    return fixed
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -241,11 +266,14 @@ def write_section(summary: dict) -> str:
         tl = r["train_log"]
         lines += [f"### {r['model']} (seed {r['seed']}): dense test {_pct(r['dense']['test'])}% on {r['n_test']} "
                   f"test images; trained {tl.get('epochs')} epochs on {tl.get('train_samples')} images", "",
-                  f"    {r['command']}", "",
-                  f"{r['n_variants']} distinct variants; reconstructed by the rule ({r['reconstruct']['rule']}): "
-                  f"{len(r['reconstruct']['candidates'])}. Time: M&M run {r['mixmatch_s']:.0f} s "
-                  f"(variants {r['timings'].get('variants_s', 0):.0f} s, reconstruction "
-                  f"{r['timings'].get('reconstruct_s', 0):.0f} s).", ""]
+                  *[f"    {c}" for c in r["commands"]], ""]
+        if "reconstruct" in r:
+            rec = r["reconstruct"]
+            lines += [f"{r['n_variants']} distinct variants; reconstructed by the rule ({rec['rule']}): "
+                      f"{len(rec['candidates'])} candidates, {rec.get('reconstructions', len(rec['candidates']))} "
+                      f"distinct allocations. Time: M&M run {r['mixmatch_s']:.0f} s wall (variants "
+                      f"{r['timings'].get('variants_s', 0):.0f} s, reconstruction {r['timings'].get('reconstruct_s', 0):.0f}"
+                      " s) on a CPU shared with other jobs.", ""]
         cols = list(dict.fromkeys(c for row in r["rows"] for c in row["baselines"]))
         recon_cols = [c for c in cols if c == "sparsegpt" or c.endswith("+sgpt")]
         lines += ["| front | variant | sparsity | M&M test | " + " | ".join(SHORT.get(c.split("+")[0], c) +
@@ -295,9 +323,16 @@ def main(argv=None) -> int:
         runs = [{**run_model(m, int(s), args), "command": command}
                 for m in args.models.split(",") for s in args.seeds.split(",")]
         runs_dir.mkdir(parents=True, exist_ok=True)
-        path = runs_dir / f"summary_{args.models.replace(',', '_')}_s{args.seeds.replace(',', '_')}.json"
+        path = runs_dir / (f"summary_{args.models.replace(',', '_')}_s{args.seeds.replace(',', '_')}_"
+                           f"{args.stages.replace(',', '_')}.json")
         path.write_text(json.dumps({"runs": runs, "torch": torch.__version__}, indent=1))
-    runs = [r for f in sorted(runs_dir.glob("summary_*.json")) for r in json.loads(f.read_text())["runs"]]
+    merged: dict[tuple, dict] = {}  # the stages of one model and seed may come from separate invocations
+    for f in sorted(runs_dir.glob("summary_*.json")):
+        for r in json.loads(f.read_text())["runs"]:
+            m = merged.setdefault((r["model"], r["seed"]), {**r, "commands": []})
+            m["commands"].append(r["command"])
+            m.update({k: v for k, v in r.items() if v and k not in ("command", "commands")})
+    runs = list(merged.values())
     update_doc(Path(args.doc), write_section({"runs": runs}))
     return 0
 
