@@ -276,21 +276,22 @@ def write_section(summary: dict) -> str:
                       " s) on a CPU shared with other jobs.", ""]
         cols = list(dict.fromkeys(c for row in r["rows"] for c in row["baselines"]))
         recon_cols = [c for c in cols if c == "sparsegpt" or c.endswith("+sgpt")]
-        lines += ["| front | variant | sparsity | M&M test | " + " | ".join(SHORT.get(c.split("+")[0], c) +
-                  (" +SGPT" if c.endswith("+sgpt") else "") for c in cols) + " | best baseline | Δ | noise | verdict |",
-                  "|" + "---|" * (8 + len(cols))]
-        for row in r["rows"]:
-            bl = row["baselines"]
-            pool = bl if row["front"] == "recon" else {k: v for k, v in bl.items() if k not in recon_cols}
-            best_m = max(pool, key=pool.get)
-            delta = row["test"] - pool[best_m]
-            nz = noise(pool[best_m], r["n_test"])
-            verdict = "above" if delta > nz else ("below" if delta < -nz else "tie")
-            cells = [_pct(bl[c]) if c in bl else "–" for c in cols]
-            lines.append(f"| {'M&M+SGPT' if row['front'] == 'recon' else 'M&M one-shot'} | {row['id']} | "
-                         f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
-                         f" | {SHORT.get(best_m.split('+')[0], best_m)}{' +SGPT' if best_m.endswith('+sgpt') else ''}"
-                         f" {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
+        if r["rows"]:
+            lines += ["| front | variant | sparsity | M&M test | " + " | ".join(SHORT.get(c.split("+")[0], c) +
+                      (" +SGPT" if c.endswith("+sgpt") else "") for c in cols) + " | best baseline | Δ | noise | verdict |",
+                      "|" + "---|" * (8 + len(cols))]
+            for row in r["rows"]:
+                bl = row["baselines"]
+                pool = bl if row["front"] == "recon" else {k: v for k, v in bl.items() if k not in recon_cols}
+                best_m = max(pool, key=pool.get)
+                delta = row["test"] - pool[best_m]
+                nz = noise(pool[best_m], r["n_test"])
+                verdict = "above" if delta > nz else ("below" if delta < -nz else "tie")
+                cells = [_pct(bl[c]) if c in bl else "–" for c in cols]
+                lines.append(f"| {'M&M+SGPT' if row['front'] == 'recon' else 'M&M one-shot'} | {row['id']} | "
+                             f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
+                             f" | {SHORT.get(best_m.split('+')[0], best_m)}{' +SGPT' if best_m.endswith('+sgpt') else ''}"
+                             f" {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
         lines += ["", f"Fixed global targets ({r['model']}, test accuracy %):", ""]
         methods = list(next(iter(r["fixed"].values()))) if r["fixed"] else []
         lines += ["| target | " + " | ".join(SHORT.get(m.split("+")[0], m) + (" +SGPT" if m.endswith("+sgpt") else "")
