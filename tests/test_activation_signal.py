@@ -166,3 +166,12 @@ def test_activation_signal_in_a_run_and_cached(tmp_path, image_dataset):
     assert again.results["timings"]["scoring_cached"] is True
     assert [v["accuracy"] for v in again.variants] == [v["accuracy"] for v in run.variants]
     assert not math.isnan(run.variants[0]["sparsity"])
+
+
+def test_only_selectable_signals_in_a_run(tmp_path):
+    from hf_mixmatch.errors import ConfigError
+    from hf_mixmatch.pipeline import PruneConfig
+
+    PruneConfig(model="m", output_dir=str(tmp_path), signals=("magnitude", "activation"))
+    with pytest.raises(ConfigError, match="activation_row"):  # a derived ranking, not a signal to run strategies on
+        PruneConfig(model="m", output_dir=str(tmp_path), signals=("activation_row",))
