@@ -207,12 +207,25 @@ def forward_groups(model: nn.Module, layers: list[LayerInfo], sample: torch.Tens
     return groups, [layer for layer in layers if layer.name not in called]
 
 
+def _geometry(module: nn.Module, layer: LayerInfo) -> tuple:
+    """Layers reading the same input with the same geometry see the same features (q/k/v): one Hessian."""
+    if layer.kind == "conv":
+        return ("conv", module.kernel_size, module.stride, module.padding, module.dilation, module.groups,
+                getattr(module, "padding_mode", "zeros"))
+    return ("linear",)
+
+
 def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.Tensor, *, batch_size: int = 64,
                         accelerator=None, forward: Callable = default_forward) -> dict[str, torch.Tensor]:
     """``{layer: (G, d, d) float64}``: ``X^T X`` over this process's calibration batches, summed over processes.
-    The forward stops as soon as every layer of ``group`` has seen its input."""
-    hs: dict[str, torch.Tensor] = {}
+
+    ``group``: layers that read one input tensor (:func:`forward_groups`); those with the same geometry share one
+    Hessian (the same tensor object). The forward stops as soon as every layer it needs has seen its input."""
+    owner: dict[tuple, LayerInfo] = {}
     for layer in group:
+        owner.setdefault(_geometry(model.get_submodule(layer.name), layer), layer)
+    hs: dict[str, torch.Tensor] = {}
+    for layer in owner.values():
         module = model.get_submodule(layer.name)
         g = groups_of(module, layer)
         d = weight_matrix(module.weight, layer, g).shape[-1]
@@ -228,9 +241,11 @@ def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.
         return fn
 
     batches = calibration_batches(len(inputs), batch_size, accelerator)
-    names = [layer.name for layer in group]
-    _run_hooked(model, inputs, batches, forward, {layer.name: hook_for(layer) for layer in group}, set(names))
-    return dict(zip(names, reduce_sum([hs[n] for n in names], accelerator)))
+    names = list(hs)
+    _run_hooked(model, inputs, batches, forward, {n: hook_for(layer) for n, layer in zip(names, owner.values())},
+                set(names))
+    reduced = dict(zip(names, reduce_sum([hs[n] for n in names], accelerator)))
+    return {layer.name: reduced[owner[_geometry(model.get_submodule(layer.name), layer)].name] for layer in group}
 
 
 # ------------------------------------------------------------------------------------ Wanda's score

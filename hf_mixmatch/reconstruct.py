@@ -3,7 +3,7 @@
 For a given allocation (per-layer sparsities ``rho_l``), layers are processed in the order the forward calls
 them; each layer's ``H = X^T X`` is accumulated (:mod:`hf_mixmatch.activations`) from the model whose earlier
 layers are already pruned and updated, so memory holds one layer's Hessian at a time (layers that read the same
-input tensor, like q/k/v, share one pass). Per layer (per group for grouped / depthwise convolutions):
+input tensor with the same geometry, like q/k/v, share one pass and one Hessian). Per layer (per group for grouped / depthwise convolutions):
 
 1. ``H += lambda I`` with ``lambda = damp * mean(diag H)`` (1%); ``U`` = upper Cholesky factor of ``H^-1``;
 2. columns in blocks of ``blocksize``; at the start of a block the block's quota of pruned weights is taken over
@@ -159,7 +159,7 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
             weight = get_weight(model, layer)
             k = prune_count(sparsities[layer.name], layer.numel)
             mat = weight_matrix(weight.detach(), layer, groups_of(model.get_submodule(layer.name), layer))
-            new, pruned, reset = sparsegpt_matrix(mat.double().cpu(), hessians.pop(layer.name), k,
+            new, pruned, reset = sparsegpt_matrix(mat.double().cpu(), hessians[layer.name], k,
                                                   blocksize=settings.blocksize, damp=settings.damp)
             reset_rows += reset
             weight.copy_(weight_from_matrix(new, layer, tuple(weight.shape)).to(weight.dtype))
@@ -168,6 +168,7 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
             if int((~keep).sum()) != k or bool((weight[~keep] != 0).any()):
                 raise RuntimeError(f"reconstruction of {layer.name} broke its mask (expected {k} zeros)")
             masks[layer.name] = keep
+        del hessians
     if uncalled:
         logger.warning("layers never called by the forward are masked by magnitude, not reconstructed: %s",
                        [layer.name for layer in uncalled])

@@ -209,3 +209,42 @@ def test_two_processes_reconstruct_like_one(tmp_path):
         assert torch.equal(w == 0, two["weights"][name] == 0), name  # same masks
         torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(two["activation"][name], one["activation"][name], rtol=1e-6, atol=1e-8)
+
+
+def test_layers_reading_one_input_share_one_hessian():
+    from hf_mixmatch.activations import accumulate_hessians, forward_groups
+
+    model = tiny_transformers("vit")
+    layers = list_prunable(model)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    groups, uncalled = forward_groups(model, layers, x[:1])
+    assert not uncalled and [layer.name for g in groups for layer in g] == [layer.name for layer in layers]
+    qkv = next(g for g in groups if len(g) == 3)
+    assert {layer.role for layer in qkv} == {"attn_qkv"}
+    shared = accumulate_hessians(model, qkv, x, batch_size=4)
+    assert shared[qkv[0].name] is shared[qkv[1].name] is shared[qkv[2].name]
+    captured = []
+    handle = model.get_submodule(qkv[2].name).register_forward_pre_hook(lambda m, a: captured.append(a[0].detach()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    feats = torch.cat(captured).reshape(-1, captured[0].shape[-1]).double()
+    torch.testing.assert_close(shared[qkv[2].name][0], feats.T @ feats, rtol=1e-9, atol=1e-9)
+
+
+def test_transformers_conv1d_is_reconstructed_transposed():
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(6)
+    model = nn.Sequential(Conv1D(8, 6), nn.ReLU(), Conv1D(3, 8)).eval()  # weights (in, out)
+    layers = list_prunable(model, num_labels=3)
+    assert [layer.kind for layer in layers] == ["conv1d_t", "conv1d_t"]
+    x = torch.randn(10, 5, 6, generator=torch.Generator().manual_seed(7))
+    dense = model[0].weight.detach().clone()
+    reconstruct(model, layers, {layer.name: 0.5 for layer in layers}, x, forward=lambda m, v: m(v))
+    _, per_layer = measure_sparsity(model, layers)
+    assert all(per_layer[layer.name] == prune_count(0.5, layer.numel) / layer.numel for layer in layers)
+    w = model[0].weight.detach()
+    feats = x.reshape(-1, 6)
+    rec, masked = feats @ w, feats @ torch.where(w == 0, 0.0, dense)
+    assert ((rec - feats @ dense) ** 2).sum() <= ((masked - feats @ dense) ** 2).sum()
