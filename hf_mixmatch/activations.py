@@ -25,6 +25,7 @@ from torch import nn
 from .errors import ConfigError
 from .layers import LayerInfo
 from .models import logits as default_forward
+from .signals import _batches, _reduce_sum
 
 CHUNK_ELEMENTS = 1 << 22  # unfolded values materialized at once (16 MiB in float32)
 
@@ -108,17 +109,16 @@ def _out_positions(size, kernel, dil, pad, stride) -> int:
 
 
 def calibration_batches(n: int, batch_size: int, accelerator=None) -> list[tuple[int, int]]:
-    """This process's share of the fixed calibration batches."""
-    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    """This process's share of the fixed calibration batches (the split :mod:`hf_mixmatch.signals` uses)."""
+    batches = _batches(n, batch_size)
     if accelerator is not None and accelerator.num_processes > 1:
         return batches[accelerator.process_index :: accelerator.num_processes]
     return batches
 
 
-def reduce_sum(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
-    if accelerator is None or accelerator.num_processes == 1:
-        return tensors
-    return [accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu() for t in tensors]
+def _summed(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+    """Sums over processes (accumulated on the model's device), returned on CPU."""
+    return [t.cpu() for t in _reduce_sum(tensors, accelerator)]
 
 
 class _Stop(Exception):
@@ -164,20 +164,20 @@ def feature_sq_norms(model: nn.Module, layers: list[LayerInfo], inputs: torch.Te
         module = model.get_submodule(layer.name)
         g = groups_of(module, layer)
         d = weight_matrix(module.weight, layer, g).shape[-1]
-        sums[layer.name] = torch.zeros(g, d, dtype=torch.float64)
+        sums[layer.name] = torch.zeros(g, d, dtype=torch.float64, device=module.weight.device)
 
     def hook_for(layer):
         def fn(module, x):
             acc = sums[layer.name]
             for chunk in features(module, layer, x):
-                acc += chunk.double().pow(2).sum(1).cpu()
+                acc += chunk.double().pow(2).sum(1)
 
         return fn
 
     batches = calibration_batches(len(inputs), batch_size, accelerator)
     _run_hooked(model, inputs, batches, forward, {layer.name: hook_for(layer) for layer in layers}, None)
     names = [layer.name for layer in layers]
-    return dict(zip(names, reduce_sum([sums[n] for n in names], accelerator)))
+    return dict(zip(names, _summed([sums[n] for n in names], accelerator)))
 
 
 def forward_groups(model: nn.Module, layers: list[LayerInfo], sample: torch.Tensor,
@@ -229,14 +229,14 @@ def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.
         module = model.get_submodule(layer.name)
         g = groups_of(module, layer)
         d = weight_matrix(module.weight, layer, g).shape[-1]
-        hs[layer.name] = torch.zeros(g, d, d, dtype=torch.float64)
+        hs[layer.name] = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device)
 
     def hook_for(layer):
         def fn(module, x):
             acc = hs[layer.name]
             for chunk in features(module, layer, x):
                 c = chunk.double()
-                acc += (c.transpose(1, 2) @ c).cpu()
+                acc += c.transpose(1, 2) @ c
 
         return fn
 
@@ -244,7 +244,7 @@ def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.
     names = list(hs)
     _run_hooked(model, inputs, batches, forward, {n: hook_for(layer) for n, layer in zip(names, owner.values())},
                 set(names))
-    reduced = dict(zip(names, reduce_sum([hs[n] for n in names], accelerator)))
+    reduced = dict(zip(names, _summed([hs[n] for n in names], accelerator)))
     return {layer.name: reduced[owner[_geometry(model.get_submodule(layer.name), layer)].name] for layer in group}
 
 
