@@ -248,3 +248,34 @@ def test_transformers_conv1d_is_reconstructed_transposed():
     feats = x.reshape(-1, 6)
     rec, masked = feats @ w, feats @ torch.where(w == 0, 0.0, dense)
     assert ((rec - feats @ dense) ** 2).sum() <= ((masked - feats @ dense) ** 2).sum()
+
+
+def test_fine_tuning_starts_from_the_reconstructed_weights(tmp_path, image_dataset, monkeypatch):
+    from hf_mixmatch import finetune as finetune_module
+    from hf_mixmatch.models import load_model
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+
+    starts = []
+    real = finetune_module.finetune
+
+    def spy(model, layers, *args, **kwargs):
+        starts.append({layer.name: model.get_submodule(layer.name).weight.detach().clone() for layer in layers})
+        return real(model, layers, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "finetune", spy)
+    run = run_mixmatch(PruneConfig(model="unused", dataset=str(image_dataset), output_dir=str(tmp_path / "run"),
+                                   progress=False, calib_samples=16, save="none", reconstruct="sparsegpt",
+                                   reconstruct_depth=1, strategies=("aggressive",), signals=("magnitude",),
+                                   range_targets=(0.5,), finetune_steps=2, finetune_samples=32),
+                       loaded=load_model(save_tiny_transformers(tmp_path / "m", "vit")))
+    (v,) = run.variants
+    assert v["reconstructed"] and v["finetune"]["sparsity_after"] == v["sparsity"]
+    loaded = load_model(save_tiny_transformers(tmp_path / "m2", "vit"))
+    layers = list_prunable(loaded.model)
+    from hf_mixmatch.data import load_data
+
+    data = load_data(str(image_dataset), loaded.preprocess, calib_samples=16, num_labels=loaded.num_labels)
+    reconstruct(loaded.model.eval(), layers, v["target_layers"], data.calib.tensors[0],
+                settings=ReconstructSettings(batch_size=64))
+    for layer in layers:  # what fine-tuning started from is the reconstruction, not a plain mask
+        assert torch.equal(starts[0][layer.name], loaded.model.get_submodule(layer.name).weight.detach())
