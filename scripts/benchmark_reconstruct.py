@@ -292,12 +292,13 @@ def write_section(summary: dict) -> str:
                              f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
                              f" | {SHORT.get(best_m.split('+')[0], best_m)}{' +SGPT' if best_m.endswith('+sgpt') else ''}"
                              f" {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
-        lines += ["", f"Fixed global targets ({r['model']}, test accuracy %):", ""]
-        methods = list(next(iter(r["fixed"].values()))) if r["fixed"] else []
-        lines += ["| target | " + " | ".join(SHORT.get(m.split("+")[0], m) + (" +SGPT" if m.endswith("+sgpt") else "")
-                                           for m in methods) + " |", "|" + "---|" * (1 + len(methods))]
-        for t, entry in r["fixed"].items():
-            lines.append(f"| {t} | " + " | ".join(_pct(entry[m]["accuracy"]) for m in methods) + " |")
+        if r["fixed"]:
+            lines += ["", f"Fixed global targets ({r['model']}, test accuracy %):", ""]
+            methods = list(next(iter(r["fixed"].values())))
+            lines += ["| target | " + " | ".join(SHORT.get(m.split("+")[0], m) + (" +SGPT" if m.endswith("+sgpt") else "")
+                                               for m in methods) + " |", "|" + "---|" * (1 + len(methods))]
+            for t, entry in r["fixed"].items():
+                lines.append(f"| {t} | " + " | ".join(_pct(entry[m]["accuracy"]) for m in methods) + " |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
