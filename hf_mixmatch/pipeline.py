@@ -68,7 +68,7 @@ class PruneConfig:
     finetune_samples: int = 2048
     finetune_batch_size: int = 64
     storage: str = "dense"  # "dense" (drop-in loading) | "compact" (bitmask + nonzeros; hf_mixmatch.from_pretrained)
-    reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction of the candidates (hf_mixmatch.reconstruct)
+    reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
     reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
 
     @property

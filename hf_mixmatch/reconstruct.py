@@ -3,7 +3,8 @@
 For a given allocation (per-layer sparsities ``rho_l``), layers are processed in the order the forward calls
 them; each layer's ``H = X^T X`` is accumulated (:mod:`hf_mixmatch.activations`) from the model whose earlier
 layers are already pruned and updated, so memory holds one layer's Hessian at a time (layers that read the same
-input tensor with the same geometry, like q/k/v, share one pass and one Hessian). Per layer (per group for grouped / depthwise convolutions):
+input tensor, like q/k/v, share one pass, and one Hessian when their geometry matches). Per layer (per group for
+grouped / depthwise convolutions):
 
 1. ``H += lambda I`` with ``lambda = damp * mean(diag H)`` (1%); ``U`` = upper Cholesky factor of ``H^-1``;
 2. columns in blocks of ``blocksize``; at the start of a block the block's quota of pruned weights is taken over
@@ -51,7 +52,8 @@ class ReconstructSettings:
 
     def __post_init__(self) -> None:
         if self.method not in RECONSTRUCT_CHOICES[1:]:
-            raise ConfigError(f"reconstruction method must be one of {list(RECONSTRUCT_CHOICES[1:])}, got {self.method!r}")
+            raise ConfigError(f"reconstruction method must be one of {list(RECONSTRUCT_CHOICES[1:])}, "
+                              f"got {self.method!r}")
         if self.blocksize <= 0 or not (0.0 <= self.damp < 1.0) or self.batch_size <= 0:
             raise ConfigError("reconstruction needs blocksize > 0, 0 <= damp < 1 and batch_size > 0")
 
