@@ -14,6 +14,9 @@ Registered by name in :data:`ALLOCATORS` (the names the CLI, config and card use
 - ``lamp``: LAMP scores ``w_u^2 / sum_{v >= u} w_v^2`` (ascending ``|w|`` within a layer), one
   global threshold; every layer keeps its largest weight.
 - ``snip`` / ``grasp``: one global threshold on the ``"snip"`` / ``"grasp"`` signal.
+- ``wanda``: uniform per layer, weights ranked by ``|w| * ||x||_2`` inside each output row (``"activation_row"``).
+- ``sparsegpt``: uniform per layer, mask chosen and kept weights updated by SparseGPT
+  (:mod:`hf_mixmatch.reconstruct`; ``info["reconstruct"]`` tells the pipeline).
 - ``rd``: the rate-distortion / dynamic-programming allocator (:mod:`hf_mixmatch.rd`); it needs
   distortion curves, see :class:`RDAllocator`.
 
@@ -36,6 +39,7 @@ from .layers import LayerInfo
 
 __all__ = [
     "ALLOCATORS",
+    "ALLOCATOR_SIGNALS",
     "Allocation",
     "Allocator",
     "RDAllocator",
@@ -344,6 +348,18 @@ def grasp(*, weights, layers, target, scores=None) -> Allocation:
     return Allocation("grasp", global_threshold(_signal(scores, "grasp", layers), target), "grasp")
 
 
+def wanda(*, weights, layers, target, scores=None) -> Allocation:
+    """Wanda: every layer at ``target``; inside a layer each output row loses its lowest ``|w| * ||x||_2``."""
+    _signal(scores, "activation_row", layers)
+    return Allocation("wanda", uniform(weights=weights, layers=layers, target=target).sparsities, "activation_row")
+
+
+def sparsegpt(*, weights, layers, target, scores=None) -> Allocation:
+    """SparseGPT: every layer at ``target``; its own OBS mask and weight update (the pipeline reconstructs)."""
+    return Allocation("sparsegpt", uniform(weights=weights, layers=layers, target=target).sparsities, "magnitude",
+                      {"reconstruct": "sparsegpt"})
+
+
 class RDAllocator:
     """Rate-distortion / DP allocator (Xu et al., ICCV 2023), see :mod:`hf_mixmatch.rd`.
 
@@ -390,8 +406,12 @@ ALLOCATORS: dict[str, Allocator] = {
     "lamp": lamp,
     "snip": snip,
     "grasp": grasp,
+    "wanda": wanda,
+    "sparsegpt": sparsegpt,
     "rd": RDAllocator(),
 }
+# signals an allocator reads from ``scores`` (the pipeline computes them when the allocator is asked for)
+ALLOCATOR_SIGNALS: dict[str, tuple[str, ...]] = {"snip": ("snip",), "grasp": ("grasp",), "wanda": ("activation_row",)}
 
 
 def allocate(method: str, *, weights, layers, target, scores=None) -> Allocation:

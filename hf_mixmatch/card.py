@@ -212,6 +212,8 @@ def _reproduce_command(recipe: dict) -> str:
             parts.append(f"{flag} {ft[key]}")
     if recipe.get("storage") == "compact":
         parts.append("--storage compact")
+    if recipe.get("reconstructed"):
+        parts.append("--reconstruct sparsegpt")
     parts.append("--save all --output-dir reproduce")
     return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
 
@@ -246,6 +248,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "top5": variant.get("top5"),
         "base_revision": results.get("base_revision"),
         "storage": storage,
+        **({"reconstructed": True} if recipe.get("reconstructed") else {}),
     }
     tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "unstructured-sparsity",
             hub_tag(f"signal-{signal}"), hub_tag(f"strategy-{strategy}")]
@@ -292,6 +295,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "oneshot_accuracy": _pct((variant.get("oneshot") or {}).get("accuracy")) if variant.get("oneshot") else None,
         "oneshot_top5": _pct((variant.get("oneshot") or {}).get("top5")) if variant.get("oneshot") else None,
         "front_basis": results.get("pareto_basis", "oneshot"),
+        "reconstruct": recipe.get("reconstruct") if recipe.get("reconstructed") else None,
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
 

@@ -34,7 +34,7 @@ def _strategy_names(text: str) -> tuple[str, ...]:
 
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
-    from .signals import SIGNALS
+    from .signals import SELECTABLE_SIGNALS, SIGNALS
     from .strategies import DEFAULT_STRATEGIES, STRATEGIES
 
     p = subparsers.add_parser(
@@ -55,7 +55,7 @@ def add_prune_parser(subparsers) -> None:
                                           "folder's name and content fingerprint; local paths are never published)")
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
-    p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SIGNALS)}")
+    p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SELECTABLE_SIGNALS)}")
     p.add_argument("--strategies", type=_strategy_names, default=DEFAULT_STRATEGIES,
                    help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten) "
                         f"(default: all {len(DEFAULT_STRATEGIES)})")
@@ -85,10 +85,10 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--save", choices=("pareto", "all", "none"), default="pareto", help="which variant folders to write")
     p.add_argument("--grad-train-mode", action="store_true",
                    help="compute gradients in train mode (BatchNorm batch statistics, dropout on)")
-    p.add_argument("--baselines", nargs="?", const="global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd",
+    p.add_argument("--baselines", nargs="?", const="global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd,wanda,sparsegpt",
                    type=_names, default=(),
                    help="also evaluate baseline allocators at the measured sparsity of each matched variant "
-                        "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd)")
+                        "(no value: all of global_magnitude,uniform,uniform_plus,erk,lamp,snip,grasp,rd,wanda,sparsegpt)")
     p.add_argument("--baseline-match", choices=("pareto", "all"), default="pareto",
                    help="match baselines to the Pareto variants or to every variant")
     p.add_argument("--rd-grid-step", type=float_in(0.0, 1.0, open_low=True), default=0.02, help="pruning-amount grid step of the RD curves")
@@ -112,6 +112,11 @@ def add_prune_parser(subparsers) -> None:
                                                                    "stopping")
     p.add_argument("--data-cache-dir", help="where decoded images are cached (default: under HF_DATASETS_CACHE)")
     p.add_argument("--decode-workers", type=int, default=1, help="processes that decode images into the cache")
+    p.add_argument("--reconstruct", choices=("none", "sparsegpt"), default="none",
+                   help="layer-wise reconstruction (SparseGPT, exact per-layer counts) of the one-shot variants on the "
+                        "first --reconstruct-depth non-dominated layers, and of every baseline")
+    p.add_argument("--reconstruct-depth", type=int, default=2,
+                   help="reconstruct the variants on this many one-shot non-dominated layers (1 = the front)")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
                    help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
@@ -157,6 +162,7 @@ def cmd_prune(args) -> int:
         select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,
         skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
         eval=args.eval, eval_batch_size=args.eval_batch_size, precision=args.precision,
+        reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

@@ -27,7 +27,7 @@ from .pareto import pareto_front
 from .precision import PRECISIONS
 from .racing import EVAL_MODES
 from .ranges import DEFAULT_TARGETS, RangeTable, resolve_ranges
-from .signals import SIGNALS, compute_scores, fingerprint, load_scores, save_scores
+from .signals import SELECTABLE_SIGNALS, SIGNALS, compute_scores, fingerprint, load_scores, save_scores
 from .strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy_sparsities
 from .variant_eval import Measurer, evaluate_variants
 
@@ -83,6 +83,8 @@ class PruneConfig:
     eval: str = "racing"  # "racing" (drop variants dominated with confidence on a growing sample) | "full"
     eval_batch_size: int | None = None  # None: the fastest per image of EVAL_BATCH_CANDIDATES, probed on the dense model
     precision: str | None = None  # fp32 | bf16 | fp16; None: the accelerator's mixed_precision (fp32 when "no")
+    reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
+    reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
 
     @property
     def finetune(self) -> bool:
@@ -95,9 +97,9 @@ class PruneConfig:
         self.range_targets = tuple(float(t) for t in self.range_targets)
         if self.save not in SAVE_CHOICES:
             raise ConfigError(f"save must be one of {SAVE_CHOICES}, got '{self.save}'")
-        bad = [s for s in self.signals if s not in SIGNALS]
+        bad = [s for s in self.signals if s not in SELECTABLE_SIGNALS]
         if bad or not self.signals:
-            raise ConfigError(f"unknown signal(s) {bad}: choose from {list(SIGNALS)}")
+            raise ConfigError(f"unknown signal(s) {bad}: choose from {list(SELECTABLE_SIGNALS)}")
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
             raise ConfigError(f"unknown strategy(ies) {bad}: choose from {list(STRATEGIES)}")
@@ -119,6 +121,10 @@ class PruneConfig:
             raise ConfigError(f"storage must be 'dense' or 'compact', got '{self.storage}'")
         if self.baseline_match not in ("pareto", "all"):
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
+        from .reconstruct import RECONSTRUCT_CHOICES
+
+        if self.reconstruct not in RECONSTRUCT_CHOICES or self.reconstruct_depth < 1:
+            raise ConfigError(f"--reconstruct must be one of {list(RECONSTRUCT_CHOICES)} and --reconstruct-depth >= 1")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
         if self.decode_workers < 1:
@@ -296,6 +302,13 @@ def run_mixmatch(
     timings["variants_cpu_s"] = time.process_time() - cpu0  # CPU seconds of this process (robust to a busy machine)
     unique = [v for v in variants if "same_as" not in v]
 
+    # ---- layer-wise reconstruction of the one-shot candidates (--reconstruct) ----
+    reconstruction = None
+    if config.reconstruct != "none":
+        t0 = time.perf_counter()
+        reconstruction, front = _reconstruct_candidates(config, measurer, layers, scores, variants, unique, data)
+        timings["reconstruct_s"] = time.perf_counter() - t0
+
     # ---- baselines at matched sparsity ----
     baselines: list[dict] = []
     if config.baselines:
@@ -355,6 +368,8 @@ def run_mixmatch(
         results["signals_skipped"] = skipped
     if config.baselines:
         results["baselines"] = baselines
+    if reconstruction is not None:
+        results["reconstruct"] = reconstruction
 
     # ---- variant folders ----
     to_save = {"all": [v["id"] for v in unique], "pareto": front, "none": []}[config.save]
@@ -369,6 +384,12 @@ def run_mixmatch(
             recipe = variant_recipe(results, v, layers)
             if vid in tuned:  # already on disk since it was measured: only its recipe gets the final numbers
                 write_json_atomic(tuned[vid] / "mixmatch.json", {**recipe, "storage": config.storage})
+            elif v.get("reconstructed"):  # deterministic: the same calibration set gives the same weights
+                _reconstructor(config, data, acc)(model, layers, v["target_layers"])
+                record_dir(out, "variants")
+                record(out, rel)
+                save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)
+                stash.restore()
             else:
                 apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
                 record_dir(out, "variants")
@@ -407,7 +428,9 @@ def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Pa
     needed = set(config.signals) | {"magnitude"}
     if config.ranges == "observed" or (config.ranges == "preset" and detect_family(layers) is None):
         needed |= {"snip", "grasp"}
-    needed |= {b for b in config.baselines if b in ("snip", "grasp")}
+    from .allocators import ALLOCATOR_SIGNALS
+
+    needed |= {s for b in config.baselines for s in ALLOCATOR_SIGNALS.get(b, ())}
     t0 = time.perf_counter()
     fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode,
                      **({} if precision == "fp32" else {"precision": precision}))
@@ -475,9 +498,73 @@ def _baselines(config, model, layers, scores, unique, front, data, measurer: Mea
     for v, method in tqdm(plan, desc="baselines", unit="eval", disable=not (config.progress and is_main)):
         alloc = allocators[method](weights=weights, layers=layers, target=v["sparsity"], scores=scores)
         measured = measurer.measure(alloc.sparsities, scores[alloc.rank_by], data.eval)
+        if alloc.info.get("reconstruct") or config.reconstruct != "none":  # same treatment as the front
+            masked = {"accuracy": measured["accuracy"], "top5": measured["top5"]}
+            measured = {**measurer.measure(alloc.sparsities, None, data.eval, apply=_reconstructor(config, data, measurer.accelerator)),
+                        "reconstructed": True, "masked": masked}
         rows.append({"id": f"{method}@{v['id']}", "method": method, "matched_to": v["id"], "rank_by": alloc.rank_by,
                      **measured, "split": data.eval_split})
     return rows
+
+
+def _reconstructor(config: PruneConfig, data: PreparedData, acc):
+    from .reconstruct import ReconstructSettings, make_reconstructor
+
+    settings = ReconstructSettings(batch_size=config.batch_size)
+    return make_reconstructor(settings, data.calib.tensors[0], accelerator=acc)
+
+
+def _reconstruct_candidates(config, measurer: Measurer, layers, scores, variants, unique,
+                            data) -> tuple[dict, list[str]]:
+    """Reconstruct the one-shot candidates (their masked numbers kept under ``"masked"``) and choose the front again.
+
+    Like the one-shot variants, candidates are measured on the selection data (``data.select``, else the
+    evaluation split); the front is chosen there, and with separate selection data every front variant is then
+    measured on the whole evaluation split (its selection numbers kept under ``"select"``)."""
+    from tqdm.auto import tqdm
+
+    from .reconstruct import ReconstructSettings, reconstruction_candidates
+
+    acc = measurer.accelerator
+    select = getattr(data, "select", None)
+    chooser = select if select is not None else data.eval
+    chooser_split = (data.select_split or "select") if select is not None else data.eval_split
+    for v in unique:  # back to the selection basis: the front is chosen there
+        if "select" in v:
+            v.update(v.pop("select"))
+    cands = reconstruction_candidates([v for v in unique if not v.get("dropped_by")], config.reconstruct_depth)
+    apply = _reconstructor(config, data, acc)
+    by_id = {v["id"]: v for v in unique}
+    done: dict[tuple, dict] = {}  # SparseGPT picks its own mask: one allocation, one result whatever the signal
+    for vid in tqdm(cands, desc="reconstructing", unit="variant", disable=not (config.progress and acc.is_main_process)):
+        v = by_id[vid]
+        key = tuple(round(v["target_layers"][layer.name], 12) for layer in layers)
+        if key not in done:
+            done[key] = measurer.measure(v["target_layers"], None, chooser, apply=apply)
+        m = done[key]
+        v["masked"] = {k: v[k] for k in ("accuracy", "top5", "sparsity", "samples", "split") if k in v}
+        v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"],
+                 samples=m["samples"], split=chooser_split, reconstructed=True)
+    front = pareto_front([v for v in unique if not v.get("dropped_by")])
+    if select is not None:
+        for vid in front:
+            v = by_id[vid]
+            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply) if v.get("reconstructed")
+                    else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval))
+            v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
+            v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
+    keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select")
+    for v in variants:  # strategies that gave the same masks share the numbers
+        src = by_id.get(v.get("same_as"))
+        if src is not None:
+            v.update({k: src[k] for k in keys if k in src})
+            for k in set(keys) - set(src):
+                v.pop(k, None)
+    info = {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size).to_dict(),
+            "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers "
+                    f"(chosen on `{chooser_split}`)",
+            "candidates": cands, "reconstructions": len(done)}
+    return info, front
 
 
 class _Finetuner:
@@ -486,7 +573,7 @@ class _Finetuner:
 
     def __init__(self, config: PruneConfig, model, layers, data: PreparedData, acc, eval_batch_size: int = 256,
                  precision: str = "fp32"):
-        self.config, self.model, self.layers, self.acc = config, model, layers, acc
+        self.config, self.model, self.layers, self.acc, self.data = config, model, layers, acc, data
         from torch.utils.data import Subset
 
         n = len(data.train)
@@ -505,7 +592,10 @@ class _Finetuner:
         from .finetune import finetune
 
         rank_by = item.get("rank_by") or item["signal"]
-        apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
+        if item.get("reconstructed"):
+            _reconstructor(self.config, self.data, self.acc)(self.model, self.layers, item["target_layers"])
+        else:
+            apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
         res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
                        steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
                        patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,
@@ -568,6 +658,8 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "finetune": variant.get("finetune"),
         "finetune_config": ft_config,
         "oneshot": variant.get("oneshot"),
+        "reconstructed": bool(variant.get("reconstructed")),
+        "reconstruct": results.get("reconstruct", {}).get("settings") if variant.get("reconstructed") else None,
     }
 
 

@@ -6,6 +6,8 @@ Per prunable layer (lower score = pruned first):
 - ``hybrid``     |w| * mean_b |dL/dw|
 - ``snip``       |w * mean_b dL/dw|                        (used by Phase-1 ranges and the SNIP baseline)
 - ``grasp``      w * (H g)                                  (GraSP removes the highest -w*Hg first)
+- ``activation`` |w_ij| * ||x_j||_2 over calibration tokens/pixels (Wanda; :mod:`hf_mixmatch.activations`)
+- ``activation_row``  rank of ``activation`` inside the weight's output row (Wanda's per-row comparison)
 
 Each process takes its share of a fixed list of calibration batches; per-batch sums are reduced across
 processes, so the result equals the single-process result up to float summation order.
@@ -32,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 SIGNALS = ("magnitude", "gradient", "hybrid")
 EXTRA_SIGNALS = ("snip", "grasp")
-ALL_SIGNALS = SIGNALS + EXTRA_SIGNALS
+ACTIVATION_SIGNALS = ("activation", "activation_row")
+ALL_SIGNALS = SIGNALS + EXTRA_SIGNALS + ACTIVATION_SIGNALS
+SELECTABLE_SIGNALS = SIGNALS + ("activation",)  # what a Mix-and-Match run may use as its signals
 
 Scores = dict[str, dict[str, torch.Tensor]]  # signal -> layer name -> score tensor
 
@@ -84,6 +88,11 @@ def compute_scores(
     out: Scores = {}
     if "magnitude" in signals:
         out["magnitude"] = {n: w.detach().abs().float().cpu() for n, w in zip(names, params)}
+    if any(s in signals for s in ACTIVATION_SIGNALS):
+        from .activations import activation_scores
+
+        out.update(activation_scores(model, layers, calib.tensors[0], signals=tuple(signals), batch_size=batch_size,
+                                     accelerator=accelerator, forward=forward))
     needs_grad = any(s in signals for s in ("gradient", "hybrid", "snip", "grasp"))
     if not needs_grad:
         return out

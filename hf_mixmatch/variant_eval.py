@@ -29,9 +29,10 @@ class Measurer:
     precision: str = "fp32"
 
     @contextlib.contextmanager
-    def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor]):
-        """The model with this allocation's masks, then the original weights again."""
-        apply_sparsities(self.model, self.layers, sparsities, score)
+    def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, apply=apply_sparsities):
+        """The model with this allocation's masks (``apply``: masking, or a reconstructor), then the original
+        weights again."""
+        apply(self.model, self.layers, sparsities, score)
         try:
             yield
         finally:
@@ -41,9 +42,10 @@ class Measurer:
         return predict_hits(self.model, dataset, indices, batch_size=self.batch_size, accelerator=self.accelerator,
                             precision=self.precision)
 
-    def measure(self, sparsities: dict[str, float], score: dict[str, torch.Tensor], dataset) -> dict:
+    def measure(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, dataset, *,
+                apply=apply_sparsities) -> dict:
         """Sparsity and whole-``dataset`` accuracy of one allocation."""
-        with self.applied(sparsities, score):
+        with self.applied(sparsities, score, apply):
             overall, per_layer = measure_sparsity(self.model, self.layers)
             metrics = evaluate(self.model, dataset, batch_size=self.batch_size, accelerator=self.accelerator,
                                precision=self.precision)

@@ -13,7 +13,10 @@ Fashion-MNIST) and every seed:
 
 The seed changes the calibration subset (scores, observed ranges, RD curves) and the fine-tuning subset and
 order; the evaluation subset of the test split is fixed (``--eval-samples`` images, chosen with seed 0) so
-the spread over seeds measures the methods, not the test sample. Writes ``runs/bench_quality/summary.json``,
+the spread over seeds measures the methods, not the test sample. ``--baselines`` also takes ``wanda`` and
+``sparsegpt``, and ``--reconstruct sparsegpt`` reconstructs the front candidates and the matched baselines
+(the pipeline's stage); the one-shot comparison of Wanda / SparseGPT / allocations + SparseGPT at fixed targets,
+with fronts chosen on a selection split, is ``scripts/benchmark_reconstruct.py``. Writes ``runs/bench_quality/summary.json``,
 ``docs/BENCHMARKS_quality.md`` and ``docs/img/quality_<model>.png``.
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python scripts/benchmark_quality.py            # full
@@ -63,6 +66,8 @@ def parse_args(argv=None):
                    help="comma list of strategies, 'default' (the library's default), 'paper' (the paper's ten) or 'all'")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--baseline-match", default="pareto", choices=("all", "pareto"))
+    p.add_argument("--reconstruct", default="none", choices=("none", "sparsegpt"),
+                   help="the pipeline's reconstruction stage for the front candidates and matched baselines")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
@@ -195,6 +200,7 @@ def _run(args, model_dir: Path, data, seed: int, ranges: str, *, out: Path, acc)
         calib_samples=args.calib_samples, eval_samples=args.eval_samples,
         batch_size=args.batch_size, seed=seed, save="none", overwrite=True, progress=False,
         baselines=tuple(b for b in args.baselines if b != "rd"), baseline_match=args.baseline_match,
+        reconstruct=args.reconstruct,
     )
     t0 = time.perf_counter()
     res = run_mixmatch(cfg, data=data, accelerator=acc).results

@@ -51,7 +51,8 @@ def test_tiny_model_inventory():
 
 
 def test_registry_has_every_baseline():
-    assert set(ALLOCATORS) == {"global_magnitude", "uniform", "uniform_plus", "erk", "lamp", "snip", "grasp", "rd"}
+    assert set(ALLOCATORS) == {"global_magnitude", "uniform", "uniform_plus", "erk", "lamp", "snip", "grasp", "rd",
+                               "wanda", "sparsegpt"}
     with pytest.raises(ConfigError, match="Did you mean"):
         allocate("lampp", weights={}, layers=[], target=0.5)
 
@@ -224,7 +225,8 @@ def test_transformers_vit_uniform_plus_and_all_baselines():
     assert all(0.94 < r < 0.96 for n, r in alloc.sparsities.items() if n not in (patch, head))
     numels = _numels(layers)
     total = sum(numels.values())
-    scores = {"snip": {n: w.detach().abs() for n, w in weights.items()}, "grasp": {n: -w.detach() for n, w in weights.items()}}
+    scores = {"snip": {n: w.detach().abs() for n, w in weights.items()}, "grasp": {n: -w.detach() for n, w in weights.items()},
+              "activation_row": {n: w.detach().abs() for n, w in weights.items()}}
     for method in sorted(set(ALLOCATORS) - {"rd"}):
         sp = allocate(method, weights=weights, layers=layers, target=0.5, scores=scores).sparsities
         assert set(sp) == set(numels)

@@ -1,0 +1,277 @@
+"""Input statistics of prunable layers from calibration forwards, through hooks, never storing activations.
+
+A layer's *input features* are the columns its weight multiplies: for ``Linear`` / transformers ``Conv1D`` the
+last input dimension; for a convolution the unfolded input patch (input channel x kernel position, the order of
+``weight.view(out, -1)``), per group for grouped / depthwise convolutions. Each layer is seen as ``G`` groups of
+rows ``W[g]`` of shape ``(rows_per_group, d)`` acting on features ``X[g]`` of shape ``(tokens, d)``:
+
+- :func:`feature_sq_norms` -> ``||X_j||^2`` per group and feature (Wanda's statistic), shape ``(G, d)``;
+- :func:`accumulate_hessians` -> ``X^T X`` per group, shape ``(G, d, d)`` (SparseGPT's statistic).
+
+Both are sums over calibration tokens/pixels (float64), accumulated in chunks of at most :data:`CHUNK_ELEMENTS`
+unfolded values, and summed across processes with ``accelerator.reduce`` — equal to one process's result up to
+float summation order. Each process takes its share ``batches[rank::world]`` of the fixed calibration batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .layers import LayerInfo
+from .models import logits as default_forward
+from .signals import _batches, _reduce_sum
+
+CHUNK_ELEMENTS = 1 << 22  # unfolded values materialized at once (16 MiB in float32)
+
+
+# ------------------------------------------------------------------------------------------ layer geometry
+
+
+def groups_of(module: nn.Module, layer: LayerInfo) -> int:
+    return int(getattr(module, "groups", 1)) if layer.kind == "conv" else 1
+
+
+def weight_matrix(weight: torch.Tensor, layer: LayerInfo, groups: int) -> torch.Tensor:
+    """The weight as ``(G, rows_per_group, d)`` (a view for Linear / Conv; Conv1D's ``(in, out)`` transposed)."""
+    if layer.kind == "conv1d_t":
+        return weight.t().unsqueeze(0)
+    out = weight.shape[0]
+    return weight.reshape(groups, out // groups, -1)
+
+
+def weight_from_matrix(mat: torch.Tensor, layer: LayerInfo, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`weight_matrix`: back to the parameter's own shape."""
+    if layer.kind == "conv1d_t":
+        return mat[0].t().contiguous()
+    return mat.reshape(shape)
+
+
+def _conv_padding(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The input padded as the conv pads it ('same' / 'valid' / ints, any padding mode); returns (x, padding
+    still to apply as zeros)."""
+    nd = x.dim() - 2
+    k, dil, pad = module.kernel_size, module.dilation, module.padding
+    mode = getattr(module, "padding_mode", "zeros")
+    if pad == "valid":
+        return x, (0,) * nd
+    if pad == "same":  # total dilation*(k-1) per dim, the extra one on the right (as torch does)
+        total = [dil[i] * (k[i] - 1) for i in range(nd)]
+        pads = [p for i in reversed(range(nd)) for p in (total[i] // 2, total[i] - total[i] // 2)]
+    elif mode != "zeros":
+        pads = [p for i in reversed(range(nd)) for p in (pad[i], pad[i])]
+    else:
+        return x, tuple(pad)
+    return F.pad(x, pads, mode="constant" if mode == "zeros" else mode), (0,) * nd
+
+
+def features(module: nn.Module, layer: LayerInfo, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Yield chunks of input features, each ``(G, tokens, d)`` float32, for one forward input ``x``."""
+    if layer.kind in ("linear", "conv1d_t"):
+        flat = x.reshape(-1, x.shape[-1])
+        step = max(1, CHUNK_ELEMENTS // max(flat.shape[1], 1))
+        for s in range(0, flat.shape[0], step):
+            yield flat[s : s + step].float().unsqueeze(0)
+        return
+    nd = x.dim() - 2
+    if nd not in (1, 2):
+        raise ConfigError(f"layer {layer.name!r}: {nd}-D convolutions have no activation statistics here; "
+                          "leave that layer out or use a weight-only signal")
+    x, pad = _conv_padding(module, x)
+    kernel, dil, stride = tuple(module.kernel_size), tuple(module.dilation), tuple(module.stride)
+    if nd == 1:  # Conv1d: as a 2-D conv of height 1
+        x = x.unsqueeze(2)
+        kernel, dil, stride, pad = (1, *kernel), (1, *dil), (1, *stride), (0, *pad)
+    groups = groups_of(module, layer)
+    n, c = x.shape[:2]
+    per_sample = (c * math.prod(kernel)) * _out_positions(x.shape[2:], kernel, dil, pad, stride)
+    step = max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+    for s in range(0, n, step):
+        cols = F.unfold(x[s : s + step].float(), kernel, dilation=dil, padding=pad, stride=stride)  # (b, C*k, L)
+        b, ck, length = cols.shape
+        cols = cols.view(b, groups, ck // groups, length).permute(1, 0, 3, 2)  # (G, b, L, d)
+        yield cols.reshape(groups, b * length, ck // groups)
+
+
+def _out_positions(size, kernel, dil, pad, stride) -> int:
+    out = 1
+    for i, s in enumerate(size):
+        out *= max(1, (s + 2 * pad[i] - dil[i] * (kernel[i] - 1) - 1) // stride[i] + 1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- forwards
+
+
+def calibration_batches(n: int, batch_size: int, accelerator=None) -> list[tuple[int, int]]:
+    """This process's share of the fixed calibration batches (the split :mod:`hf_mixmatch.signals` uses)."""
+    batches = _batches(n, batch_size)
+    if accelerator is not None and accelerator.num_processes > 1:
+        return batches[accelerator.process_index :: accelerator.num_processes]
+    return batches
+
+
+def _summed(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+    """Sums over processes (accumulated on the model's device), returned on CPU."""
+    return [t.cpu() for t in _reduce_sum(tensors, accelerator)]
+
+
+class _Stop(Exception):
+    """Raised by a hook once every layer it waits for has seen its input: the rest of the forward is skipped."""
+
+
+def _run_hooked(model, inputs: torch.Tensor, batches, forward, hooks: dict[str, Callable], stop_after: set[str] | None):
+    """Forward every batch with ``hooks[name](module, x)`` on each named module's input; optionally stop early."""
+    device = next(model.parameters()).device
+    seen: set[str] = set()
+
+    def make(name, fn):
+        def hook(module, args):
+            fn(module, args[0])
+            seen.add(name)
+            if stop_after is not None and stop_after <= seen:
+                raise _Stop
+
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_pre_hook(make(name, fn)) for name, fn in hooks.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s, e in batches:
+                seen.clear()
+                try:
+                    forward(model, inputs[s:e].to(device))
+                except _Stop:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def feature_sq_norms(model: nn.Module, layers: list[LayerInfo], inputs: torch.Tensor, *, batch_size: int = 64,
+                     accelerator=None, forward: Callable = default_forward) -> dict[str, torch.Tensor]:
+    """``{layer: (G, d) float64}``: sum over calibration tokens/pixels of each input feature squared."""
+    sums: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        module = model.get_submodule(layer.name)
+        g = groups_of(module, layer)
+        d = weight_matrix(module.weight, layer, g).shape[-1]
+        sums[layer.name] = torch.zeros(g, d, dtype=torch.float64, device=module.weight.device)
+
+    def hook_for(layer):
+        def fn(module, x):
+            acc = sums[layer.name]
+            for chunk in features(module, layer, x):
+                acc += chunk.double().pow(2).sum(1)
+
+        return fn
+
+    batches = calibration_batches(len(inputs), batch_size, accelerator)
+    _run_hooked(model, inputs, batches, forward, {layer.name: hook_for(layer) for layer in layers}, None)
+    names = [layer.name for layer in layers]
+    return dict(zip(names, _summed([sums[n] for n in names], accelerator)))
+
+
+def forward_groups(model: nn.Module, layers: list[LayerInfo], sample: torch.Tensor,
+                   forward: Callable = default_forward) -> tuple[list[list[LayerInfo]], list[LayerInfo]]:
+    """Layers in the order the forward calls them, grouped when consecutive layers read the same input tensor
+    (q/k/v: pruning one cannot change the others' input). Also returns the layers the forward never calls."""
+    fired: list[tuple[str, torch.Tensor]] = []
+    by_name = {layer.name: layer for layer in layers}
+
+    def hook_for(name):
+        def fn(module, x):
+            if name not in {n for n, _ in fired}:
+                fired.append((name, x))
+
+        return fn
+
+    _run_hooked(model, sample, [(0, len(sample))], forward, {n: hook_for(n) for n in by_name}, None)
+    groups: list[list[LayerInfo]] = []
+    last = None
+    for name, x in fired:
+        if last is not None and x is last:
+            groups[-1].append(by_name[name])
+        else:
+            groups.append([by_name[name]])
+        last = x
+    called = {n for n, _ in fired}
+    return groups, [layer for layer in layers if layer.name not in called]
+
+
+def _geometry(module: nn.Module, layer: LayerInfo) -> tuple:
+    """Layers reading the same input with the same geometry see the same features (q/k/v): one Hessian."""
+    if layer.kind == "conv":
+        return ("conv", module.kernel_size, module.stride, module.padding, module.dilation, module.groups,
+                getattr(module, "padding_mode", "zeros"))
+    return ("linear",)
+
+
+def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.Tensor, *, batch_size: int = 64,
+                        accelerator=None, forward: Callable = default_forward) -> dict[str, torch.Tensor]:
+    """``{layer: (G, d, d) float64}``: ``X^T X`` over this process's calibration batches, summed over processes.
+
+    ``group``: layers that read one input tensor (:func:`forward_groups`); those with the same geometry share one
+    Hessian (the same tensor object). The forward stops as soon as every layer it needs has seen its input."""
+    owner: dict[tuple, LayerInfo] = {}
+    for layer in group:
+        owner.setdefault(_geometry(model.get_submodule(layer.name), layer), layer)
+    hs: dict[str, torch.Tensor] = {}
+    for layer in owner.values():
+        module = model.get_submodule(layer.name)
+        g = groups_of(module, layer)
+        d = weight_matrix(module.weight, layer, g).shape[-1]
+        hs[layer.name] = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device)
+
+    def hook_for(layer):
+        def fn(module, x):
+            acc = hs[layer.name]
+            for chunk in features(module, layer, x):
+                c = chunk.double()
+                acc += c.transpose(1, 2) @ c
+
+        return fn
+
+    batches = calibration_batches(len(inputs), batch_size, accelerator)
+    names = list(hs)
+    _run_hooked(model, inputs, batches, forward, {n: hook_for(layer) for n, layer in zip(names, owner.values())},
+                set(names))
+    reduced = dict(zip(names, _summed([hs[n] for n in names], accelerator)))
+    return {layer.name: reduced[owner[_geometry(model.get_submodule(layer.name), layer)].name] for layer in group}
+
+
+# ------------------------------------------------------------------------------------ Wanda's score
+
+
+def row_ranks(score: torch.Tensor) -> torch.Tensor:
+    """Rank of every entry inside its row (last dim), as float: the lowest ``floor(rho * n)`` ranks of a layer
+    are its lowest ``rho`` of every row (rows differ by at most one weight when ``rho * d`` is not whole)."""
+    order = score.argsort(dim=-1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(score.shape[-1]).expand_as(order).contiguous())
+    return ranks.float()
+
+
+def activation_scores(model: nn.Module, layers: list[LayerInfo], inputs: torch.Tensor, *,
+                      signals: tuple[str, ...] = ("activation",), batch_size: int = 64, accelerator=None,
+                      forward: Callable = default_forward) -> dict[str, dict[str, torch.Tensor]]:
+    """Wanda's ``|w_ij| * ||x_j||_2`` per weight (``"activation"``) and its rank inside the weight's output row
+    (``"activation_row"``: Wanda's per-row comparison through the ordinary lowest-score masking)."""
+    norms = feature_sq_norms(model, layers, inputs, batch_size=batch_size, accelerator=accelerator, forward=forward)
+    act, rows = {}, {}
+    for layer in layers:
+        module = model.get_submodule(layer.name)
+        weight = module.weight.detach().double().cpu()
+        mat = weight_matrix(weight, layer, groups_of(module, layer))
+        score = mat.abs() * norms[layer.name].sqrt()[:, None, :]
+        act[layer.name] = weight_from_matrix(score, layer, tuple(weight.shape)).float()
+        rows[layer.name] = weight_from_matrix(row_ranks(score), layer, tuple(weight.shape))
+    return {name: table for name, table in (("activation", act), ("activation_row", rows)) if name in signals}

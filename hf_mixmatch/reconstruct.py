@@ -1,0 +1,225 @@
+"""Layer-wise reconstruction after pruning: SparseGPT (Frantar & Alistarh, 2023) with exact per-layer counts.
+
+For a given allocation (per-layer sparsities ``rho_l``), layers are processed in the order the forward calls
+them; each layer's ``H = X^T X`` is accumulated (:mod:`hf_mixmatch.activations`) from the model whose earlier
+layers are already pruned and updated, so memory holds one layer's Hessian at a time (layers that read the same
+input tensor, like q/k/v, share one pass, and one Hessian when their geometry matches). Per layer (per group for
+grouped / depthwise convolutions):
+
+1. ``H += lambda I`` with ``lambda = damp * mean(diag H)`` (1%); ``U`` = upper Cholesky factor of ``H^-1``;
+2. columns in blocks of ``blocksize``; at the start of a block the block's quota of pruned weights is taken over
+   all rows and the block's columns by the OBS saliency ``w^2 / U_jj^2`` (adaptive mask selection). The quotas
+   are ``floor(k * e / d) - floor(k * s / d)`` for block ``[s, e)``, so they add up to exactly
+   ``k = floor(rho * n)`` — the measured sparsity equals masking's;
+3. column by column, the pruned weight's error ``(w - q) / U_jj`` is compensated on the not-yet-processed columns
+   of the same row (``- err * U[j, j+1:]``), then the block's errors are propagated to the later blocks;
+4. safeguard: a row whose calibration output error ``e H e^T`` (undamped) would be larger than masking the same
+   weights without any update keeps the masked original row, so per row the result is never worse than masking.
+
+The mask is checked afterwards (pruned entries zero, count exact). Deterministic given the calibration set,
+its order and the batch size. Multi-process: Hessians are summed over processes, every process then runs the
+same float64 solve, so all hold the same weights. Layers the forward never calls are masked by magnitude.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .activations import accumulate_hessians, forward_groups, groups_of, weight_from_matrix, weight_matrix
+from .errors import ConfigError
+from .layers import LayerInfo, get_weight
+from .masks import apply_sparsities, prune_count
+from .models import logits as default_forward
+
+logger = logging.getLogger(__name__)
+
+RECONSTRUCT_CHOICES = ("none", "sparsegpt")
+
+
+@dataclass(frozen=True)
+class ReconstructSettings:
+    """How a variant is reconstructed; recorded in results.json and each variant's ``mixmatch.json``."""
+
+    method: str = "sparsegpt"
+    blocksize: int = 128
+    damp: float = 0.01
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.method not in RECONSTRUCT_CHOICES[1:]:
+            raise ConfigError(f"reconstruction method must be one of {list(RECONSTRUCT_CHOICES[1:])}, "
+                              f"got {self.method!r}")
+        if self.blocksize <= 0 or not (0.0 <= self.damp < 1.0) or self.batch_size <= 0:
+            raise ConfigError("reconstruction needs blocksize > 0, 0 <= damp < 1 and batch_size > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------- one layer
+
+
+def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + lambda I)^-1`` per group; damping raised x10 until it factorizes."""
+    d = h.shape[-1]
+    eye = torch.eye(d, dtype=h.dtype)
+    mean_diag = h.diagonal(dim1=-2, dim2=-1).mean(-1)
+    base = torch.where(mean_diag > 0, mean_diag, torch.ones_like(mean_diag))
+    factor = damp
+    for _ in range(8):
+        lam = (factor * base).clamp(min=torch.finfo(h.dtype).tiny)
+        chol, info = torch.linalg.cholesky_ex(h + lam[:, None, None] * eye)
+        if int(info.max()) == 0:
+            hinv = torch.cholesky_inverse(chol)
+            u, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            if int(info.max()) == 0:
+                return u
+        factor = max(factor * 10, 1e-6)
+    raise ConfigError("the calibration Hessian of a layer is not positive definite even with 1e2 x damping; "
+                      "use more calibration samples")
+
+
+def _block_quotas(k: int, d: int, blocksize: int) -> list[tuple[int, int, int]]:
+    """``(start, end, pruned count)`` per column block; counts add up to ``k`` exactly."""
+    return [(s, min(s + blocksize, d), (k * min(s + blocksize, d)) // d - (k * s) // d) for s in range(0, d, blocksize)]
+
+
+def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int = 128, damp: float = 0.01,
+                     prune: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Prune exactly ``k`` of ``w`` ``(G, R, d)`` given ``h`` ``(G, d, d)`` (float64 both).
+
+    Returns ``(new weights, pruned mask, rows reset to plain masking by the safeguard)``. With ``prune`` given
+    (a ``(G, R, d)`` bool mask), that mask is used instead of the OBS selection (``k`` is then its count).
+    """
+    g, r, d = w.shape
+    if prune is not None:
+        k = int(prune.sum())
+    if not 0 <= k <= w.numel():
+        raise ConfigError(f"cannot prune {k} of {w.numel()} weights")
+    u = _inverse_cholesky(h, damp)
+    work = w.clone()
+    pruned = torch.zeros_like(w, dtype=torch.bool) if prune is None else prune.clone()
+    for s, e, quota in _block_quotas(k, d, blocksize):
+        blk = work[:, :, s:e]  # a view: updates below land in ``work``
+        ub = u[:, s:e, s:e]
+        diag = ub.diagonal(dim1=-2, dim2=-1)  # (G, B)
+        if prune is None and quota > 0:
+            sal = (blk.pow(2) / diag[:, None, :].pow(2)).reshape(-1)
+            idx = torch.topk(sal, quota, largest=False, sorted=False).indices
+            sel = torch.zeros(sal.numel(), dtype=torch.bool)
+            sel[idx] = True
+            pruned[:, :, s:e] = sel.view(g, r, e - s)
+        mask_b = pruned[:, :, s:e]
+        errs = torch.zeros_like(blk)
+        for j in range(e - s):
+            col = blk[:, :, j]
+            q = torch.where(mask_b[:, :, j], torch.zeros_like(col), col)
+            err = (col - q) / diag[:, j, None]  # (G, R)
+            blk[:, :, j:] -= err[:, :, None] * ub[:, j, None, j:]
+            blk[:, :, j] = q
+            errs[:, :, j] = err
+        if e < d:
+            work[:, :, e:] -= errs @ u[:, s:e, e:]
+    work[pruned] = 0.0
+    # safeguard, per row: never worse than masking the same weights without an update (undamped H)
+    masked = torch.where(pruned, torch.zeros_like(w), w)
+    err_rec = torch.einsum("grd,gde,gre->gr", w - work, h, w - work)
+    err_mask = torch.einsum("grd,gde,gre->gr", w - masked, h, w - masked)
+    worse = err_rec > err_mask
+    work = torch.where(worse[:, :, None], masked, work)
+    return work, pruned, int(worse.sum())
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str, float], inputs: torch.Tensor, *,
+                settings: ReconstructSettings = ReconstructSettings(), accelerator=None,
+                forward: Callable = default_forward) -> dict:
+    """Prune every layer to ``floor(rho * n)`` zeros and reconstruct it, in forward order, in place.
+
+    Returns ``{"masks": {layer: keep mask}, "safeguard_rows": int, "masked_only": [layers never called]}``.
+    """
+    if len(inputs) == 0:
+        raise ConfigError("reconstruction needs calibration samples (--calib-samples > 0)")
+    groups, uncalled = forward_groups(model, layers, inputs[:1], forward)
+    masks: dict[str, torch.Tensor] = {}
+    reset_rows = 0
+    for group in groups:
+        todo = [layer for layer in group if prune_count(sparsities.get(layer.name, 0.0), layer.numel) > 0]
+        if not todo:
+            continue
+        hessians = accumulate_hessians(model, todo, inputs, batch_size=settings.batch_size, accelerator=accelerator,
+                                       forward=forward)
+        for layer in todo:
+            weight = get_weight(model, layer)
+            k = prune_count(sparsities[layer.name], layer.numel)
+            mat = weight_matrix(weight.detach(), layer, groups_of(model.get_submodule(layer.name), layer))
+            new, pruned, reset = sparsegpt_matrix(mat.double().cpu(), hessians[layer.name], k,
+                                                  blocksize=settings.blocksize, damp=settings.damp)
+            reset_rows += reset
+            weight.copy_(weight_from_matrix(new, layer, tuple(weight.shape)).to(weight.dtype))
+            keep = ~weight_from_matrix(pruned, layer, tuple(weight.shape)).to(weight.device)
+            # re-check the mask: exact count, pruned entries exactly zero
+            if int((~keep).sum()) != k or bool((weight[~keep] != 0).any()):
+                raise RuntimeError(f"reconstruction of {layer.name} broke its mask (expected {k} zeros)")
+            masks[layer.name] = keep
+        del hessians
+    if uncalled:
+        logger.warning("layers never called by the forward are masked by magnitude, not reconstructed: %s",
+                       [layer.name for layer in uncalled])
+        magnitude = {layer.name: get_weight(model, layer).detach().abs() for layer in uncalled}
+        masks.update(apply_sparsities(model, uncalled, sparsities, magnitude))
+    for layer in layers:
+        if layer.name not in masks:
+            masks[layer.name] = torch.ones_like(get_weight(model, layer), dtype=torch.bool)
+    return {"masks": masks, "safeguard_rows": reset_rows, "masked_only": [layer.name for layer in uncalled]}
+
+
+def make_reconstructor(settings: ReconstructSettings, inputs: torch.Tensor, *, accelerator=None,
+                       forward: Callable = default_forward):
+    """A callable with :func:`~hf_mixmatch.masks.apply_sparsities`' signature that reconstructs instead of masking
+    (the score is not used: SparseGPT chooses its own mask by OBS saliency)."""
+
+    def apply(model, layers, sparsities, score=None):
+        return reconstruct(model, layers, sparsities, inputs, settings=settings, accelerator=accelerator,
+                           forward=forward)["masks"]
+
+    return apply
+
+
+RECONSTRUCTORS = {"sparsegpt": make_reconstructor}
+
+
+# ----------------------------------------------------------------------------------- which variants to do
+
+
+def nondominated_layers(points: list[dict], *, x: str = "sparsity", y: str = "accuracy") -> dict[str, int]:
+    """``{id: depth}``: 1 for the Pareto front, 2 for the front of the rest, and so on (both maximized)."""
+    from .pareto import pareto_front
+
+    depth: dict[str, int] = {}
+    rest = list(points)
+    level = 0
+    while rest:
+        level += 1
+        ids = set(pareto_front(rest, x=x, y=y))
+        for p in rest:
+            if p["id"] in ids:
+                depth[p["id"]] = level
+        rest = [p for p in rest if p["id"] not in ids]
+    return depth
+
+
+def reconstruction_candidates(variants: list[dict], depth: int) -> list[str]:
+    """The rule: reconstruct the one-shot variants on the first ``depth`` non-dominated layers (1 = the one-shot
+    front). Reconstruction keeps each variant's sparsity and usually raises its accuracy; a variant dominated
+    one-shot by ``depth`` layers of others is taken as unlikely to overtake all of them."""
+    levels = nondominated_layers(variants)
+    return [v["id"] for v in variants if levels[v["id"]] <= depth]
