@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,8 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, SparsityMismatchError
 from .layers import LayerInfo, get_weight
+from .masks import apply_sparsities, measure_sparsity
+from .outdir import record, record_dir
 
-__all__ = ["FinetuneResult", "finetune", "verify_masks"]
+__all__ = ["FinetuneResult", "Finetuner", "finetune", "verify_masks"]
 
 
 @dataclass
@@ -182,3 +185,58 @@ def finetune(
     base.load_state_dict(best_state)
     verify_masks(base, layers, masks)
     return FinetuneResult(steps=step, best_val_accuracy=best_acc, history=history, initial_val_accuracy=initial, stopped_early=stopped, best_step=best_step)
+
+
+# ------------------------------------------------------------------------------------ the run's stage
+
+
+class Finetuner:
+    """Fine-tunes one allocation at a time with masks kept exact, then puts every parameter back. A Mix-and-Match
+    variant's fine-tuned weights are written to its folder as soon as they are measured (none kept in memory)."""
+
+    def __init__(self, config, model, layers, data, acc, eval_batch_size: int = 256,
+                 precision: str = "fp32"):
+        self.config, self.model, self.layers, self.acc, self.data = config, model, layers, acc, data
+        from torch.utils.data import Subset
+
+        n = len(data.train)
+        n_val = max(1, n // 10)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()  # class-mixed val
+        self.train = Subset(data.train, order[n_val:])
+        self.val = Subset(data.train, order[:n_val])
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.eval_data, self.eval_batch_size, self.precision = data.eval, eval_batch_size, precision
+        self.saved: dict[str, Path] = {}  # variant id -> folder holding its fine-tuned weights
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+    def __call__(self, item: dict, scores: dict, folder: Path | None = None, loaded=None) -> dict:
+        from .evaluate import evaluate
+        from .reconstruct_stage import reconstructor
+        from .saving import save_variant
+
+        rank_by = item.get("rank_by") or item["signal"]
+        if item.get("reconstructed"):
+            reconstructor(self.config, self.data, self.acc)(self.model, self.layers, item["target_layers"])
+        else:
+            apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
+        res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
+                       steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
+                       patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,
+                       seed=self.config.seed, progress=False)
+        self.acc.free_memory()  # drop the optimizer state the accelerator holds before the next item
+        overall, _ = measure_sparsity(self.model, self.layers)
+        metrics = evaluate(self.model, self.eval_data, batch_size=self.eval_batch_size, accelerator=self.acc,
+                           precision=self.precision)
+        if folder is not None and loaded is not None and self.acc.is_main_process:
+            out = folder.parent.parent
+            record_dir(out, "variants")
+            record(out, f"variants/{folder.name}")
+            save_variant(loaded, folder, recipe={"finetune": "measured; recipe pending"}, storage=self.config.storage)
+            self.saved[item["id"]] = folder
+        self.restore()
+        return {"accuracy": metrics["accuracy"], "top5": metrics["top5"], "sparsity_after": overall,
+                "steps": res.steps, "best_step": res.best_step, "stopped_early": res.stopped_early,
+                "best_val_accuracy": res.best_val_accuracy, "initial_val_accuracy": res.initial_val_accuracy,
+                "lr": self.config.finetune_lr}

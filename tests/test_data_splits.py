@@ -52,13 +52,14 @@ def test_calibration_batches_mix_classes(sorted_folder):
 def test_finetuning_samples_and_validation_slice_mix_classes(sorted_folder):
     from accelerate import Accelerator
 
-    from hf_mixmatch.pipeline import PruneConfig, _Finetuner
+    from hf_mixmatch.finetune import Finetuner
+    from hf_mixmatch.pipeline import PruneConfig
 
     data = load_data(sorted_folder, PRE, calib_samples=8, train_samples=60, seed=0)
     y = data.train.tensors[1]
     assert all(len(set(b.tolist())) >= 3 for b in y.split(10))
     cfg = PruneConfig(model="x", finetune_steps=1, finetune_samples=60, seed=0)
-    ft = _Finetuner(cfg, torch.nn.Linear(2, 2), [], data, Accelerator(cpu=True))
+    ft = Finetuner(cfg, torch.nn.Linear(2, 2), [], data, Accelerator(cpu=True))
     val = torch.stack([ft.val[i][1] for i in range(len(ft.val))])
     train = torch.stack([ft.train[i][1] for i in range(len(ft.train))])
     assert len(val) == 6 and len(set(val.tolist())) >= 3

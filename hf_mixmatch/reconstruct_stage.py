@@ -1,0 +1,68 @@
+"""The reconstruction stage of a run (``--reconstruct sparsegpt``): which one-shot variants are reconstructed,
+measured where the front is chosen, and the front chosen again."""
+
+from __future__ import annotations
+
+from .pareto import pareto_front
+from .variant_eval import Measurer
+
+
+def reconstructor(config, data, acc):
+    """``apply(model, layers, sparsities, score=None)``: SparseGPT on the run's calibration images."""
+    from .reconstruct import ReconstructSettings, make_reconstructor
+
+    settings = ReconstructSettings(batch_size=config.batch_size)
+    return make_reconstructor(settings, data.calib.tensors[0], accelerator=acc)
+
+
+def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants, unique,
+                            data) -> tuple[dict, list[str]]:
+    """Reconstruct the one-shot candidates (their masked numbers kept under ``"masked"``) and choose the front again.
+
+    Like the one-shot variants, candidates are measured on the selection data (``data.select``, else the
+    evaluation split); the front is chosen there, and with separate selection data every front variant is then
+    measured on the whole evaluation split (its selection numbers kept under ``"select"``)."""
+    from tqdm.auto import tqdm
+
+    from .reconstruct import ReconstructSettings, reconstruction_candidates
+
+    acc = measurer.accelerator
+    select = getattr(data, "select", None)
+    chooser = select if select is not None else data.eval
+    chooser_split = (data.select_split or "select") if select is not None else data.eval_split
+    for v in unique:  # back to the selection basis: the front is chosen there
+        if "select" in v:
+            v.update(v.pop("select"))
+    cands = reconstruction_candidates([v for v in unique if not v.get("dropped_by")], config.reconstruct_depth)
+    apply = reconstructor(config, data, acc)
+    by_id = {v["id"]: v for v in unique}
+    done: dict[tuple, dict] = {}  # SparseGPT picks its own mask: one allocation, one result whatever the signal
+    for vid in tqdm(cands, desc="reconstructing", unit="variant", disable=not (config.progress and acc.is_main_process)):
+        v = by_id[vid]
+        key = tuple(round(v["target_layers"][layer.name], 12) for layer in layers)
+        if key not in done:
+            done[key] = measurer.measure(v["target_layers"], None, chooser, apply=apply)
+        m = done[key]
+        v["masked"] = {k: v[k] for k in ("accuracy", "top5", "sparsity", "samples", "split") if k in v}
+        v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"],
+                 samples=m["samples"], split=chooser_split, reconstructed=True)
+    front = pareto_front([v for v in unique if not v.get("dropped_by")])
+    if select is not None:
+        for vid in front:
+            v = by_id[vid]
+            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply) if v.get("reconstructed")
+                    else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval))
+            v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
+            v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
+    keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select")
+    for v in variants:  # strategies that gave the same masks share the numbers
+        src = by_id.get(v.get("same_as"))
+        if src is not None:
+            v.update({k: src[k] for k in keys if k in src})
+            for k in set(keys) - set(src):
+                v.pop(k, None)
+    info = {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size).to_dict(),
+            "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers "
+                    f"(chosen on `{chooser_split}`)",
+            "candidates": cands, "reconstructions": len(done)}
+    return info, front
