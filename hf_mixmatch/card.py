@@ -218,6 +218,12 @@ def _reproduce_command(recipe: dict) -> str:
     return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
 
 
+def labels_line(results: dict):
+    from .report import labels_line as line
+
+    return line(results)
+
+
 def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | None = None,
                  numel: dict[str, int] | None = None):
     """The model card of one variant (a ``huggingface_hub.ModelCard``).
@@ -274,6 +280,8 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "dataset": dataset,
         "eval_split": split,
         "eval_samples": results.get("eval_samples"),
+        "select_split": results.get("select_split"),
+        "labels_line": labels_line(results),
         "sparsity": _pct(variant["sparsity"]),
         "accuracy": _pct(variant["accuracy"]),
         "top5": _pct(variant.get("top5")),

@@ -179,12 +179,16 @@ def cmd_prune(args) -> int:
 
 def summary(results: dict, output_dir) -> str:
     """The one-screen summary printed at the end of a run."""
+    from .report import images_seen_line, labels_line
+
     d = results["dense"]
     lines = [
         f"hf-mixmatch: {results['base_model']} on {results['dataset']} ({results['eval_split']}, "
         f"{results['eval_samples']} samples)",
         f"dense: top-1 {d['accuracy']:.4f}" + (f"  top-5 {d['top5']:.4f}" if d.get("top5") is not None else ""),
-        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}):",
+        *([labels_line(results)] if labels_line(results) else []),
+        f"{len(results['variants'])} variants; Pareto front ({len(results['pareto'])}) chosen on "
+        f"`{results.get('select_split') or results['eval_split']}`, measured on `{results['eval_split']}`:",
         f"  {'variant':38s} {'sparsity':>8s} {'top-1':>7s} {'drop':>7s} {'images':>7s}",
     ]
     by_id = {v["id"]: v for v in results["variants"]}
@@ -192,7 +196,6 @@ def summary(results: dict, output_dir) -> str:
         v = by_id[vid]
         lines.append(f"  {vid:38s} {v['sparsity']:8.3f} {v['accuracy']:7.4f} {d['accuracy'] - v['accuracy']:+7.4f}"
                      f" {v.get('samples', results['eval_samples']):7d}")
-    from .report import images_seen_line
 
     if results.get("evaluation"):
         lines.append(images_seen_line(results))

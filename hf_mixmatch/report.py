@@ -106,6 +106,35 @@ def images_seen_line(results: dict, *, short: bool = False) -> str:
     return line
 
 
+def labels_line(results: dict) -> str | None:
+    """How the dataset's labels were matched to the model's classes, when not one to one (None otherwise)."""
+    labels = results.get("labels") or {}
+    if labels.get("mapping"):
+        pairs = ", ".join(f"{k}→{v}" for k, v in list(labels["mapping"].items())[:8])
+        more = " …" if len(labels["mapping"]) > 8 else ""
+        return f"labels: dataset classes remapped to the model's ({labels.get('how')}): {pairs}{more}"
+    if labels.get("how") == "by_index" and labels.get("note"):
+        return f"labels: matched by index ({labels['note']})"
+    return None
+
+
+def _header(results: dict) -> list[str]:
+    """The report's title and what was measured on what."""
+    lines = [
+        f"# Mix-and-Match report: {results.get('base_model')}",
+        "",
+        f"- base revision: `{results.get('base_revision') or 'unknown'}` ({results.get('library')})",
+        f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
+        + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
+    ]
+    if labels_line(results):
+        lines.append(f"- {labels_line(results)}")
+    if results.get("skipped_images"):
+        skipped = ", ".join(f"{n} in `{split}`" for split, n in results["skipped_images"].items())
+        lines.append(f"- undecodable images skipped (--skip-bad-images): {skipped}")
+    return lines
+
+
 def report_markdown(results: dict) -> str:
     """The text of ``report.md``: dense, then every variant (the front first, sparsest first)."""
     front = list(results.get("pareto") or [])
@@ -116,11 +145,7 @@ def report_markdown(results: dict) -> str:
     if tuned:
         return _report_finetuned(results, front, dense, variants)
     lines = [
-        f"# Mix-and-Match report: {results.get('base_model')}",
-        "",
-        f"- base revision: `{results.get('base_revision') or 'unknown'}` ({results.get('library')})",
-        f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
-        + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
+        *_header(results),
         f"- {len(variants)} variants, {len(front)} on the Pareto front (listed first)",
         *([f"- {images_seen_line(results)}; the front was chosen on `{results.get('select_split')}`"]
           if results.get("evaluation") else []),
@@ -159,11 +184,7 @@ def _report_finetuned(results: dict, front: list, dense: dict, variants: list) -
 
     ft = {v["id"]: v["finetune"] for v in variants if v.get("finetune")}
     lines = [
-        f"# Mix-and-Match report: {results.get('base_model')}",
-        "",
-        f"- base revision: `{results.get('base_revision') or 'unknown'}` ({results.get('library')})",
-        f"- dataset: `{results.get('dataset')}`, evaluated on `{results.get('eval_split')}`"
-        + (f" ({results['eval_samples']} samples)" if results.get("eval_samples") else ""),
+        *_header(results),
         f"- {len(variants)} variants; the one-shot Pareto front ({len(results.get('pareto_oneshot') or [])}) was "
         f"fine-tuned, and the front was chosen again on the fine-tuned accuracies: {len(front)} variant(s), "
         "listed first",

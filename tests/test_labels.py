@@ -158,8 +158,16 @@ def test_pipeline_records_the_remap_in_results(tmp_path, image_dataset):
     ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
         tmp_path / "m")
     cfg = PruneConfig(model=str(tmp_path / "m"), dataset=str(image_dataset), output_dir=str(tmp_path / "run"),
-                      calib_samples=8, signals=("magnitude",), strategies=("balanced",), save="none", progress=False)
+                      calib_samples=8, signals=("magnitude",), strategies=("balanced",), save="pareto", progress=False)
     with pytest.warns(UserWarning, match="remapped"):
         res = run_mixmatch(cfg, loaded=load_model(tmp_path / "m"))
     assert res.results["labels"]["how"] == "by_name"
     assert res.results["labels"]["mapping"] == {"c0": 3, "c1": 2, "c2": 1, "c3": 0}
+    # the summary, the report and every saved card say so
+    from hf_mixmatch.cli import summary
+
+    needle = "remapped to the model's (by_name): c0→3, c1→2, c2→1, c3→0"
+    assert needle in summary(res.results, tmp_path / "run")
+    assert needle in (tmp_path / "run" / "report.md").read_text()
+    cards = [(tmp_path / "run" / v["path"] / "README.md").read_text() for v in res.pareto]
+    assert cards and all("remapped to the model's (by_name)" in c for c in cards)
