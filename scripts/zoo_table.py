@@ -99,7 +99,8 @@ def run_structured(case, limit_s: int) -> str:
     except _Timeout:
         return f"not supported: over {limit_s} s"
     except Exception as exc:  # noqa: BLE001 - the table records any failure
-        return f"not supported: {_first_line(exc)}"
+        why = _first_line(exc)
+        return why if why.startswith("not supported:") else f"not supported: {why}"
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)

@@ -109,19 +109,9 @@ def replay(model: nn.Module, recipe: dict) -> nn.Module:
         for m, names in scaled:
             _cut_extra(m, names, [])  # shapes only: the saved weights are loaded next
     if recipe.get("units"):
-        mlps = {s.name: s for s in find_mlps(model)}
-        for name, kept in recipe["units"].items():
-            if name not in mlps:
-                raise ModelLoadError(f"the recipe prunes the MLP {name}, which the rebuilt model lacks: "
-                                     "the base architecture differs from the one the recipe was made on")
-            prune_units(model, mlps[name], kept)
+        _replay_sites(model, find_mlps(model), recipe["units"], "the MLP", prune_units)
     if recipe.get("heads"):
-        sites = {s.name: s for s in find_attention(model)}
-        for name, kept in recipe["heads"].items():
-            if name not in sites:
-                raise ModelLoadError(f"the recipe prunes heads of {name}, which the rebuilt model lacks: "
-                                     "the base architecture differs from the one the recipe was made on")
-            prune_heads(model, sites[name], kept)
+        _replay_sites(model, find_attention(model), recipe["heads"], "heads of", prune_heads)
     for name, attrs in recipe.get("attributes", {}).items():
         module = model.get_submodule(name)
         for k, v in attrs.items():
@@ -246,3 +236,13 @@ def structured_prune(
         log.warning("expected share %.6f differs from the counted %.6f", winner.sparsity, achieved)
     return StructuredResult(model=pruned, recipe=recipe, plan=plan, dense_metric=dense_metric,
                             selections=selections, winner=winner, baseline=baseline)
+
+
+def _replay_sites(model: nn.Module, found, kept_by_name: dict, what: str, prune) -> None:
+    """Cut the recipe's kept units (MLP hidden units or attention heads) of each named site of the rebuilt model."""
+    sites = {s.name: s for s in found}
+    for name, kept in kept_by_name.items():
+        if name not in sites:
+            raise ModelLoadError(f"the recipe prunes {what} {name}, which the rebuilt model lacks: "
+                                 "the base architecture differs from the one the recipe was made on")
+        prune(model, sites[name], kept)
