@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from hf_mixmatch.layers import ROLES
+from hf_mixmatch.models import logits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -89,10 +90,7 @@ def run_structured(case, limit_s: int) -> str:
                                example=data.calib.tensors[0][:1], with_baseline=False,
                                config=SearchConfig(sparsity=0.3, tolerance=0.1, search="grid"))
         with torch.no_grad():
-            out = res.model(x)
-        out = getattr(out, "logits", out)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+            out = logits(res.model, x)
         if tuple(out.shape) != (len(x), NUM_LABELS):
             return f"not supported: the pruned model outputs {tuple(out.shape)}"
         return f"ok ({res.recipe['achieved_sparsity']:.0%} params)"

@@ -12,12 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def _logits(out):
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out
+from ..adapters.base import extract_logits as _logits  # the one place that reads logits from an output
 
 
 @dataclass

@@ -177,11 +177,10 @@ UNSUPPORTED = {
     "mambaout": "no group can be removed without breaking the model",
     "hf_convnextv2": "no group can be removed without breaking the model",
     "hf_bit": "normalises across the channels",
-    "hf_pp_lcnet": "returns no logits tensor",
 }
 # outcomes that may differ elsewhere: the time bound on a faster machine; PP-LCNet once models.logits reads
 # its output
-MAY_SUCCEED = {name for name, why in UNSUPPORTED.items() if why == "took over"} | {"hf_pp_lcnet"}
+MAY_SUCCEED = {name for name, why in UNSUPPORTED.items() if why == "took over"}
 
 
 def build_case(case: ZooCase, *, batch: int = 2, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
