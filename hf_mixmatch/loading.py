@@ -298,6 +298,12 @@ def _preprocess_for(model: nn.Module, library: str, folder: Path):
     return get_adapter(library).transform(model, folder)
 
 
+def _id2label(model) -> dict[int, str]:
+    """The model's class names (transformers config), so verify matches labels the way the run did."""
+    names = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return {int(k): str(v) for k, v in names.items()}
+
+
 def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str | None = None,
            eval_samples: int | None = None, batch_size: int = 64, tolerance: float = 0.005,
            image_column: str | None = None, label_column: str | None = None, revision: str | None = None,
@@ -327,7 +333,7 @@ def verify(repo_id_or_path: str | os.PathLike, dataset: str, *, eval_split: str 
     num_labels = getattr(getattr(model, "config", None), "num_labels", None) or getattr(model, "num_classes", None)
     data = prepare_splits(ds, preprocess, calib_split=calib, eval_split=split, calib_samples=1, eval_samples=samples,
                           seed=int(recipe.get("seed", 0)), image_column=img, label_column=lab, num_labels=num_labels,
-                          dataset_name=str(dataset))
+                          dataset_name=str(dataset), id2label=_id2label(model))
     metrics = evaluate(model, data.eval, batch_size=batch_size)
     if is_structured(folder):  # structured: sparsity = share of the dense model's parameters removed
         dense = claims.get("params_dense") or recipe.get("params_dense")

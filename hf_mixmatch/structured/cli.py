@@ -78,7 +78,8 @@ def run_cli(args) -> int:
     data = prepare_splits(ds, loaded.preprocess, calib_split=args.calib_split, eval_split=args.eval_split,
                           calib_samples=args.calib_samples, eval_samples=args.eval_samples, seed=args.seed,
                           image_column=image_col, label_column=label_col, num_labels=loaded.num_labels,
-                          dataset_name=str(args.dataset), train_samples=args.select_samples)
+                          dataset_name=str(args.dataset), train_samples=args.select_samples,
+                          id2label=loaded.id2label)
     model = loaded.model.eval()
     example = data.calib.tensors[0][:1]
     # searches are scored on held-out training samples, never on the split the results report
