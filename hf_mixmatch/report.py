@@ -114,7 +114,7 @@ def labels_line(results: dict) -> str | None:
         more = " …" if len(labels["mapping"]) > 8 else ""
         return f"labels: dataset classes remapped to the model's ({labels.get('how')}): {pairs}{more}"
     if labels.get("how") == "by_index" and labels.get("note"):
-        return f"labels: matched by index ({labels['note']})"
+        return f"labels: dataset class i is model class i, matched {labels['note']}"
     return None
 
 
