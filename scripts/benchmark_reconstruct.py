@@ -66,13 +66,18 @@ def parse_args(argv=None):
     p.add_argument("--depth", type=int, default=2, help="reconstruction candidates: non-dominated layers")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--select-samples", type=int, default=1000)
-    p.add_argument("--test-samples", type=int, default=2000)
+    p.add_argument("--test-samples", type=int, default=None, help="first N test images (default: all 10000)")
     p.add_argument("--min-sparsity", type=float, default=0.5, help="front members below this are not re-tested")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--fixed-targets", default="0.5,0.7,0.8,0.9")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench_recon"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "BENCHMARKS_quality.md"))
-    p.add_argument("--stages", default="fronts,fixed", help="fronts (M&M run + matched baselines), fixed (targets)")
+    p.add_argument("--stages", default="fronts,fixed", help="fronts (M&M run + matched baselines), fixed (targets), "
+                   "finetune (with fronts: every reconstructed front member >= --finetune-min and its strongest "
+                   "rivals, each fine-tuned with the same budget)")
+    p.add_argument("--finetune-steps", type=int, default=300)
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
     p.add_argument("--reuse", action="store_true", help="reuse the M&M run's results.json in the runs dir if present")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args(argv)
@@ -111,6 +116,8 @@ class Bench:
         self.stash = WeightStash(self.model, self.layers)
         self.calib, self.select, self.test, self.args = calib, select, test, args
         self.scores = None
+        self.dense_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.train = None  # the images the reference model was trained on, for the fine-tuning stage
 
     def evaluate(self, data) -> float:
         from hf_mixmatch.evaluate import evaluate
@@ -134,12 +141,42 @@ class Bench:
         self.stash.restore()
         return {"sparsity": overall, "accuracy": acc, "apply_s": round(t_apply, 3)}
 
-    def baseline(self, method: str, target: float, *, reconstruct: bool, rank_by: str | None = None) -> dict:
+    def baseline(self, method: str, target: float, *, reconstruct: bool, rank_by: str | None = None,
+                 finetune: bool = False) -> dict:
         from hf_mixmatch.allocators import allocate
 
         alloc = allocate(method, weights=self.weights, layers=self.layers, target=target, scores=self.scores)
         recon = reconstruct or bool(alloc.info.get("reconstruct"))
+        if finetune:
+            return self.finetuned(alloc.sparsities, rank_by=rank_by or alloc.rank_by, reconstruct=recon)
         return self.measure(alloc.sparsities, rank_by=rank_by or alloc.rank_by, reconstruct=recon, data=self.test)
+
+    def finetuned(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool) -> dict:
+        """Mask (or reconstruct), fine-tune ``--finetune-steps`` steps keeping the mask (the project's
+        ``finetune``: AdamW, early stopping on the selection split), measure on test, restore every weight."""
+        from hf_mixmatch.finetune import finetune
+        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
+        from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct as run_reconstruct
+
+        if self.train is None:
+            x_u8, y = read_split("train", self.args.fmnist_root, samples=20000)
+            self.train = TensorDataset(preprocess(x_u8), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        t0 = time.perf_counter()
+        if reconstruct:
+            run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
+                            settings=ReconstructSettings(batch_size=self.args.batch_size))
+        else:
+            apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        oneshot = self.evaluate(self.test)
+        steps = self.args.finetune_steps
+        ft = finetune(self.model, self.layers, self.train, self.select, steps=steps, lr=self.args.finetune_lr,
+                      batch_size=self.args.batch_size, eval_every=max(1, steps // 3), patience=3, seed=0, progress=False)
+        overall, _ = measure_sparsity(self.model, self.layers)
+        acc = self.evaluate(self.test)
+        self.model.load_state_dict(self.dense_state)
+        self.model.eval()
+        return {"sparsity": overall, "accuracy": acc, "oneshot": oneshot, "best_step": ft.best_step,
+                "time_s": round(time.perf_counter() - t0, 1)}
 
 
 def run_model(name: str, seed: int, args) -> dict:
@@ -154,7 +191,7 @@ def run_model(name: str, seed: int, args) -> dict:
                         num_classes=10, seed=seed)
     stages = set(args.stages.split(","))
     log = json.loads((model_dir / "train_log.json").read_text()) if (model_dir / "train_log.json").exists() else {}
-    summary = {"model": name, "seed": seed, "dense": {"test": bench.evaluate(test)}, "n_test": len(test),
+    summary = {"model": name, "seed": seed, "dense": {"test": bench.evaluate(test)}, "n_test": len(test), "batch_size": args.batch_size,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:
@@ -219,8 +256,28 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
             rows.append(row)
             print(f"[{name} s{seed}] {kind:7s} {vid:32s} sp {m['sparsity']:.3f} test {m['accuracy']:.4f} "
                   f"best baseline {max(row['baselines'].values()):.4f}", flush=True)
+    finetuned = _finetune_rows(name, seed, bench, by_id, rows, args) if "finetune" in args.stages.split(",") else []
     return {"timings": res["timings"], "mixmatch_s": mm_s, "reconstruct": res["reconstruct"],
-            "n_variants": len(unique), "rows": rows, "dense_select": res["dense"]["accuracy"]}
+            "n_variants": len(unique), "rows": rows, "dense_select": res["dense"]["accuracy"], "finetuned": finetuned}
+
+
+def _finetune_rows(name: str, seed: int, bench: Bench, by_id: dict, rows: list[dict], args) -> list[dict]:
+    """The same fine-tuning budget for every reconstructed front member at >= ``--finetune-min`` sparsity and
+    its rivals at the same sparsity: LAMP + SparseGPT, ERK + SparseGPT and the best masking baseline there."""
+    out = []
+    for row in rows:
+        if row["front"] != "recon" or row["sparsity"] < args.finetune_min:
+            continue
+        v = by_id[row["id"]]
+        masked = max(MASKED_VS_RECON, key=lambda m: row["baselines"].get(m, -1.0))
+        ft = {"mm": bench.finetuned(v["target_layers"], rank_by=v["signal"], reconstruct=row["reconstructed"])}
+        for key, method, recon in (("lamp+sgpt", "lamp", True), ("erk+sgpt", "erk", True), (masked, masked, False)):
+            ft[key] = bench.baseline(method, row["sparsity"], reconstruct=recon, finetune=True)
+        out.append({"id": row["id"], "sparsity": row["sparsity"], "steps": args.finetune_steps,
+                    "lr": args.finetune_lr, "results": ft})
+        print(f"[{name} s{seed}] fine-tuned {row['id']} sp {row['sparsity']:.3f}: " +
+              ", ".join(f"{k} {e['oneshot']:.4f}->{e['accuracy']:.4f}" for k, e in ft.items()), flush=True)
+    return out
 
 
 def _recon_key(method: str) -> str:
@@ -273,7 +330,7 @@ def write_section(summary: dict) -> str:
                       f"{len(rec['candidates'])} candidates, {rec.get('reconstructions', len(rec['candidates']))} "
                       f"distinct allocations. Time: M&M run {r['mixmatch_s']:.0f} s wall (variants "
                       f"{r['timings'].get('variants_s', 0):.0f} s, reconstruction {r['timings'].get('reconstruct_s', 0):.0f}"
-                      " s) on a CPU shared with other jobs.", ""]
+                      " s).", ""]
         cols = list(dict.fromkeys(c for row in r["rows"] for c in row["baselines"]))
         recon_cols = [c for c in cols if c == "sparsegpt" or c.endswith("+sgpt")]
         if r["rows"]:
@@ -286,12 +343,29 @@ def write_section(summary: dict) -> str:
                 best_m = max(pool, key=pool.get)
                 delta = row["test"] - pool[best_m]
                 nz = noise(pool[best_m], r["n_test"])
-                verdict = "above" if delta > nz else ("below" if delta < -nz else "tie")
+                verdict = _verdict(delta, nz)
                 cells = [_pct(bl[c]) if c in bl else "–" for c in cols]
                 lines.append(f"| {'M&M+SGPT' if row['front'] == 'recon' else 'M&M one-shot'} | {row['id']} | "
                              f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
                              f" | {SHORT.get(best_m.split('+')[0], best_m)}{' +SGPT' if best_m.endswith('+sgpt') else ''}"
                              f" {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
+        if r.get("finetuned"):
+            ft0 = r["finetuned"][0]
+            lines += ["", f"After the same fine-tuning budget ({r['model']}, seed {r['seed']}: {ft0['steps']} AdamW steps "
+                      f"at lr {ft0['lr']:g}, batch {r.get('batch_size', 64)}, on the 20000 training images, early "
+                      "stopping on the selection split; test accuracy %, one-shot → fine-tuned):", "",
+                      "| variant | sparsity | M&M+SGPT | LAMP +SGPT | ERK +SGPT | best masking | Δ vs best | noise | verdict |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for f in r["finetuned"]:
+                res = f["results"]
+                masked = next(k for k in res if k not in ("mm", "lamp+sgpt", "erk+sgpt"))
+                rivals = {k: e["accuracy"] for k, e in res.items() if k != "mm"}
+                best = max(rivals, key=rivals.get)
+                delta, nz = res["mm"]["accuracy"] - rivals[best], noise(rivals[best], r["n_test"])
+                cell = lambda e: f"{_pct(e['oneshot'])} → {_pct(e['accuracy'])}"  # noqa: E731
+                lines.append(f"| {f['id']} | {f['sparsity']:.3f} | **{cell(res['mm'])}** | {cell(res['lamp+sgpt'])} | "
+                             f"{cell(res['erk+sgpt'])} | {SHORT.get(masked, masked)} {cell(res[masked])} | "
+                             f"{100 * delta:+.2f} | {100 * nz:.2f} | {_verdict(delta, nz)} |")
         if r["fixed"]:
             lines += ["", f"Fixed global targets ({r['model']}, test accuracy %):", ""]
             methods = list(next(iter(r["fixed"].values())))
@@ -300,8 +374,38 @@ def write_section(summary: dict) -> str:
             for t, entry in r["fixed"].items():
                 lines.append(f"| {t} | " + " | ".join(_pct(entry[m]["accuracy"]) for m in methods) + " |")
         lines.append("")
+    lines += _pooled(summary["runs"])
     lines.append(END)
     return "\n".join(lines)
+
+
+def _verdict(delta: float, nz: float) -> str:
+    return "above" if delta > nz else ("below" if delta < -nz else "tie")
+
+
+def _pooled(runs: list[dict]) -> list[str]:
+    """Per model, over every seed: the reconstructed front's rows at >= 80% against the best baseline there."""
+    lines = ["### All seeds: the reconstructed M&M front at ≥ 80% sparsity against the best baseline "
+             "(masking or + SparseGPT)", "",
+             "| model | seeds | rows | above | tie | below | mean Δ | min Δ | max Δ | noise (range) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in runs):
+        deltas, noises, seeds = [], [], []
+        for r in (r for r in runs if r["model"] == model):
+            seeds.append(str(r["seed"]))
+            for row in r["rows"]:
+                if row["front"] != "recon" or row["sparsity"] < 0.8:
+                    continue
+                best = max(row["baselines"].values())
+                deltas.append(row["test"] - best)
+                noises.append(noise(best, r["n_test"]))
+        if not deltas:
+            continue
+        verdicts = [_verdict(d, n) for d, n in zip(deltas, noises)]
+        lines.append(f"| {model} | {', '.join(seeds)} | {len(deltas)} | {verdicts.count('above')} | "
+                     f"{verdicts.count('tie')} | {verdicts.count('below')} | {100 * sum(deltas) / len(deltas):+.2f} | "
+                     f"{100 * min(deltas):+.2f} | {100 * max(deltas):+.2f} | {100 * min(noises):.2f}–{100 * max(noises):.2f} |")
+    return lines + [""]
 
 
 def update_doc(doc_path: Path, section: str) -> None:
