@@ -45,7 +45,7 @@ def floor_seconds(model, layers, data, *, batch_size: int, eval_batch_size: int 
     return {"calib_fwd_bwd_s": calib, "eval_forward_s": time.process_time() - t0}
 
 
-def front_differences(full: dict, raced: dict) -> list[str]:
+def front_differences(full: dict, raced: dict, label: str = "racing") -> list[str]:
     """Each variant on one front and not the other, with its accuracy gap in points to the other front."""
     by_full = {v["id"]: v for v in full["variants"]}
     out = []
@@ -54,12 +54,12 @@ def front_differences(full: dict, raced: dict) -> list[str]:
         other = raced if vid in full["pareto"] else full
         best = max((by_full[o]["accuracy"] for o in other["pareto"] if by_full[o]["sparsity"] >= v["sparsity"]),
                    default=0.0)
-        out.append(f"{vid} only on the {'full' if vid in full['pareto'] else 'racing'} front "
+        out.append(f"{vid} only on the {'full' if vid in full['pareto'] else label} front "
                    f"({100 * (v['accuracy'] - best):+.2f} points vs the other front at >= its sparsity)")
     return out
 
 
-def bench_case(name: str, loaded, data, args) -> dict:
+def bench_case(name: str, loaded, data, args, data_select=None) -> dict:
     from hf_mixmatch.evaluate import predict_hits
     from hf_mixmatch.layers import list_prunable
     from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
@@ -73,9 +73,9 @@ def bench_case(name: str, loaded, data, args) -> dict:
             config = PruneConfig(model=name, output_dir=tmp, overwrite=True, save="none", progress=False,
                                  ranges=args.ranges, batch_size=args.batch_size, calib_samples=len(data.calib),
                                  signals=tuple(args.signals.split(",")), strategies=_strategies(args.strategies),
-                                 eval=mode)
+                                 eval="racing" if mode == "select" else mode)
             t0 = time.process_time()
-            runs[mode] = run_mixmatch(config, loaded=loaded, data=data).results
+            runs[mode] = run_mixmatch(config, loaded=loaded, data=data_select if mode == "select" else data).results
             cpu[mode] = time.process_time() - t0
     after = floor_seconds(model, layers, data, batch_size=args.batch_size)
     floor = {k: min(before[k], after[k]) for k in before}  # the less disturbed of the two measurements
@@ -106,6 +106,11 @@ def bench_case(name: str, loaded, data, args) -> dict:
             "racing_rounds": raced["evaluation"]["rounds"], "racing_dropped": raced["evaluation"]["dropped"],
             "racing_images_fraction": raced["evaluation"]["images_evaluated"] / raced["evaluation"]["images_if_full"],
             "same_front": full["pareto"] == raced["pareto"], "front_differences": front_differences(full, raced)}),
+        **({} if "select" not in runs else {
+            "select_samples": len(data_select.select), "select_variants_s": runs["select"]["timings"]["variants_cpu_s"],
+            "ratio_select_to_full_eval": runs["select"]["timings"]["variants_cpu_s"] / t["variants_cpu_s"],
+            "select_front": runs["select"]["pareto"], "full_front": full["pareto"],
+            "select_front_differences": front_differences(full, runs["select"], "selection")}),
     }
 
 
@@ -175,7 +180,9 @@ def main() -> None:
     ap.add_argument("--ranges", default="observed")
     ap.add_argument("--signals", default="magnitude,gradient,hybrid")
     ap.add_argument("--strategies", default="default", help="'default' (13), 'paper', or comma-separated")
-    ap.add_argument("--modes", default="full,racing", help="'full,racing' (compare) or 'full' (run vs floor only)")
+    ap.add_argument("--modes", default="full,racing", help="'full,racing' (compare) or 'full' (run vs floor only); "
+                    "add 'select' for the default configuration (racing on a held-out selection sample, the front "
+                    "measured on the whole eval split)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_MIXMATCH_NO_PROGRESS", "1")
@@ -197,7 +204,13 @@ def main() -> None:
                              calib_samples=args.calib_samples, eval_samples=args.eval_samples,
                              num_labels=loaded.num_labels)
             decode_s = time.perf_counter() - t0
-            results.append({**bench_case(name, loaded, data, args), "decode_s": decode_s})
+            data_select = None
+            if "select" in args.modes.split(","):  # the default configuration: a held-out selection sample
+                data_select = load_data(dataset, loaded.preprocess, calib_split=args.calib_split,
+                                        eval_split=args.eval_split, calib_samples=args.calib_samples,
+                                        eval_samples=args.eval_samples, num_labels=loaded.num_labels,
+                                        select_samples=None)
+            results.append({**bench_case(name, loaded, data, args, data_select), "decode_s": decode_s})
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -215,6 +228,11 @@ def main() -> None:
                   f"{r['racing_dropped']} dropped, {100 * r['racing_images_fraction']:.0f}% of the image evaluations; "
                   f"same front: {r['same_front']} ({r['front_size']} variants)"
                   + "".join(f"\n    {d}" for d in r["front_differences"]))
+        if "select_variants_s" in r:
+            print(f"  default configuration (front chosen by racing on {r['select_samples']} held-out training "
+                  f"images, front measured on the whole eval split): variants {r['select_variants_s']:.1f}s vs full "
+                  f"{r['run_variants_s']:.1f}s = {r['ratio_select_to_full_eval']:.2f}x; front {r['select_front']} vs "
+                  f"full {r['full_front']}" + "".join(f"\n    {d}" for d in r["select_front_differences"]))
         p = r["precision"]
         print(f"  dense top-1 fp32 {p['fp32']['top1']:.4f} vs bf16 {p['bf16']['top1']:.4f} "
               f"(same per-image correctness on {100 * p['same_correctness']:.1f}% of the images; "
