@@ -75,6 +75,8 @@ def parse_args(argv=None):
     p.add_argument("--stages", default="fronts,fixed", help="fronts (M&M run + matched baselines), fixed (targets), "
                    "finetune (with fronts: every reconstructed front member >= --finetune-min and its strongest "
                    "rivals, each fine-tuned with the same budget)")
+    p.add_argument("--fronts", default="oneshot,recon", help="which fronts to re-derive on test and match "
+                   "baselines to: oneshot (masked M&M), recon (M&M with reconstruction)")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -238,6 +240,8 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
     fronts = {"oneshot": pareto_front(masked_pts), "recon": list(res["pareto"])}
     rows = []
     for kind, ids in fronts.items():
+        if kind not in args.fronts.split(","):
+            continue
         for vid in ids:
             v = by_id[vid]
             if v["sparsity"] < args.min_sparsity:
