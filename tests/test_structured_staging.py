@@ -137,6 +137,7 @@ def test_structured_cli_fault_keeps_the_earlier_model_and_leaves_nothing_half_wr
     err = capsys.readouterr().err.strip().splitlines()
     assert code == (2 if fault == "safetensors" else 1) and err[-1].startswith("hf-mixmatch: error:")
     assert "Traceback" not in "\n".join(err)
+    assert ("no space left" if fault == "safetensors" else "--debug") in err[-1].lower()
     assert _tree(out) == earlier  # byte for byte: the earlier model, its results and the user's notes
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "model", "results.json", "notes.txt"])
     load_structured(out / "model")  # the earlier model is still whole
