@@ -136,16 +136,26 @@ def record_dir(out: str | os.PathLike, path: str) -> None:
         _write_manifest(out, data)
 
 
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Create ``path`` as a run dir with a manifest; with ``overwrite`` clear what an earlier run wrote there
-    (caches kept). Refuses what :func:`check_output_dir` refuses."""
+def open_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create ``path`` as a run dir with a manifest, clearing nothing: an earlier run's entries stay until
+    :func:`staged_dir` (or :func:`clear_run`) replaces them. Refuses what :func:`check_output_dir` refuses."""
     out = check_output_dir(path, overwrite=overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if read_manifest(out) is not None:
-            clear_run(out)
-        else:
+        if read_manifest(out) is None:
             _write_manifest(out, {"written_by": _TAG, "entries": {}})
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror or exc}): pass a writable "
+                             "directory") from exc
+    return out
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create ``path`` as a run dir with a manifest; with ``overwrite`` clear what an earlier run wrote there
+    (caches kept). Refuses what :func:`check_output_dir` refuses."""
+    out = open_output_dir(path, overwrite=overwrite)
+    try:
+        clear_run(out)
     except OSError as exc:
         raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror or exc}): pass a writable "
                              "directory") from exc
@@ -157,20 +167,6 @@ def contains(root: str | os.PathLike, rel: str | os.PathLike) -> Path | None:
     base = Path(root).resolve()
     target = (base / rel).resolve()
     return target if target != base and base in target.parents else None
-
-
-def open_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Like :func:`prepare_output_dir`, but an earlier run's entries stay until :func:`staged_dir` replaces them
-    with complete new ones."""
-    out = check_output_dir(path, overwrite=overwrite)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if read_manifest(out) is None:
-            _write_manifest(out, {"written_by": _TAG, "entries": {}})
-    except OSError as exc:
-        raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror or exc}): pass a writable "
-                             "directory") from exc
-    return out
 
 
 def _forget(out: Path, rel: str) -> None:

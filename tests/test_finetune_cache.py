@@ -137,3 +137,20 @@ def test_two_processes_finetune_the_same_on_the_cache_as_in_ram(tmp_path, image_
     assert len(res["cached"]["history"]) == 5
     for k, w in res["in_ram"]["weights"].items():
         assert torch.equal(res["cached"]["weights"][k], w), k
+
+
+def test_memory_benchmark_measures_finetuning_samples_both_ways(tmp_path):
+    """scripts/benchmark_memory.py --finetune-sizes: each size measured memory-mapped and in RAM, in fresh processes."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "benchmark_memory.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")}
+    proc = subprocess.run([sys.executable, script, "--finetune-sizes", "30", "--finetune-steps", "1", "--workdir",
+                           str(tmp_path), "--write", str(tmp_path / "page.md")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (tmp_path / "page.md").read_text()
+    assert "| 30 | CachedSplit (memory-mapped) |" in page and "| 30 | TensorDataset in RAM (before) |" in page
+    assert "--finetune-sizes 30 --finetune-steps 1" in page
