@@ -28,9 +28,10 @@ LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "categ
 
 @dataclass
 class PreparedData:
-    """Calibration tensors in RAM; evaluation (and selection) data memory-mapped from the decoded cache.
+    """Calibration tensors in RAM; evaluation, selection and fine-tuning data memory-mapped from the decoded
+    cache (one :class:`~hf_mixmatch.datacache.CachedSplit` each, so their size never sits in RAM).
 
-    ``eval`` / ``select`` yield ``(x, y)`` and offer ``get_batch(indices)``; labels are model indices.
+    ``eval`` / ``select`` / ``train`` yield ``(x, y)`` and offer ``get_batch(indices)``; labels are model indices.
     ``select`` is None when the front is chosen on ``eval``; ``select_heldout``: it is a seeded slice of
     the calibration split, disjoint from the calibration and fine-tuning samples.
     """
@@ -44,7 +45,7 @@ class PreparedData:
     label_column: str
     num_classes: int
     seed: int
-    train: TensorDataset | None = None  # fine-tuning samples from the calibration (training) split
+    train: Dataset | None = None  # fine-tuning samples from the calibration (training) split, memory-mapped
     select: Dataset | None = None
     select_split: str | None = None
     select_heldout: bool = False
@@ -179,12 +180,11 @@ def prepare_splits(
             dropped.setdefault(split, set()).update(set(idx.tolist()) - set(parts[what].rows.tolist()))
     skipped = {split: len(r) for split, r in dropped.items()}
     calib = TensorDataset(*tensors_of(parts["calibration"]))
-    train = TensorDataset(*tensors_of(parts["fine-tuning"])) if "fine-tuning" in parts else None
     if alignment.note:
         logger.info("labels: %s", alignment.note)
     return PreparedData(calib=calib, eval=parts["evaluation"], dataset=dataset_name, calib_split=calib_split,
                         eval_split=eval_split, image_column=image_column, label_column=label_column,
-                        num_classes=n_classes, seed=seed, train=train, select=parts.get("selection"),
+                        num_classes=n_classes, seed=seed, train=parts.get("fine-tuning"), select=parts.get("selection"),
                         select_split=sel_split if "selection" in parts else None, select_heldout=heldout and
                         "selection" in parts, labels=alignment.to_dict(), skipped_images=skipped)
 

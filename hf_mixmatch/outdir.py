@@ -4,6 +4,9 @@ Every run directory carries ``.hf-mixmatch-manifest.json``: the paths (relative 
 created, each recorded *before* it is written, so an interrupted write is still known to be ours. ``--overwrite``
 removes exactly those entries (caches excepted) and nothing else; a non-empty directory without the manifest is
 refused, and so are the working directory, the home directory and a filesystem root.
+
+A folder that must appear whole or not at all (a structured model) is written by :func:`staged_dir` into a
+recorded hidden sibling and renamed into place once complete; the earlier run's entries are cleared only then.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputDirError
@@ -98,14 +104,16 @@ def _remove(target: Path) -> None:
         target.unlink()
 
 
-def clear_run(out: Path) -> list[str]:
-    """Remove the manifest's non-cache entries from ``out`` (never anything else); returns what was removed."""
+def clear_run(out: Path, *, keep: Iterable[str] = ()) -> list[str]:
+    """Remove the manifest's non-cache entries from ``out`` (never anything else) but those in ``keep``; returns
+    what was removed."""
     data = read_manifest(out) or {"written_by": _TAG, "entries": {}}
     root = out.resolve()
+    keep = set(keep)
     removed = []
     # deepest first, so a recorded folder is emptied of its recorded children before its own turn
     for rel in sorted(data["entries"], key=lambda p: p.count("/"), reverse=True):
-        if data["entries"][rel].get("cache"):
+        if data["entries"][rel].get("cache") or rel in keep:
             continue
         target = out / rel
         if root not in target.resolve().parents:  # an edited manifest never reaches outside the run dir
@@ -128,16 +136,26 @@ def record_dir(out: str | os.PathLike, path: str) -> None:
         _write_manifest(out, data)
 
 
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Create ``path`` as a run dir with a manifest; with ``overwrite`` clear what an earlier run wrote there
-    (caches kept). Refuses what :func:`check_output_dir` refuses."""
+def open_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create ``path`` as a run dir with a manifest, clearing nothing: an earlier run's entries stay until
+    :func:`staged_dir` (or :func:`clear_run`) replaces them. Refuses what :func:`check_output_dir` refuses."""
     out = check_output_dir(path, overwrite=overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if read_manifest(out) is not None:
-            clear_run(out)
-        else:
+        if read_manifest(out) is None:
             _write_manifest(out, {"written_by": _TAG, "entries": {}})
+    except OSError as exc:
+        raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror or exc}): pass a writable "
+                             "directory") from exc
+    return out
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create ``path`` as a run dir with a manifest; with ``overwrite`` clear what an earlier run wrote there
+    (caches kept). Refuses what :func:`check_output_dir` refuses."""
+    out = open_output_dir(path, overwrite=overwrite)
+    try:
+        clear_run(out)
     except OSError as exc:
         raise OutputDirError(f"cannot write to --output-dir {out} ({exc.strerror or exc}): pass a writable "
                              "directory") from exc
@@ -149,3 +167,52 @@ def contains(root: str | os.PathLike, rel: str | os.PathLike) -> Path | None:
     base = Path(root).resolve()
     target = (base / rel).resolve()
     return target if target != base and base in target.parents else None
+
+
+def _forget(out: Path, rel: str) -> None:
+    """Remove ``out/rel`` (recorded by us) and its manifest entry."""
+    _remove(out / rel)
+    data = read_manifest(out)
+    if data is not None and data["entries"].pop(rel, None) is not None:
+        _write_manifest(out, data)
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike, name: str) -> Iterator[Path]:
+    """Yield an empty folder to write ``out/name`` into; it appears at ``out/name`` only once the block completes.
+
+    The folder is a hidden sibling ``.<name>.partial-<id>`` inside ``out``, recorded in the manifest before it is
+    created; on an error it is removed. On success the earlier run's entries are cleared (but its ``name``),
+    then two renames swap the earlier ``name`` (ours, recorded) aside and the new one into place, and the earlier
+    one is removed. A ``name`` hf-mixmatch did not record is never touched: the run stops before writing."""
+    out = Path(out)
+    final = out / name
+    entries = (read_manifest(out) or {}).get("entries", {})
+    if (final.exists() or final.is_symlink()) and (name not in entries or entries[name].get("cache")):
+        raise OutputDirError(f"{final} was not written by hf-mixmatch; nothing in it is replaced: move it away or "
+                             "pass another --output-dir")
+    token = uuid.uuid4().hex[:12]
+    partial = f".{name}.partial-{token}"
+    record(out, partial)
+    try:
+        (out / partial).mkdir()
+        yield out / partial
+    except BaseException:
+        try:
+            _forget(out, partial)
+        except OSError:
+            pass  # still recorded: the next --overwrite removes it
+        raise
+    clear_run(out, keep={name, partial})  # no stale results beside the new folder; the earlier one still whole
+    old = None
+    if final.exists() or final.is_symlink():
+        old = f".{name}.old-{token}"
+        record(out, old)
+        os.replace(final, out / old)
+    record(out, name)
+    os.replace(out / partial, final)
+    data = read_manifest(out)
+    data["entries"].pop(partial, None)
+    _write_manifest(out, data)
+    if old is not None:
+        _forget(out, old)

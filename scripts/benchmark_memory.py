@@ -64,24 +64,24 @@ class PeakSampler:
         self._thread.join()
 
 
-def generate(folder: Path, n: int, seed: int = 0) -> None:
-    """N smooth random JPEGs (256-640 px a side, non-square), 10 classes, imagefolder layout test/<class>/."""
+def generate(folder: Path, n: int, seed: int = 0, split: str = "test") -> None:
+    """N smooth random JPEGs (256-640 px a side, non-square), 10 classes, imagefolder layout <split>/<class>/;
+    the other split gets a token image per class."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     for c in range(10):
-        (folder / "test" / f"class{c}").mkdir(parents=True, exist_ok=True)
-    (folder / "train" / "class0").mkdir(parents=True, exist_ok=True)
+        (folder / split / f"class{c}").mkdir(parents=True, exist_ok=True)
     for i in range(n):
         c = i % 10
         h, w = (int(v) for v in rng.integers(256, 641, size=2))
         small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
         small[..., c % 3] = 25 * c
         img = Image.fromarray(small).resize((w, h), Image.BILINEAR)
-        img.save(folder / "test" / f"class{c}" / f"{i:06d}.jpg", quality=90)
-    for c in range(10):  # a token training split (calibration draws 8 images from it)
-        d = folder / "train" / f"class{c}"
+        img.save(folder / split / f"class{c}" / f"{i:06d}.jpg", quality=90)
+    for c in range(10):  # a token other split (e.g. calibration draws 8 images from a token training split)
+        d = folder / ("train" if split == "test" else "test") / f"class{c}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((300, 400, 3), 25 * c, dtype=np.uint8)).save(d / "0.jpg")
 
@@ -135,6 +135,84 @@ def one(n: int, folder: Path, cache: Path, workers: int) -> dict:
     return {"n": n, "workers": workers, "baseline_mb": base / 1024, "peak_decode_mb": after_decode / 1024,
             "peak_mb": sampler.peak / 1024,
             "decode_s": decode_s, "eval_s": eval_s, "cached_load_s": cached_s, "cache_mb": cache_mb}
+
+
+def one_finetune(n: int, folder: Path, cache: Path, in_ram: bool, steps: int) -> dict:
+    """Fine-tuning samples: ``load_data(train_samples=n)`` then ``steps`` fine-tuning steps (batch 32, shuffled,
+    the stage's own split into train / 10% validation), reading the memory-mapped cache or (``in_ram``, as before)
+    a TensorDataset of the same tensors."""
+    import dataclasses
+
+    import timm
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import TensorDataset
+
+    from hf_mixmatch.data import load_data
+    from hf_mixmatch.datacache import tensors_of
+    from hf_mixmatch.finetune import Finetuner, finetune
+    from hf_mixmatch.layers import list_prunable
+    from hf_mixmatch.pipeline import PruneConfig
+
+    torch.set_num_threads(1)
+    model = timm.create_model(MODEL, pretrained=False, num_classes=10)
+    pre = TimmTransform(model)
+    layers = list_prunable(model, num_labels=10)
+    base = rss_anon_kb(os.getpid())
+    with PeakSampler() as sampler:
+        t0 = time.perf_counter()
+        data = load_data(folder, pre, calib_samples=8, eval_samples=8, eval_split="test", calib_split="train",
+                         train_samples=n, cache_dir=cache)
+        if in_ram:
+            data = dataclasses.replace(data, train=TensorDataset(*tensors_of(data.train)))
+        load_s = time.perf_counter() - t0
+        acc = Accelerator(cpu=True)
+        ft = Finetuner(PruneConfig(model="x", finetune_steps=steps, finetune_samples=n), model, layers, data, acc)
+        t0 = time.perf_counter()
+        res = finetune(model, layers, ft.train, ft.val, accelerator=acc, steps=steps, batch_size=32,
+                       eval_every=steps, lr=1e-4, progress=False)
+        ft_s = time.perf_counter() - t0
+    assert len(data.train) == n and res.steps == steps
+    return {"n": n, "in_ram": in_ram, "steps": steps, "baseline_mb": base / 1024, "peak_mb": sampler.peak / 1024,
+            "load_s": load_s, "finetune_s": ft_s, "train_type": type(data.train).__name__}
+
+
+def measure_finetune(work: Path, n: int, steps: int) -> list[dict]:
+    """``n`` generated training photos; the cached and the in-RAM fine-tuning samples, each in a fresh process."""
+    folder = work / f"train_photos_{n}"
+    if not (folder / "train").is_dir():
+        generate(folder, n, split="train")
+    cache = work / f"train_cache_{n}"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "HF_MIXMATCH_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
+           "HF_DATASETS_CACHE": str(work / f"hf_datasets_train_{n}")}
+    rows = []
+    for mode in ("cache", "ram"):  # the first decodes into the cache, the second reads the same file
+        cmd = [sys.executable, __file__, "--workdir", str(work), "--one-finetune", str(n), "--mode", mode,
+               "--finetune-steps", str(steps)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode:
+            sys.exit(res.stderr[-3000:])
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+def finetune_table(rows: list[dict]) -> str:
+    lines = ["| fine-tuning samples | data.train | peak RssAnon, whole run (MB) | growth over no data (MB) | "
+             "load (s) | fine-tuning (s) |", "|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        what = "TensorDataset in RAM (before)" if r["in_ram"] else f"{r['train_type']} (memory-mapped)"
+        lines.append(f"| {r['n']:,} | {what} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} "
+                     f"| {r['load_s']:.1f} | {r['finetune_s']:.1f} |")
+    lines.append("")
+    for in_ram in (False, True):
+        sel = [r for r in rows if r["in_ram"] == in_ram]
+        if len(sel) > 1:
+            lines.append(f"- {'in RAM' if in_ram else 'memory-mapped'}: from {sel[0]['n']:,} to {sel[-1]['n']:,} "
+                         f"samples, peak RssAnon grows by {sel[-1]['peak_mb'] - sel[0]['peak_mb']:+.0f} MB.")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -203,11 +281,32 @@ def main() -> None:
     ap.add_argument("--workers", default="2,0", help="comma-separated DataLoader worker counts, one table each")
     ap.add_argument("--workdir", default="/tmp/hf_mixmatch_benchmark_memory", help="generated photos and cache")
     ap.add_argument("--write", help="also write the result page (markdown) here")
+    ap.add_argument("--finetune-sizes", help="instead: comma-separated numbers of fine-tuning samples (training "
+                    "photos), each measured memory-mapped and in RAM")
+    ap.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per measurement (batch 32)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--one-finetune", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("cache", "ram"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.workdir)
     if args.one:
         print(json.dumps(one(args.one, work / f"photos_{args.one}", work / f"cache_{args.one}", int(args.workers))))
+        return
+    if args.one_finetune:
+        n = args.one_finetune
+        print(json.dumps(one_finetune(n, work / f"train_photos_{n}", work / f"train_cache_{n}", args.mode == "ram",
+                                      args.finetune_steps)))
+        return
+    if args.finetune_sizes:
+        rows = [r for n in args.finetune_sizes.split(",") for r in measure_finetune(work, int(n), args.finetune_steps)]
+        cmd = (f"python scripts/benchmark_memory.py --finetune-sizes {args.finetune_sizes} "
+               f"--finetune-steps {args.finetune_steps}")
+        text = (f"timm `{MODEL}` at {IMAGE} px, fine-tuning samples drawn from N generated training photos, "
+                f"{args.finetune_steps} fine-tuning steps (batch 32), 1 CPU thread, each row a fresh process.\n\n"
+                + finetune_table(rows) + f"\n\nReproduce: `{cmd}`\n")
+        print(text)
+        if args.write:
+            Path(args.write).write_text(text)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = {w: [measure(work, n, w) for n in sizes] for w in (int(s) for s in args.workers.split(","))}

@@ -169,17 +169,17 @@ class Bench:
 
     def finetune(self, sparsities: dict, rank_by: str) -> dict:
         """Fine-tune one allocation (masks exact), evaluate, put every parameter back."""
-        from torch.utils.data import TensorDataset
+        from torch.utils.data import Subset
 
         from hf_mixmatch.evaluate import evaluate
         from hf_mixmatch.finetune import finetune
         from hf_mixmatch.masks import apply_sparsities, measure_sparsity
 
-        x, y = self.data.train.tensors
-        n_val = max(1, len(x) // 10)
+        train = self.data.train  # memory-mapped decoded cache; the subsets read it batch by batch
+        n_val = max(1, len(train) // 10)
         apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
         sp0, _ = measure_sparsity(self.model, self.layers)
-        res = finetune(self.model, self.layers, TensorDataset(x[n_val:], y[n_val:]), TensorDataset(x[:n_val], y[:n_val]),
+        res = finetune(self.model, self.layers, Subset(train, range(n_val, len(train))), Subset(train, range(n_val)),
                        steps=self.args.finetune_steps, lr=self.args.finetune_lr, patience=3,
                        batch_size=self.args.finetune_batch_size, seed=self.seed, progress=False)
         sp1, _ = measure_sparsity(self.model, self.layers)

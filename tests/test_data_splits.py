@@ -6,6 +6,7 @@ import torch
 from conftest import make_image_dataset
 
 from hf_mixmatch.data import load_data
+from hf_mixmatch.datacache import tensors_of
 from hf_mixmatch.datasplits import draw_rows
 from hf_mixmatch.errors import DatasetError
 from hf_mixmatch.models import Preprocess
@@ -56,7 +57,7 @@ def test_finetuning_samples_and_validation_slice_mix_classes(sorted_folder):
     from hf_mixmatch.pipeline import PruneConfig
 
     data = load_data(sorted_folder, PRE, calib_samples=8, train_samples=60, seed=0)
-    y = data.train.tensors[1]
+    y = tensors_of(data.train)[1]
     assert all(len(set(b.tolist())) >= 3 for b in y.split(10))
     cfg = PruneConfig(model="x", finetune_steps=1, finetune_samples=60, seed=0)
     ft = Finetuner(cfg, torch.nn.Linear(2, 2), [], data, Accelerator(cpu=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..outdir import check_output_dir, prepare_output_dir, record
+from ..outdir import check_output_dir, open_output_dir, record, staged_dir
 
 
 def add_cli(subparsers) -> None:
@@ -93,17 +93,15 @@ def run_cli(args) -> int:
                          channels_last=args.channels_last)
     dense_stats, pruned_stats = stats["dense"], stats["pruned"]
     pruned_acc = evaluate(res.model, data.eval, batch_size=64)
-    # an earlier run is replaced only now that this one has its results (a failed search leaves it intact)
-    out = prepare_output_dir(out, overwrite=args.overwrite)
-    record(out, "model")
+    # the model is written into a hidden sibling and renamed into place once complete; an earlier run is
+    # replaced only then (a failed search or save leaves it intact, and nothing half-written looks like a model)
+    out = open_output_dir(out, overwrite=args.overwrite)
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "round_to", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
                                              "seed", "components", "layout")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)
-    model_dir = save_structured(res.model, res.recipe, base_cfg, out / "model")
-    loaded.save_preprocessing(model_dir)  # e.g. preprocessor_config.json (timm keeps it in config.json)
     results = {
         "model": loaded.source,
         "library": loaded.library,
@@ -122,7 +120,10 @@ def run_cli(args) -> int:
         "pruned": {**pruned_stats, "accuracy": pruned_acc["accuracy"], "top5": pruned_acc["top5"]},
         "model_dir": str(out / "model"),
     }
-    write_structured_card(model_dir, results, res.recipe)
+    with staged_dir(out, "model") as staging:
+        model_dir = save_structured(res.model, res.recipe, base_cfg, staging)
+        loaded.save_preprocessing(model_dir)  # e.g. preprocessor_config.json (timm keeps it in config.json)
+        write_structured_card(model_dir, results, res.recipe)
     record(out, "results.json")
     write_json_atomic(out / "results.json", results)  # last: a results.json means the run finished
     print(f"removed {results['achieved_sparsity']:.1%} of the parameters ({res.recipe['winner']} search): "
