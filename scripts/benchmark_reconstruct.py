@@ -193,7 +193,10 @@ def run_model(name: str, seed: int, args) -> dict:
                         num_classes=10, seed=seed)
     stages = set(args.stages.split(","))
     log = json.loads((model_dir / "train_log.json").read_text()) if (model_dir / "train_log.json").exists() else {}
-    summary = {"model": name, "seed": seed, "dense": {"test": bench.evaluate(test)}, "n_test": len(test), "batch_size": args.batch_size,
+    dense, n_test = {"test": bench.evaluate(test)}, len(test)
+    # a fixed-targets-only invocation may use another test size: its own keys, so merging keeps the fronts' ones
+    sizes = {"dense": dense, "n_test": n_test} if "fronts" in stages else {"fixed_dense": dense, "fixed_n_test": n_test}
+    summary = {"model": name, "seed": seed, **sizes, "batch_size": args.batch_size,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:
@@ -325,7 +328,8 @@ def write_section(summary: dict) -> str:
              "Noise: 2·√2·SE of the best baseline (binomial SE on the test images).", ""]
     for r in summary["runs"]:
         tl = r["train_log"]
-        lines += [f"### {r['model']} (seed {r['seed']}): dense test {_pct(r['dense']['test'])}% on {r['n_test']} "
+        dense, n_test = r.get("dense") or r["fixed_dense"], r.get("n_test") or r["fixed_n_test"]
+        lines += [f"### {r['model']} (seed {r['seed']}): dense test {_pct(dense['test'])}% on {n_test} "
                   f"test images; trained {tl.get('epochs')} epochs on {tl.get('train_samples')} images", "",
                   *[f"    {c}" for c in r["commands"]], ""]
         if "reconstruct" in r:
@@ -371,7 +375,8 @@ def write_section(summary: dict) -> str:
                              f"{cell(res['erk+sgpt'])} | {SHORT.get(masked, masked)} {cell(res[masked])} | "
                              f"{100 * delta:+.2f} | {100 * nz:.2f} | {_verdict(delta, nz)} |")
         if r["fixed"]:
-            lines += ["", f"Fixed global targets ({r['model']}, test accuracy %):", ""]
+            lines += ["", f"Fixed global targets ({r['model']}, test accuracy % on "
+                      f"{r.get('fixed_n_test') or r['n_test']} test images):", ""]
             methods = list(next(iter(r["fixed"].values())))
             lines += ["| target | " + " | ".join(SHORT.get(m.split("+")[0], m) + (" +SGPT" if m.endswith("+sgpt") else "")
                                                for m in methods) + " |", "|" + "---|" * (1 + len(methods))]
