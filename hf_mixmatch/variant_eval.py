@@ -8,13 +8,39 @@ import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .evaluate import Hits, evaluate, predict_hits
-from .layers import LayerInfo
+from .layers import LayerInfo, get_weight
 from .masks import WeightStash, apply_sparsities, measure_sparsity
 from .pareto import pareto_front
 from .racing import RaceConfig, RaceLog, race
+
+
+class MaskCache:
+    """The keep-masks of the raced variants, bit-packed (n/8 bytes per variant), so that a later round re-applies
+    a variant's mask instead of ranking every layer again (a top-k per layer per round). Variants past
+    ``budget_bytes`` are simply recomputed each round; either way the weights are the same."""
+
+    def __init__(self, budget_bytes: int = 512 << 20):
+        self.budget, self.used = int(budget_bytes), 0
+        self.packed: dict[str, dict[str, np.ndarray]] = {}
+
+    def apply(self, vid: str, model, layers: list[LayerInfo], sparsities: dict[str, float], score) -> None:
+        packed = self.packed.get(vid)
+        if packed is not None:
+            with torch.no_grad():
+                for layer in layers:
+                    w = get_weight(model, layer)
+                    keep = torch.from_numpy(np.unpackbits(packed[layer.name], count=w.numel()).astype(bool))
+                    w.masked_fill_(~keep.to(w.device).view_as(w), 0)
+            return
+        masks = apply_sparsities(model, layers, sparsities, score)
+        size = sum((m.numel() + 7) // 8 for m in masks.values())
+        if self.used + size <= self.budget:
+            self.packed[vid] = {name: np.packbits(m.reshape(-1).cpu().numpy()) for name, m in masks.items()}
+            self.used += size
 
 
 @dataclass
@@ -69,10 +95,11 @@ def evaluate_variants(
     chooser = select if select is not None else data.eval
     chooser_split = (getattr(data, "select_split", None) or "select") if select is not None else data.eval_split
     layer_sparsity: dict[str, tuple[float, dict[str, float]]] = {}
+    masks = MaskCache()
 
     def measure(vid: str, indices: Sequence[int]) -> tuple[float, Hits]:
         sparsities, score = allocations[vid]
-        with m.applied(sparsities, score):
+        with m.applied(sparsities, score, apply=lambda model, layers, sp, sc: masks.apply(vid, model, layers, sp, sc)):
             if vid not in layer_sparsity:
                 layer_sparsity[vid] = measure_sparsity(m.model, m.layers)
             hits = m.hits(chooser, indices)
