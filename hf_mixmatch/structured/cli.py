@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ..outdir import check_output_dir, prepare_output_dir, record
 
 
