@@ -8,7 +8,7 @@ _EXPORTS = {
     "PreparedData": ".data", "load_data": ".data",
     "list_pruned": ".hub", "push_run": ".hub",
     "LayerInfo": ".layers", "list_prunable": ".layers",
-    "from_pretrained": ".loading", "verify": ".loading",
+    "from_pretrained": ".loading", "verify": ".verification",
     "LoadedModel": ".models", "Preprocess": ".models", "load_model": ".models",
     "PruneConfig": ".pipeline", "RunResult": ".pipeline", "run_mixmatch": ".pipeline",
 }

@@ -34,6 +34,8 @@ from typing import Protocol
 
 import torch
 
+from .allocation_math import (check_target, counts_to_sparsities, global_threshold, round_counts, target_count,
+                              waterfill)
 from .errors import ConfigError
 from .layers import LayerInfo
 
@@ -43,10 +45,8 @@ __all__ = [
     "Allocation",
     "Allocator",
     "RDAllocator",
-    "achieved_sparsity",
     "allocate",
     "erk_densities",
-    "global_threshold",
     "lamp_scores",
 ]
 
@@ -85,143 +85,7 @@ class Allocator(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------
-# counting helpers
-
-
-def _check_target(target: float) -> None:
-    if not isinstance(target, (int, float)) or math.isnan(target) or not (0.0 <= target < 1.0):
-        raise ConfigError(f"target sparsity must be in [0, 1), got {target!r}; e.g. --target 0.5 prunes half the weights")
-
-
-def _target_count(target: float, total: int) -> int:
-    """``floor(target * total)``, robust to float error such as ``0.29 * 100 = 28.999...``."""
-    return int(math.floor(target * total + 1e-9 * max(1.0, target * total)))
-
-
-def _fraction(count: int, n: int) -> float:
-    """A float ``rho`` with ``floor(rho * n) == count`` exactly (float64)."""
-    if n == 0 or count <= 0:
-        return 0.0
-    if count >= n:
-        return 1.0
-    rho = count / n
-    while math.floor(rho * n) < count:
-        rho = math.nextafter(rho, 2.0)
-    while math.floor(rho * n) > count:
-        rho = math.nextafter(rho, -1.0)
-    return rho
-
-
-def achieved_sparsity(sparsities: dict[str, float], numels: dict[str, int]) -> float:
-    """Zeros / all prunable weights that the mask stage produces: ``sum floor(rho*n) / sum n``."""
-    total = sum(numels.values())
-    pruned = sum(math.floor(sparsities.get(name, 0.0) * n) for name, n in numels.items())
-    return pruned / total if total else 0.0
-
-
-def _counts_to_sparsities(counts: dict[str, int], numels: dict[str, int]) -> dict[str, float]:
-    return {name: _fraction(int(counts[name]), numels[name]) for name in numels}
-
-
-def _round_counts(ideal: dict[str, float], numels: dict[str, int], max_counts: dict[str, int], total: int) -> dict[str, int]:
-    """Integer pruned counts close to ``ideal`` (real counts) that sum to ``total`` exactly.
-
-    Largest-remainder rounding within ``[0, max_counts]``.
-    """
-    counts = {name: min(max_counts[name], max(0, math.floor(ideal[name] + 1e-9))) for name in numels}
-    remainder = total - sum(counts.values())
-    # layers by fractional part, largest first; then any layer with room
-    order = sorted(numels, key=lambda name: -(ideal[name] - math.floor(ideal[name] + 1e-9)))
-    while remainder != 0:
-        step = 1 if remainder > 0 else -1
-        moved = False
-        for name in order if step > 0 else reversed(order):
-            if remainder == 0:
-                break
-            new = counts[name] + step
-            if 0 <= new <= max_counts[name]:
-                counts[name] = new
-                remainder -= step
-                moved = True
-        if not moved:
-            raise ConfigError(f"cannot place {total} pruned weights under the per-layer limits; lower the target")
-    return counts
-
-
-def _waterfill(slopes: dict[str, float], caps: dict[str, float], numels: dict[str, int], total: float) -> dict[str, float]:
-    """Per-layer fractions ``f_l = min(cap_l, lam * slope_l)`` with ``sum f_l * n_l = total``.
-
-    Layers whose ``lam * slope_l`` would pass their cap are fixed at the cap and ``lam`` is re-solved
-    over the others, until no layer passes its cap.
-    """
-    capacity = sum(caps[name] * numels[name] for name in numels if slopes[name] > 0)
-    if total > capacity * (1 + 1e-12) + 1e-9:
-        raise ConfigError(f"infeasible: the layer limits allow at most {capacity:.0f} of the requested {total:.0f} weights")
-    saturated: set[str] = {name for name in numels if slopes[name] <= 0}
-    while True:
-        free = [name for name in numels if name not in saturated]
-        fixed = sum(caps[name] * numels[name] for name in saturated if slopes[name] > 0)
-        denom = sum(slopes[name] * numels[name] for name in free)
-        lam = (total - fixed) / denom if denom > 0 else 0.0
-        over = [name for name in free if lam * slopes[name] > caps[name]]
-        if not over:
-            break
-        saturated.update(over)
-    out = {}
-    for name in numels:
-        if slopes[name] <= 0:
-            out[name] = 0.0
-        elif name in saturated:
-            out[name] = caps[name]
-        else:
-            out[name] = lam * slopes[name]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# the shared global-threshold helper
-
-
-def global_threshold(scores_by_layer: dict[str, torch.Tensor], target: float) -> dict[str, float]:
-    """Per-layer sparsities from one threshold over all scores (lowest pruned first).
-
-    Exactly ``floor(target * N)`` weights are pruned in total: weights strictly below the k-th
-    smallest score are pruned, and weights tied with it are taken in layer order until the count is
-    reached (the mask stage ranks within a layer, so the tied ones it picks inside a layer may
-    differ, but the count per layer is exact). ``+inf`` scores are never pruned; raise
-    :class:`ConfigError` if the target needs them.
-    """
-    _check_target(target)
-    names = list(scores_by_layer)
-    if not names:
-        raise ConfigError("no prunable layers: nothing to allocate")
-    sizes = [scores_by_layer[name].numel() for name in names]
-    numels = dict(zip(names, sizes))
-    total = sum(sizes)
-    flat = torch.empty(total, dtype=torch.float64)  # one float64 copy of all scores, no more
-    flats = flat.split(sizes)
-    for name, view in zip(names, flats):
-        view.copy_(scores_by_layer[name].detach().reshape(-1))
-        if torch.isnan(view).any():
-            raise ConfigError(f"scores of layer {name!r} contain NaN; recompute the signal (check the calibration data)")
-    k = _target_count(target, total)
-    if k == 0:
-        return {name: 0.0 for name in names}
-    kth = flat.kthvalue(k).values
-    if torch.isinf(kth) and kth > 0:
-        n_finite = int(torch.isfinite(flat).sum()) + int((flat == -math.inf).sum())
-        raise ConfigError(
-            f"target {target} needs {k} pruned weights but only {n_finite} may be pruned "
-            f"(the rest are protected); lower the target to at most {n_finite / total:.6f}"
-        )
-    below = torch.stack([(f < kth).sum() for f in flats])
-    ties = torch.stack([(f == kth).sum() for f in flats])
-    needed = k - int(below.sum())
-    before = torch.cumsum(ties, 0) - ties
-    take = (needed - before).clamp(min=0)
-    take = torch.minimum(take, ties)
-    counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
-    return _counts_to_sparsities(counts, numels)
+# per-method formulas
 
 
 def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
@@ -237,11 +101,11 @@ def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
 
 def erk_densities(layers: list[LayerInfo], target: float) -> dict[str, float]:
     """ERK densities: ``d_l = min(1, eps * sum(shape_l) / numel_l)`` with ``sum d_l n_l = (1 - target) N``."""
-    _check_target(target)
+    check_target(target)
     numels = {layer.name: layer.numel for layer in layers}
     slopes = {layer.name: sum(layer.shape) / layer.numel for layer in layers}
     kept = (1.0 - target) * sum(numels.values())
-    return _waterfill(slopes, {name: 1.0 for name in numels}, numels, kept)
+    return waterfill(slopes, {name: 1.0 for name in numels}, numels, kept)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,12 +136,12 @@ def global_magnitude(*, weights, layers, target, scores=None) -> Allocation:
 
 def uniform(*, weights, layers, target, scores=None) -> Allocation:
     """Every layer at ``target`` (counts rounded so the total is exact)."""
-    _check_target(target)
+    check_target(target)
     numels = _numels(layers)
-    total = _target_count(target, sum(numels.values()))
+    total = target_count(target, sum(numels.values()))
     ideal = {name: target * n for name, n in numels.items()}
-    counts = _round_counts(ideal, numels, numels, total)
-    return Allocation("uniform", _counts_to_sparsities(counts, numels), "magnitude")
+    counts = round_counts(ideal, numels, numels, total)
+    return Allocation("uniform", counts_to_sparsities(counts, numels), "magnitude")
 
 
 UNIFORM_PLUS_CLASSIFIER_MAX = 0.8
@@ -299,31 +163,31 @@ def _classifier(layers: list[LayerInfo]) -> LayerInfo:
 
 def uniform_plus(*, weights, layers, target, scores=None) -> Allocation:
     """Uniform+, Gale et al.: first conv / patch embedding dense, classifier sparsity <= 0.8."""
-    _check_target(target)
+    check_target(target)
     numels = _numels(layers)
     first, head = _first_layer(layers).name, _classifier(layers).name
     caps = {name: 1.0 for name in numels}
     caps[head] = UNIFORM_PLUS_CLASSIFIER_MAX
     caps[first] = 0.0
     slopes = {name: (0.0 if name == first else 1.0) for name in numels}
-    total = _target_count(target, sum(numels.values()))
+    total = target_count(target, sum(numels.values()))
     try:
-        fractions = _waterfill(slopes, caps, numels, total)
+        fractions = waterfill(slopes, caps, numels, total)
     except ConfigError as err:
         raise ConfigError(f"uniform_plus cannot reach target {target}: the first layer stays dense and the classifier keeps 20% ({err})") from None
     max_counts = {name: math.floor(caps[name] * numels[name] + 1e-9) for name in numels}
-    counts = _round_counts({name: fractions[name] * numels[name] for name in numels}, numels, max_counts, total)
-    return Allocation("uniform_plus", _counts_to_sparsities(counts, numels), "magnitude", {"dense": [first], "classifier": head})
+    counts = round_counts({name: fractions[name] * numels[name] for name in numels}, numels, max_counts, total)
+    return Allocation("uniform_plus", counts_to_sparsities(counts, numels), "magnitude", {"dense": [first], "classifier": head})
 
 
 def erk(*, weights, layers, target, scores=None) -> Allocation:
     """ERK: density proportional to ``sum(shape) / numel``; over-full layers are kept dense."""
     numels = _numels(layers)
     densities = erk_densities(layers, target)
-    total = _target_count(target, sum(numels.values()))
+    total = target_count(target, sum(numels.values()))
     ideal = {name: (1.0 - densities[name]) * numels[name] for name in numels}
-    counts = _round_counts(ideal, numels, numels, total)
-    return Allocation("erk", _counts_to_sparsities(counts, numels), "magnitude")
+    counts = round_counts(ideal, numels, numels, total)
+    return Allocation("erk", counts_to_sparsities(counts, numels), "magnitude")
 
 
 def lamp(*, weights, layers, target, scores=None) -> Allocation:

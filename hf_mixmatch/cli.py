@@ -12,7 +12,7 @@ import warnings
 from .argtypes import float_in, non_negative_int, positive_float, positive_int
 
 # Modules that add their own subcommands through ``add_cli(subparsers)``.
-SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.loading", "hf_mixmatch.structured")
+SUBCOMMAND_MODULES = ("hf_mixmatch.hub", "hf_mixmatch.verification", "hf_mixmatch.structured")
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -99,7 +99,7 @@ class RangeTable:
 
 def layer_sparsities_at_global_threshold(scores: dict[str, torch.Tensor], target: float) -> dict[str, float]:
     """Per-layer sparsity when the ``target`` fraction of all weights with the lowest score is removed."""
-    from .allocators import global_threshold
+    from .allocation_math import global_threshold
 
     return global_threshold(scores, target)
 

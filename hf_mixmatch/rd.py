@@ -270,9 +270,9 @@ def solve_dp(
     if refill:
         _refill(pruned, picks, names, mono, grid, layer_numels, slack=sum(pruned.values()) - pruned_target)
 
-    from .allocators import _fraction
+    from .allocation_math import fraction
 
-    sparsities = {name: _fraction(pruned[name], layer_numels[name]) for name in names}
+    sparsities = {name: fraction(pruned[name], layer_numels[name]) for name in names}
     if return_info:
         return sparsities, {"predicted_distortion": best, "grid_indices": dict(zip(names, picks)), "buckets": buckets}
     return sparsities

@@ -22,7 +22,7 @@ def write_json_atomic(path: Path, obj) -> None:
 def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dict:
     """``mixmatch.json``: enough to re-derive the masks from the base model. Local models and datasets are named
     by folder name and content fingerprint, never by path (the recipe is published with the variant)."""
-    from .card import public_ref
+    from .provenance import public_ref
 
     cfg = results["config"]
     ft_config = ({"steps": cfg["finetune_steps"], "epochs": cfg["finetune_epochs"], "lr": cfg["finetune_lr"],

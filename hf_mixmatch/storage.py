@@ -152,6 +152,35 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return out
 
 
+def layer_numels(variant_dir: Path) -> dict[str, int] | None:
+    """Layer weight counts of a variant folder (dense or compact), read from the safetensors header: no tensor
+    data is loaded."""
+    from safetensors import safe_open
+
+    for fname in (DENSE_FILE, COMPACT_FILE):
+        path = variant_dir / fname
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {}
+            meta = f.metadata() or {}
+            packed = json.loads(meta[_META_KEY])["tensors"] if _META_KEY in meta else {}
+            for key in f.keys():
+                if "::" in key:
+                    continue
+                shapes[key] = f.get_slice(key).get_shape()
+            shapes.update({k: v["shape"] for k, v in packed.items()})
+        out = {}
+        for key, shape in shapes.items():
+            if key.endswith(".weight"):
+                n = 1
+                for s in shape:
+                    n *= int(s)
+                out[key[: -len(".weight")]] = n
+        return out
+    return None
+
+
 def compact_variant(variant_dir: str | os.PathLike) -> Path:
     """Convert a dense variant folder in place: ``model.safetensors`` -> ``model.compact.safetensors``.
 

@@ -4,13 +4,12 @@ import pytest
 import torch
 from torch import nn
 
+from hf_mixmatch.allocation_math import achieved_sparsity, global_threshold
 from hf_mixmatch.allocators import (
     ALLOCATORS,
     Allocation,
-    achieved_sparsity,
     allocate,
     erk_densities,
-    global_threshold,
     lamp_scores,
 )
 from hf_mixmatch.errors import ConfigError

@@ -10,8 +10,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import _card_fixtures as F
-from hf_mixmatch.card import (family_card, hub_tag, is_hub_id, sparsity_per_role, template_path, variant_card,
-                              write_variant_card)
+from hf_mixmatch.card import family_card, sparsity_per_role, template_path, variant_card, write_variant_card
+from hf_mixmatch.provenance import hub_tag, is_hub_id
 from hf_mixmatch.report import plot_pareto, report_markdown, write_report
 
 GOLDEN = Path(__file__).parent / "golden" / "variant_card.md"

@@ -172,7 +172,7 @@ def test_pipeline_records_the_remap_in_results(tmp_path, image_dataset):
     cards = [(tmp_path / "run" / v["path"] / "README.md").read_text() for v in res.pareto]
     assert cards and all("remapped to the model's (by_name)" in c for c in cards)
     # and `verify` measures the claims the same way (labels matched by name), so they hold
-    from hf_mixmatch.loading import verify
+    from hf_mixmatch.verification import verify
 
     report = verify(tmp_path / "run" / res.pareto[0]["path"], str(image_dataset), tolerance=1e-9)
     assert report.ok and report.measured_accuracy == pytest.approx(res.pareto[0]["accuracy"], abs=1e-12)

@@ -11,9 +11,10 @@ import torch
 from conftest import tiny_timm, tiny_transformers
 from hf_mixmatch.errors import ModelLoadError, SparsityMismatchError, UnsafeWeightsError
 from hf_mixmatch.layers import get_weight, list_prunable
-from hf_mixmatch.loading import add_cli, from_pretrained, verify
+from hf_mixmatch.loading import from_pretrained
 from hf_mixmatch.masks import measure_sparsity
 from hf_mixmatch.storage import COMPACT_FILE, compact_variant
+from hf_mixmatch.verification import add_cli, verify
 
 
 def _prune_smallest(model, frac=0.6):
@@ -30,7 +31,6 @@ def _prune_smallest(model, frac=0.6):
 
 
 def _variant_folder(path: Path, model, library: str, *, accuracy=0.5, top5=None, dataset="local-data") -> Path:
-    from safetensors.torch import save_file
     from timm.models import save_for_hf
 
     from hf_mixmatch.card import write_variant_card
@@ -47,7 +47,6 @@ def _variant_folder(path: Path, model, library: str, *, accuracy=0.5, top5=None,
         save_for_hf(model, str(path), model_config={"num_classes": 4}, model_args={"layers": (1, 1, 1, 1)},
                     safe_serialization=True)
         assert not list(path.glob("*.bin"))
-        del save_file
     recipe = {"hf_mixmatch_version": "0.0-test", "base_model": "org/base", "base_revision": "abc", "library": library,
               "method": "mixmatch", "signal": "magnitude", "strategy": "aggressive", "sparsity": sparsity, "layers": per_layer,
               "roles": roles, "ranges": {}, "range_source": "observed", "dataset": dataset, "calib_split": "train",

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hf_mixmatch.allocators import ALLOCATORS, RDAllocator, achieved_sparsity
+from hf_mixmatch.allocation_math import achieved_sparsity
+from hf_mixmatch.allocators import ALLOCATORS, RDAllocator
 from hf_mixmatch.errors import ConfigError
 from hf_mixmatch.layers import list_prunable, weights_of
 from hf_mixmatch.rd import default_grid, distortion_curves, gaussian_inputs, make_monotone, rd_strategy, solve_dp

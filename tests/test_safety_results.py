@@ -155,7 +155,7 @@ def test_finetune_story_says_when_early_stopping_kept_the_start():
 
 
 def test_dataset_name_is_what_the_card_says(tmp_path):
-    from hf_mixmatch.card import public_ref
+    from hf_mixmatch.provenance import public_ref
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.parquet").write_bytes(b"1")

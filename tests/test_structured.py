@@ -539,7 +539,7 @@ def test_swin_mlp_units_and_heads_pruned_with_their_bias_table_columns():
 
 
 def _saved_with_card(tmp_path, factory=_timm_resnet, shape=(2, 1, 32, 32), base="org/tiny-resnet"):
-    from hf_mixmatch.card import write_structured_card
+    from hf_mixmatch.card_structured import write_structured_card
 
     model = factory()
     x = torch.rand(shape)
@@ -587,7 +587,7 @@ def test_structured_card_metadata_and_body(tmp_path):
     assert "| parameters |" in body and "0.60×" in body and "structured.json" in body
     assert "hf-mixmatch structured org/tiny-resnet" in body
     # a local base is named in the body but never put in base_model
-    from hf_mixmatch.card import structured_card
+    from hf_mixmatch.card_structured import structured_card
 
     recipe = json.loads((out / "structured.json").read_text())
     local = structured_card({"model": "/tmp/my-model", "achieved_sparsity": 0.5, "dense": {"params": 2, "flops": 2},

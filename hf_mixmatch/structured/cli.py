@@ -61,7 +61,7 @@ def run_cli(args) -> int:
     from .io import describe_base, save_structured
     from .measure import measure_many
     from .. import __version__
-    from ..card import write_structured_card
+    from ..card_structured import write_structured_card
     from ..pipeline import write_json_atomic
     from .prune import structured_prune
     from .search import SearchConfig

@@ -65,7 +65,7 @@ def push_structured(run_dir, *, namespace: str, private: bool = False, dry_run: 
     """Push the pruned model of a structured run (card rendered with its repo id); one ``PushRecord``."""
     from huggingface_hub import HfApi, constants, get_token
 
-    from ..card import write_structured_card
+    from ..card_structured import write_structured_card
     from ..errors import HubError
     from ..hub_retry import _hub_error, with_retries
 
