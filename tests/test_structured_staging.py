@@ -117,7 +117,7 @@ def _failing_card(model_dir, results, recipe=None, **kwargs):
 @pytest.mark.parametrize("fault", ["safetensors", "card"])
 def test_structured_cli_fault_keeps_the_earlier_model_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys,
                                                                                      fault):
-    import hf_mixmatch.card
+    import hf_mixmatch.card_structured
     import hf_mixmatch.structured.io
     from hf_mixmatch.cli import main
     from hf_mixmatch.structured import load_structured
@@ -132,7 +132,7 @@ def test_structured_cli_fault_keeps_the_earlier_model_and_leaves_nothing_half_wr
     if fault == "safetensors":
         monkeypatch.setattr(hf_mixmatch.structured.io, "save_file", _half_written_safetensors)
     else:
-        monkeypatch.setattr(hf_mixmatch.card, "write_structured_card", _failing_card)
+        monkeypatch.setattr(hf_mixmatch.card_structured, "write_structured_card", _failing_card)
     code = main(ARGV + ["--output-dir", str(out), "--overwrite", "--seed", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == (2 if fault == "safetensors" else 1) and err[-1].startswith("hf-mixmatch: error:")
