@@ -126,17 +126,23 @@ class Bench:
 
         return evaluate(self.model, data, batch_size=500)["accuracy"]
 
-    def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data) -> dict:
-        """Mask (by ``rank_by``) or reconstruct, measure sparsity and accuracy on ``data``, restore."""
-        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
+    def prune(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool) -> None:
+        """Apply an allocation in place: SparseGPT at its per-layer counts, or masks ranked by ``rank_by``."""
+        from hf_mixmatch.masks import apply_sparsities
         from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct as run_reconstruct
 
-        t0 = time.perf_counter()
         if reconstruct:
             run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
                             settings=ReconstructSettings(batch_size=self.args.batch_size))
         else:
             apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+
+    def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data) -> dict:
+        """Mask (by ``rank_by``) or reconstruct, measure sparsity and accuracy on ``data``, restore."""
+        from hf_mixmatch.masks import measure_sparsity
+
+        t0 = time.perf_counter()
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct)
         t_apply = time.perf_counter() - t0
         overall, _ = measure_sparsity(self.model, self.layers)
         acc = self.evaluate(data)
@@ -157,18 +163,13 @@ class Bench:
         """Mask (or reconstruct), fine-tune ``--finetune-steps`` steps keeping the mask (the project's
         ``finetune``: AdamW, early stopping on the selection split), measure on test, restore every weight."""
         from hf_mixmatch.finetune import finetune
-        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
-        from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct as run_reconstruct
+        from hf_mixmatch.masks import measure_sparsity
 
         if self.train is None:
             x_u8, y = read_split("train", self.args.fmnist_root, samples=20000)
             self.train = TensorDataset(preprocess(x_u8), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         t0 = time.perf_counter()
-        if reconstruct:
-            run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
-                            settings=ReconstructSettings(batch_size=self.args.batch_size))
-        else:
-            apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct)
         oneshot = self.evaluate(self.test)
         steps = self.args.finetune_steps
         ft = finetune(self.model, self.layers, self.train, self.select, steps=steps, lr=self.args.finetune_lr,
