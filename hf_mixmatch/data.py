@@ -14,10 +14,9 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from .datacache import decode_to_cache, tensors_of
-from .datasplits import (CALIB_SPLIT_NAMES, EVAL_SPLIT_NAMES, SELECT_SAMPLES, draw_rows,  # noqa: F401 - re-exported
-                         resolve_select_split, resolve_splits)
+from .datasplits import draw_rows, resolve_select_split, resolve_splits
 from .errors import DatasetError
-from .labels import check_labels, dataset_alignment, label_values, load_label_map, num_classes_of  # noqa: F401
+from .labels import check_labels, dataset_alignment, label_values, load_label_map
 from .models import DEFAULT_DATASET_DIR, DEFAULT_NAME, Preprocess
 
 logger = logging.getLogger(__name__)

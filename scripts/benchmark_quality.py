@@ -774,7 +774,6 @@ def targets_section(summary: dict, methods, n_eval: int) -> str:
             if not t:
                 L.append(f"- (a) {sw_name} 40–50% {mode}: **no M&M variant in the band** (ranges do not reach it).")
                 continue
-            ratio = [a / b if b > 1e-9 else float("inf") for a, b in zip(t["mm"], t["global_magnitude"])]
             ok = _mean(t["mm"]) <= 0.6 * _mean(t["global_magnitude"])
             vacuous = _mean(t["global_magnitude"]) <= 2 * math.sqrt(2) * binom_se(0.75, n_eval)
             L.append(f"- (a) {sw_name} 40–50% {mode}: best M&M drop {_ms(t['mm'])} vs MAG {_ms(t['global_magnitude'])} "
@@ -813,7 +812,6 @@ def targets_section(summary: dict, methods, n_eval: int) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runs_dir = Path(args.runs_dir)
     if args.report_only:  # --runs-dir A,B merges the models of several summaries (e.g. runs done in parallel)
         dirs = [Path(d) for d in str(args.runs_dir).split(",")]
         summary = json.loads((dirs[0] / "summary.json").read_text())

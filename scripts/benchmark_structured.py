@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from hf_mixmatch.structured import (
@@ -254,7 +253,7 @@ def main(argv=None) -> int:
                                    log, runs=args.latency_runs, extra={"stem": stem})
 
     # --- the previous reference: the same CNN at widths 16-32-64-128 (narrow convs, overhead-bound on CPU)
-    narrow_rows, narrow_extra = [], {}
+    narrow_rows = []
     if args.with_narrow_cnn:
         narrow = build_architecture("cifar_resnet", {"channels": [16, 32, 64, 128]})
         train(narrow, cnn_task, args.train_steps)

@@ -6,7 +6,7 @@ from conftest import tiny_timm, tiny_transformers
 
 from hf_mixmatch.errors import RangeError
 from hf_mixmatch.layers import LayerInfo, list_prunable
-from hf_mixmatch.ranges import (RangeTable, detect_family, observed_ranges, preset_ranges, resolve_ranges)
+from hf_mixmatch.ranges import (detect_family, observed_ranges, preset_ranges, resolve_ranges)
 
 BIG = 20_000
 

@@ -7,7 +7,6 @@ import re
 from collections import Counter
 
 import pytest
-import torch
 from zoo_data import photo_batch, prepared
 from zoo_models import KEY_ROLES, NUM_LABELS, ROLE_TABLE, TRANSFORMERS, TRANSFORMERS_SKIPPED, ZOO, build
 

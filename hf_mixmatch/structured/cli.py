@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from ..outdir import check_output_dir, open_output_dir, record, staged_dir
 
 
