@@ -49,7 +49,7 @@ MASKED_VS_RECON = ("lamp", "snip", "wanda")  # the strongest masking rivals, als
 FIXED_MASKED = ("lamp", "snip", "wanda")
 RECON = ("sparsegpt", "lamp", "erk")  # allocations + SparseGPT ("sparsegpt" = uniform + SparseGPT)
 SHORT = {"global_magnitude": "MAG", "uniform": "uniform", "erk": "ERK", "lamp": "LAMP", "snip": "SNIP",
-         "wanda": "Wanda", "sparsegpt": "SparseGPT", "wanda_lamp": "Wanda@LAMP"}
+         "wanda": "Wanda", "sparsegpt": "SparseGPT", "wanda_lamp": "Wanda@LAMP", "rd": "RD"}
 BEGIN, END = "<!-- recon:begin (scripts/benchmark_reconstruct.py) -->", "<!-- recon:end -->"
 NOTES_MARKER = "<!-- analysis: hand-written, kept when the tables above are regenerated -->"
 
@@ -77,6 +77,9 @@ def parse_args(argv=None):
                    "rivals, each fine-tuned with the same budget)")
     p.add_argument("--fronts", default="oneshot,recon", help="which fronts to re-derive on test and match "
                    "baselines to: oneshot (masked M&M), recon (M&M with reconstruction)")
+    p.add_argument("--rd", action="store_true", help="also RD/DP's allocation + SparseGPT among the reconstructed "
+                   "baselines (distortion curves on the calibration images, grid --rd-grid-step, cached in the run dir)")
+    p.add_argument("--rd-grid-step", type=float, default=0.02)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -237,6 +240,14 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
 
         bench.scores.update(activation_scores(bench.model, bench.layers, bench.calib.tensors[0],
                                               signals=("activation", "activation_row"), batch_size=args.batch_size))
+    if args.rd:  # RD/DP's allocation reads its distortion curves as the "rd" score
+        from hf_mixmatch.allocators import ALLOCATORS
+        from hf_mixmatch.rd import default_grid
+
+        prepared = ALLOCATORS["rd"].prepare(bench.model, bench.calib.tensors[0], layers=bench.layers,
+                                            grid=default_grid(args.rd_grid_step), cache_dir=out / "rd",
+                                            batch_size=args.batch_size)
+        bench.scores["rd"] = prepared.curves
     unique = [v for v in res["variants"] if "same_as" not in v]
     masked_pts = [{"id": v["id"], "sparsity": v["sparsity"], "accuracy": (v.get("masked") or v)["accuracy"]}
                   for v in unique]
@@ -258,7 +269,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
             for method in (MASKED if kind == "oneshot" else MASKED_VS_RECON):
                 row["baselines"][method] = bench.baseline(method, m["sparsity"], reconstruct=False)["accuracy"]
             if kind == "recon":
-                for method in RECON:
+                for method in RECON + (("rd",) if args.rd else ()):
                     row["baselines"][_recon_key(method)] = bench.baseline(method, m["sparsity"],
                                                                           reconstruct=True)["accuracy"]
             rows.append(row)
