@@ -456,9 +456,14 @@ def main(argv=None) -> int:
     merged: dict[tuple, dict] = {}  # the stages of one model and seed may come from separate invocations
     for f in sorted(runs_dir.glob("summary_*.json")):
         for r in json.loads(f.read_text())["runs"]:
-            m = merged.setdefault((r["model"], r["seed"]), {**r, "commands": []})
+            m = merged.setdefault((r["model"], r["seed"]), {**r, "commands": [], "rows": []})
             m["commands"].append(r["command"])
-            m.update({k: v for k, v in r.items() if v and k not in ("command", "commands")})
+            rows = {(x["front"], x["id"]): x for x in m["rows"]}  # a later invocation may add baseline columns
+            for x in r.get("rows", []):
+                before = rows.get((x["front"], x["id"]), {}).get("baselines", {})
+                rows[(x["front"], x["id"])] = {**x, "baselines": {**before, **x["baselines"]}}
+            m.update({k: v for k, v in r.items() if v and k not in ("command", "commands", "rows")})
+            m["rows"] = sorted(rows.values(), key=lambda x: (x["front"] != "oneshot", x["sparsity"]))
     runs = list(merged.values())
     update_doc(Path(args.doc), write_section({"runs": runs}))
     return 0

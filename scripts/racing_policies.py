@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""How much could any racing rule save on a real population of variants? Replays racing policies on the
+per-image results of every variant, recorded once with ``--eval full`` (same split, same order).
+
+    python scripts/racing_policies.py --model reference_models/resnet --dataset /tmp/fmnist
+
+Prints, per policy, the fraction of image evaluations (the variant-evaluation cost relative to ``full``), the
+survivors, and whether the front equals the ``full`` front (else each missing member's gap in points to the
+best member of the replayed front at equal or higher sparsity). Policies: the library's sign test at several
+schedules and family-wise error levels; a test with an indifference margin m (drop ``a`` when, with
+confidence, a sparser ``b`` is at most m points worse: empirical-Bernstein bound on the paired differences,
+with the discordant fraction bounded by a Chernoff-KL upper limit). Also prints how many variants are
+within 0.1 / 0.5 points of a variant with equal or higher sparsity (the near-ties no valid test can separate
+early).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_MIXMATCH_NO_PROGRESS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from hf_mixmatch import racing  # noqa: E402
+from hf_mixmatch.pareto import pareto_front  # noqa: E402
+
+
+def record_hits(model: str, dataset: str, eval_samples: int | None) -> dict[str, tuple[float, torch.Tensor]]:
+    """``--eval full`` on the whole split, keeping every variant's (sparsity, per-image top-1 correctness)."""
+    from hf_mixmatch import variant_eval
+    from hf_mixmatch.data import load_data
+    from hf_mixmatch.models import load_model
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+
+    loaded = load_model(model)
+    data = load_data(dataset, loaded.preprocess, num_labels=loaded.num_labels, eval_samples=eval_samples)
+    store, real = {}, variant_eval.race
+
+    def capture(ids, measure, n_total, **kw):
+        log = real(ids, measure, n_total, **kw)
+        store.update({k: (lane.sparsity, lane.hits.top1.bool().clone()) for k, lane in log.lanes.items()})
+        return log
+
+    variant_eval.race = capture
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_mixmatch(PruneConfig(model=model, output_dir=str(Path(tmp) / "run"), save="none", progress=False,
+                                     eval="full"), loaded=loaded, data=data)
+    finally:
+        variant_eval.race = real
+    return store
+
+
+def _kl(p: float, q: float) -> float:
+    return sum(a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0)
+
+
+def margin_drop(a: torch.Tensor, b: torch.Tensor, margin: float, delta: float) -> bool:
+    """With confidence 1 - delta, acc(a) - acc(b) < margin on the whole split (paired differences in {-1,0,1})."""
+    d = a.float() - b.float()
+    n, log_term = len(d), math.log(2.0 / delta)
+    rho, lo, hi = float((d != 0).float().mean()), float((d != 0).float().mean()), 1.0
+    for _ in range(40):  # Chernoff-KL upper limit of the discordant fraction (it bounds the variance)
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if n * _kl(rho, mid) > log_term else (mid, hi)
+    t = math.sqrt(2 * hi * log_term / n) + 4 * log_term / (3 * n)  # Bernstein, range 2
+    return float(d.mean()) + t < margin
+
+
+def replay(hits, policy: str, *, first=256, growth=1.5, delta=0.01, margin=0.0, seed=0, past_half=False):
+    ids = list(hits)
+    sp = {k: hits[k][0] for k in ids}
+    n_total = len(hits[ids[0]][1])
+    sizes, n = [], first
+    while n <= (n_total - 1 if past_half else n_total / 2):
+        sizes.append(n)
+        n = math.ceil(n * growth)
+    rounds = sizes + [n_total]
+    order = torch.tensor(racing.sample_order(n_total, seed))
+    pairs = sum(sp[b] >= sp[a] for a in ids for b in ids if a != b)
+    per_test = delta / max(1, (len(rounds) - 1) * pairs)
+    alive, seen = set(ids), dict.fromkeys(ids, 0)
+    for n in rounds:
+        for k in alive:
+            seen[k] = n
+        if n == n_total:
+            break
+        idx, dropped = order[:n], set()
+        for a in sorted(alive):
+            for b in sorted(alive):
+                if a == b or sp[b] < sp[a]:
+                    continue
+                ha, hb = hits[a][1][idx], hits[b][1][idx]
+                if (racing.beats(hb, ha, per_test) if policy == "sign" else margin_drop(ha, hb, margin, per_test)):
+                    dropped.add(a)
+                    break
+        alive -= dropped
+    return sum(seen.values()) / (n_total * len(ids)), alive
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--eval-samples", type=int, default=None)
+    args = ap.parse_args()
+    hits = record_hits(args.model, args.dataset, args.eval_samples)
+    acc = {k: float(h.float().mean()) for k, (_, h) in hits.items()}
+    rows = [{"id": k, "sparsity": s, "accuracy": acc[k]} for k, (s, _) in hits.items()]
+    full_front = pareto_front(rows)
+    n_total = len(next(iter(hits.values()))[1])
+    print(f"{len(hits)} variants, {n_total} images, full front {len(full_front)}")
+    for tol in (0.001, 0.005):
+        near = sum(any(b != a and hits[b][0] >= hits[a][0] and abs(acc[a] - acc[b]) <= tol for b in hits)
+                   for a in hits)
+        print(f"  within {100 * tol:.1f} pt of a variant with equal or higher sparsity: {near}")
+    policies = [("sign", dict(first=f, growth=g, delta=d, past_half=p))
+                for f, g, p in ((256, 1.5, False), (256, 1.5, True), (128, 1.5, True), (256, 1.25, True),
+                                (512, 2.0, True)) for d in (0.01, 0.05)]
+    policies += [("margin", dict(margin=m / 100, delta=d)) for m in (0.0, 0.25, 0.5, 1.0) for d in (0.01, 0.05)]
+    for policy, kw in policies:
+        frac, alive = replay(hits, policy, **kw)
+        front = pareto_front([r for r in rows if r["id"] in alive])
+        gaps = [100 * (acc[f] - max([acc[g] for g in front if hits[g][0] >= hits[f][0]] or [0.0]))
+                for f in full_front if f not in front]
+        print(f"  {policy:6s} {kw}: {100 * frac:.0f}% of the image evaluations, {len(alive)} survivors, "
+              + ("same front" if not gaps else "front differs: " + ", ".join(f"{g:+.2f} pt" for g in gaps)))
+
+
+if __name__ == "__main__":
+    main()
