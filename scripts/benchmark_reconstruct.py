@@ -63,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--signals", default="magnitude,activation")
     p.add_argument("--strategies", default="default")
     p.add_argument("--range-targets", default="0.7,0.8,0.9")
+    p.add_argument("--ranges", default="observed", help="the M&M run's --ranges (observed, rd, preset, ...)")
     p.add_argument("--depth", type=int, default=2, help="reconstruction candidates: non-dominated layers")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--select-samples", type=int, default=1000)
@@ -229,7 +230,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
     else:
         cfg = PruneConfig(model=str(Path(args.models_dir) / name), output_dir=str(out), overwrite=True, save="none",
                           progress=False, signals=tuple(args.signals.split(",")), strategies=strategies,
-                          range_targets=tuple(float(t) for t in args.range_targets.split(",")),
+                          range_targets=tuple(float(t) for t in args.range_targets.split(",")), ranges=args.ranges,
                           calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
                           reconstruct="sparsegpt", reconstruct_depth=args.depth)
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
