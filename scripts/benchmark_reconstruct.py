@@ -236,6 +236,11 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
     mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")
+    if "snip" not in bench.scores:  # a run with --ranges rd/preset computes no SNIP; the SNIP baseline needs it
+        from hf_mixmatch.signals import compute_scores
+
+        bench.scores.update(compute_scores(bench.model, bench.layers, bench.calib, batch_size=args.batch_size,
+                                           progress=False, signals=("snip",)))
     if "activation_row" not in bench.scores:  # the run computed the signals it needed; Wanda's row ranks too
         from hf_mixmatch.activations import activation_scores
 
