@@ -59,8 +59,9 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--strategies", type=_strategy_names, default=DEFAULT_STRATEGIES,
                    help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten) "
                         f"(default: all {len(DEFAULT_STRATEGIES)})")
-    p.add_argument("--ranges", default="observed",
-                   help=f"observed (paper's Phase 1), rd (min/max of RD/DP allocations at --range-targets), preset (family auto-detected), preset:<family> "
+    p.add_argument("--ranges", default=None,
+                   help=f"observed (paper's Phase 1; the default), rd (min/max of RD/DP allocations at --range-targets; the "
+                        f"default with --reconstruct sparsegpt), preset (family auto-detected), preset:<family> "
                         f"({', '.join(available_presets())}), or a JSON range file")
     p.add_argument("--range-targets", type=_floats, default=(0.7, 0.8, 0.9),
                    help="global targets of the observed/rd-range runs (lower them for ViTs, e.g. 0.3,0.4,0.5)")

@@ -22,7 +22,7 @@ class PruneConfig:
     output_dir: str = "runs/mixmatch"
     signals: tuple[str, ...] = SIGNALS
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
-    ranges: str = "observed"
+    ranges: str | None = None  # None: "rd" with reconstruct="sparsegpt" (measured best there), else "observed"
     range_targets: tuple[float, ...] = DEFAULT_TARGETS
     calib_split: str | None = None
     eval_split: str | None = None
@@ -65,6 +65,8 @@ class PruneConfig:
         return bool(self.finetune_steps) or bool(self.finetune_epochs)
 
     def __post_init__(self) -> None:
+        if self.ranges is None:
+            self.ranges = "rd" if self.reconstruct == "sparsegpt" else "observed"
         _check_numbers(self)
         self.signals = tuple(self.signals)
         self.strategies = tuple(self.strategies)

@@ -279,3 +279,13 @@ def test_fine_tuning_starts_from_the_reconstructed_weights(tmp_path, image_datas
                 settings=ReconstructSettings(batch_size=64))
     for layer in layers:  # what fine-tuning started from is the reconstruction, not a plain mask
         assert torch.equal(starts[0][layer.name], loaded.model.get_submodule(layer.name).weight.detach())
+
+
+def test_reconstruction_defaults_to_rd_ranges_unless_ranges_are_given():
+    """The benchmark's finding made the default: with SparseGPT, RD/DP's ranges (docs/BENCHMARKS_quality.md)."""
+    from hf_mixmatch.pipeline import PruneConfig
+
+    assert PruneConfig(model="m", output_dir="o").ranges == "observed"
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").ranges == "rd"
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt", ranges="observed").ranges == "observed"
+    assert PruneConfig(model="m", output_dir="o", ranges="preset").ranges == "preset"
