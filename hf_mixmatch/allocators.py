@@ -241,13 +241,15 @@ class RDAllocator:
         self.grid = grid
         self.buckets = buckets
 
-    def prepare(self, model, calib_inputs, *, forward=None, grid=None, reduction: str = "mean", cache_dir=None, batch_size: int = 64, layers=None) -> "RDAllocator":
+    def prepare(self, model, calib_inputs, *, forward=None, grid=None, reduction: str = "mean", cache_dir=None,
+                batch_size: int = 64, layers=None, method: str = "magnitude") -> "RDAllocator":
         from .layers import list_prunable
         from .rd import default_grid, distortion_curves
 
         layers = layers if layers is not None else list_prunable(model)
         grid = default_grid() if grid is None else grid
-        curves = distortion_curves(model, layers, calib_inputs, grid=grid, reduction=reduction, forward=forward, cache_dir=cache_dir, batch_size=batch_size)
+        curves = distortion_curves(model, layers, calib_inputs, grid=grid, reduction=reduction, forward=forward, cache_dir=cache_dir,
+                                    batch_size=batch_size, method=method)
         return RDAllocator(curves, grid=grid, buckets=self.buckets)
 
     def __call__(self, *, weights, layers, target, scores=None) -> Allocation:

@@ -95,6 +95,10 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--rd-grid-step", type=float_in(0.0, 1.0, open_low=True), default=0.02, help="pruning-amount grid step of the RD curves")
     p.add_argument("--rd-reduction", choices=("mean", "worst"), default="mean",
                    help="RD distortion: mean over samples, or the worst sample (the paper's runs)")
+    p.add_argument("--rd-distortion", choices=("magnitude", "sparsegpt"), default=None,
+                   help="how a layer is pruned when --ranges rd measures its distortion curve: magnitude (the RD "
+                        "paper) or sparsegpt (pruned and reconstructed, what --reconstruct sparsegpt variants pay; the "
+                        "default with --reconstruct sparsegpt). The rd baseline always uses magnitude")
     p.add_argument("--finetune-steps", type=non_negative_int, help="fine-tune the front (and matched baselines) this many steps, "
                                                        "masks kept exact")
     p.add_argument("--finetune-epochs", type=non_negative_int, help="fine-tune this many epochs instead of --finetune-steps")
@@ -158,6 +162,7 @@ def cmd_prune(args) -> int:
         label_column=args.label_column, save=args.save, overwrite=args.overwrite, grad_train_mode=args.grad_train_mode,
         revision=args.revision, progress=not args.quiet, baselines=args.baselines,
         baseline_match=args.baseline_match, rd_grid_step=args.rd_grid_step, rd_reduction=args.rd_reduction,
+        rd_distortion=args.rd_distortion,
         finetune_steps=args.finetune_steps, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
         select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,

@@ -41,6 +41,7 @@ class PruneConfig:
     baseline_match: str = "pareto"  # match baselines to the Pareto variants or to "all" variants
     rd_grid_step: float = 0.02
     rd_reduction: str = "mean"
+    rd_distortion: str | None = None  # "magnitude" | "sparsegpt"; None: "sparsegpt" with reconstruct="sparsegpt"
     finetune_steps: int | None = None
     finetune_epochs: int | None = None
     finetune_lr: float = 1e-4
@@ -67,6 +68,8 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if self.ranges is None:
             self.ranges = "rd" if self.reconstruct == "sparsegpt" else "observed"
+        if self.rd_distortion is None:  # the curves measure what the run's variants will pay
+            self.rd_distortion = "sparsegpt" if self.reconstruct == "sparsegpt" else "magnitude"
         _check_numbers(self)
         self.signals = tuple(self.signals)
         self.strategies = tuple(self.strategies)
@@ -133,3 +136,5 @@ def _check_numbers(c: PruneConfig) -> None:
         raise ConfigError(f"--rd-grid-step must lie in (0, 1), got {c.rd_grid_step}")
     if c.rd_reduction not in ("mean", "worst"):
         raise ConfigError(f"--rd-reduction must be 'mean' or 'worst', got '{c.rd_reduction}'")
+    if c.rd_distortion not in ("magnitude", "sparsegpt"):
+        raise ConfigError(f"--rd-distortion must be 'magnitude' or 'sparsegpt', got '{c.rd_distortion}'")

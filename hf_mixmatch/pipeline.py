@@ -136,7 +136,7 @@ def run_mixmatch(
     scores, skipped = _scores(config, model, layers, data, acc, out, timings, precision)
     curves = _rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
     ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets, rd_curves=curves,
-                            rd_grid=_rd_grid(config))
+                            rd_grid=_rd_grid(config), rd_distortion=config.rd_distortion)
     finetuner = Finetuner(config, model, layers, data, acc, eval_batch_size, precision) if config.finetune else None
 
     # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
@@ -334,13 +334,14 @@ def _record_rd_caches(out: Path, acc) -> None:
 
 
 def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
-    """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``."""
+    """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``; each
+    layer pruned by ``config.rd_distortion`` (magnitude, or SparseGPT's reconstruction)."""
     from .allocators import ALLOCATORS
 
     t0 = time.perf_counter()
     rd = ALLOCATORS["rd"].prepare(model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
                                   cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size,
-                                  layers=layers)
+                                  layers=layers, method=config.rd_distortion)
     timings["rd_curves_s"] = time.perf_counter() - t0
     _record_rd_caches(out, acc)
     return rd.curves

@@ -143,11 +143,13 @@ def observed_ranges(
 
 
 def rd_range_table(layers: list[LayerInfo], curves: dict[str, torch.Tensor], *,
-                   targets: tuple[float, ...] = DEFAULT_TARGETS, grid: torch.Tensor | None = None) -> RangeTable:
+                   targets: tuple[float, ...] = DEFAULT_TARGETS, grid: torch.Tensor | None = None,
+                   distortion: str = "magnitude") -> RangeTable:
     """RD-informed Phase 1: per layer, min/max of its RD/DP sparsity (seed 003) over the global ``targets``.
 
     The RD analogue of the observed ranges: the DP spends the sparsity where the logits move least, so
     sensitive layers (stem, shortcuts, classifier) get narrow low ranges without hand-written clamps.
+    ``distortion``: how the curves were measured (recorded in the source: ``rd`` or ``rd:sparsegpt``).
     """
     from .rd import rd_ranges
 
@@ -158,8 +160,10 @@ def rd_range_table(layers: list[LayerInfo], curves: dict[str, torch.Tensor], *,
         raise RangeError(f"the RD curves have no entry for {len(missing)} layer(s), e.g. {missing[:3]}: recompute them")
     tlabel = "/".join(f"{t:g}" for t in targets)
     raw = rd_ranges(curves, layers, targets, grid=grid)
-    return RangeTable({name: LayerRange(max(0.0, lo), min(1.0, hi), f"rd: min/max of the RD/DP allocation at {tlabel}")
-                       for name, (lo, hi) in raw.items()}, source="rd")
+    source = "rd" if distortion == "magnitude" else f"rd:{distortion}"
+    what = "" if distortion == "magnitude" else f" ({distortion}-reconstructed distortion)"
+    return RangeTable({name: LayerRange(max(0.0, lo), min(1.0, hi), f"{source}: min/max of the RD/DP allocation{what} "
+                                        f"at {tlabel}") for name, (lo, hi) in raw.items()}, source=source)
 
 
 def _clamp_matches(rule: dict, layer: LayerInfo) -> bool:
@@ -233,6 +237,7 @@ def resolve_ranges(
     targets: tuple[float, ...] = DEFAULT_TARGETS,
     rd_curves: dict[str, torch.Tensor] | None = None,
     rd_grid: torch.Tensor | None = None,
+    rd_distortion: str = "magnitude",
 ) -> RangeTable | None:
     """``observed`` | ``rd`` | ``preset`` | ``preset:<family>`` | path to a JSON range file.
 
@@ -247,7 +252,7 @@ def resolve_ranges(
     elif spec == "rd":
         if rd_curves is None:
             raise RangeError("rd ranges need RD/DP distortion curves (hf_mixmatch.rd.distortion_curves)")
-        table = rd_range_table(layers, rd_curves, targets=targets, grid=rd_grid)
+        table = rd_range_table(layers, rd_curves, targets=targets, grid=rd_grid, distortion=rd_distortion)
     elif spec == "preset" and detect_family(layers) is None:
         if scores is None:
             return None

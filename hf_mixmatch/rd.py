@@ -4,6 +4,10 @@
    prune only layer ``l`` by magnitude to fraction ``a``, run the calibration inputs and record
    ``D_l(a)``, the MSE between pruned and dense logits (mean over samples, or the worst sample).
    Curves are made non-decreasing (cumulative max) and can be cached as safetensors.
+   ``method="sparsegpt"`` (this project's extension, for runs that reconstruct): the layer is pruned *and
+   reconstructed* by SparseGPT at each amount instead, so ``D_l`` is the distortion that remains after
+   reconstruction — the quantity the reconstructed model pays. Layers whose inputs are redundant reconstruct
+   well and can take more sparsity than their masking curve suggests.
 2. :func:`solve_dp`: with additivity ``D ≈ sum_l D_l(a_l)``, a knapsack DP over the layers in order
    picks one grid amount per layer minimizing the total distortion under the survivor budget
    ``(1 - target) * N``.
@@ -36,6 +40,7 @@ __all__ = [
 ]
 
 REDUCTIONS = ("mean", "worst")
+METHODS = ("magnitude", "sparsegpt")  # how one layer is pruned at each grid amount
 
 
 def default_grid(step: float = 0.01) -> torch.Tensor:
@@ -79,7 +84,8 @@ def _batches(calib_inputs, batch_size: int) -> list[torch.Tensor]:
     return batches
 
 
-def _cache_key(model: nn.Module, layers: list[LayerInfo], batches: list[torch.Tensor], grid: torch.Tensor, reduction: str) -> str:
+def _cache_key(model: nn.Module, layers: list[LayerInfo], batches: list[torch.Tensor], grid: torch.Tensor, reduction: str,
+               method: str = "magnitude") -> str:
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
@@ -89,6 +95,8 @@ def _cache_key(model: nn.Module, layers: list[LayerInfo], batches: list[torch.Te
         h.update(b.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(grid.to(torch.float64).numpy().tobytes())
     h.update(reduction.encode())
+    if method != "magnitude":  # magnitude keys stay as they were, so existing caches keep working
+        h.update(method.encode())
     return h.hexdigest()
 
 
@@ -111,17 +119,21 @@ def distortion_curves(
     monotone: bool = True,
     device: torch.device | str | None = None,
     progress: bool = False,
+    method: str = "magnitude",
 ) -> dict[str, torch.Tensor]:
     """Per-layer output distortion ``D_l(a)`` on ``grid`` (float64 tensors, one value per grid point).
 
     ``reduction="mean"``: mean over samples of the per-sample logits MSE; ``"worst"``: the largest
     per-sample MSE (the paper's runs). Weights are restored after each layer. With ``cache_dir`` the
     curves are saved to / loaded from ``rd_curves_<hash>.safetensors`` keyed by the model's state,
-    the layers, the inputs, the grid and the reduction (raw curves are cached; ``monotone`` is
-    applied after loading).
+    the layers, the inputs, the grid, the reduction and the method (raw curves are cached; ``monotone``
+    is applied after loading). ``method``: ``"magnitude"`` (the paper: the layer's smallest weights
+    zeroed) or ``"sparsegpt"`` (the layer pruned and reconstructed by SparseGPT, every other layer dense).
     """
     if reduction not in REDUCTIONS:
         raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if method not in METHODS:
+        raise ConfigError(f"RD distortion method must be one of {METHODS}, got {method!r}")
     if grid is None:
         grid = default_grid(step if step is not None else 0.01)
     grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
@@ -134,7 +146,7 @@ def distortion_curves(
     if cache_dir is not None:
         from safetensors.torch import load_file, save_file
 
-        key = _cache_key(model, layers, batches, grid, reduction)
+        key = _cache_key(model, layers, batches, grid, reduction, method)
         cache_path = Path(cache_dir) / f"rd_curves_{key[:32]}.safetensors"
         if cache_path.exists():
             curves = load_file(str(cache_path))
@@ -155,26 +167,16 @@ def distortion_curves(
         from tqdm.auto import tqdm
 
         iterator = tqdm(layers, desc="distortion curves")
+    inputs = torch.cat(batches) if method == "sparsegpt" else None
     for layer in iterator:
         weight = get_weight(model, layer)
         original = weight.detach().clone()
-        flat = weight.data.view(-1) if weight.data.is_contiguous() else None
-        order = original.reshape(-1).abs().argsort(stable=True)
-        n = order.numel()
         values = torch.zeros(len(grid), dtype=torch.float64)
-        pruned = 0
+        counts = [min(original.numel(), math.floor(a * original.numel() + 1e-9)) for a in grid.tolist()]
+        levels = (_magnitude_levels(weight, original, counts) if method == "magnitude"
+                  else _sparsegpt_levels(model, layer, weight, inputs, counts, forward, batch_size))
         try:
-            for i, a in enumerate(grid.tolist()):
-                k = min(n, math.floor(a * n + 1e-9))
-                if k == 0:
-                    continue  # nothing pruned: zero distortion
-                if flat is not None:
-                    flat[order[pruned:k]] = 0  # grid is increasing: extend the pruned prefix
-                else:
-                    w = weight.data.reshape(-1).clone()
-                    w[order[:k]] = 0
-                    weight.data.copy_(w.reshape(weight.shape))
-                pruned = k
+            for i in levels:  # the layer now holds its weights pruned at grid point i; 0 pruned: zero distortion
                 per_sample = torch.cat([_per_sample_mse(forward(model, b), ref) for b, ref in zip(batches, dense)])
                 values[i] = per_sample.mean() if reduction == "mean" else per_sample.max()
         finally:
@@ -186,6 +188,35 @@ def distortion_curves(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in curves.items()}, str(cache_path), metadata={"grid": json.dumps(grid.tolist()), "reduction": reduction})
     return make_monotone(curves) if monotone else curves
+
+
+def _magnitude_levels(weight: torch.Tensor, original: torch.Tensor, counts: list[int]):
+    """Zero the smallest ``counts[i]`` weights of ``weight`` in place, one grid point after the other (yields i)."""
+    flat = weight.data.view(-1) if weight.data.is_contiguous() else None
+    order = original.reshape(-1).abs().argsort(stable=True)
+    pruned = 0
+    for i, k in enumerate(counts):
+        if k == 0:
+            continue
+        if flat is not None:
+            flat[order[pruned:k]] = 0  # counts are non-decreasing: extend the pruned prefix
+        else:
+            w = weight.data.reshape(-1).clone()
+            w[order[:k]] = 0
+            weight.data.copy_(w.reshape(weight.shape))
+        pruned = k
+        yield i
+
+
+def _sparsegpt_levels(model, layer: LayerInfo, weight: torch.Tensor, inputs: torch.Tensor, counts: list[int],
+                      forward, batch_size: int):
+    """Put the layer's SparseGPT reconstruction at ``counts[i]`` zeros in place, one grid point after the other."""
+    from .reconstruct import ReconstructSettings, layer_levels
+
+    settings = ReconstructSettings(batch_size=batch_size)
+    for i, new in layer_levels(model, layer, inputs, counts, settings=settings, forward=forward):
+        weight.data.copy_(new.to(weight.device))
+        yield i
 
 
 def _survivors(grid: torch.Tensor, n: int) -> torch.Tensor:

@@ -64,7 +64,7 @@ class ReconstructSettings:
 # --------------------------------------------------------------------------------------------- one layer
 
 
-def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of ``(H + lambda I)^-1`` per group; damping raised x10 until it factorizes."""
     d = h.shape[-1]
     eye = torch.eye(d, dtype=h.dtype)
@@ -90,18 +90,19 @@ def _block_quotas(k: int, d: int, blocksize: int) -> list[tuple[int, int, int]]:
 
 
 def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int = 128, damp: float = 0.01,
-                     prune: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                     prune: torch.Tensor | None = None, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Prune exactly ``k`` of ``w`` ``(G, R, d)`` given ``h`` ``(G, d, d)`` (float64 both).
 
     Returns ``(new weights, pruned mask, rows reset to plain masking by the safeguard)``. With ``prune`` given
-    (a ``(G, R, d)`` bool mask), that mask is used instead of the OBS selection (``k`` is then its count).
+    (a ``(G, R, d)`` bool mask), that mask is used instead of the OBS selection (``k`` is then its count). ``u``:
+    the factor :func:`inverse_cholesky` returns for ``h`` and ``damp``, when solving one layer at many counts.
     """
     g, r, d = w.shape
     if prune is not None:
         k = int(prune.sum())
     if not 0 <= k <= w.numel():
         raise ConfigError(f"cannot prune {k} of {w.numel()} weights")
-    u = _inverse_cholesky(h, damp)
+    u = inverse_cholesky(h, damp) if u is None else u
     work = w.clone()
     pruned = torch.zeros_like(w, dtype=torch.bool) if prune is None else prune.clone()
     for s, e, quota in _block_quotas(k, d, blocksize):
@@ -133,6 +134,24 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
     worse = err_rec > err_mask
     work = torch.where(worse[:, :, None], masked, work)
     return work, pruned, int(worse.sum())
+
+
+@torch.no_grad()
+def layer_levels(model: nn.Module, layer: LayerInfo, inputs: torch.Tensor, counts: list[int], *,
+                 settings: ReconstructSettings = ReconstructSettings(), forward: Callable = default_forward):
+    """SparseGPT on ``layer`` alone (every other layer as it is), once per pruned count in ``counts``.
+
+    Yields ``(index, weight)`` per count > 0: the layer's reconstructed weight with exactly that many zeros (the
+    model itself is not modified). One Hessian and one inverse factor serve every count."""
+    weight = get_weight(model, layer)
+    module = model.get_submodule(layer.name)
+    h = accumulate_hessians(model, [layer], inputs, batch_size=settings.batch_size, forward=forward)[layer.name]
+    mat = weight_matrix(weight.detach(), layer, groups_of(module, layer)).double().cpu()
+    u = inverse_cholesky(h, settings.damp)
+    for i, k in enumerate(counts):
+        if k > 0:
+            new, _, _ = sparsegpt_matrix(mat, h, k, blocksize=settings.blocksize, damp=settings.damp, u=u)
+            yield i, weight_from_matrix(new, layer, tuple(weight.shape)).to(weight.dtype)
 
 
 # --------------------------------------------------------------------------------------------- the model

@@ -49,7 +49,10 @@ MASKED_VS_RECON = ("lamp", "snip", "wanda")  # the strongest masking rivals, als
 FIXED_MASKED = ("lamp", "snip", "wanda")
 RECON = ("sparsegpt", "lamp", "erk")  # allocations + SparseGPT ("sparsegpt" = uniform + SparseGPT)
 SHORT = {"global_magnitude": "MAG", "uniform": "uniform", "erk": "ERK", "lamp": "LAMP", "snip": "SNIP",
-         "wanda": "Wanda", "sparsegpt": "SparseGPT", "wanda_lamp": "Wanda@LAMP", "rd": "RD"}
+         "wanda": "Wanda", "sparsegpt": "SparseGPT", "wanda_lamp": "Wanda@LAMP", "rd": "RD", "rdsgpt": "RD-rec"}
+# this project's own allocators, shown for reference but not rivals in the verdicts (RD/DP on SparseGPT-distortion
+# curves: what --ranges rd --rd-distortion sparsegpt takes its ranges from)
+OWN = ("rdsgpt+sgpt",)
 BEGIN, END = "<!-- recon:begin (scripts/benchmark_reconstruct.py) -->", "<!-- recon:end -->"
 NOTES_MARKER = "<!-- analysis: hand-written, kept when the tables above are regenerated -->"
 
@@ -81,6 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--rd", action="store_true", help="also RD/DP's allocation + SparseGPT among the reconstructed "
                    "baselines (distortion curves on the calibration images, grid --rd-grid-step, cached in the run dir)")
     p.add_argument("--rd-grid-step", type=float, default=0.02)
+    p.add_argument("--rd-own", action="store_true", help="also RD/DP on SparseGPT-distortion curves + SparseGPT "
+                   "(column RD-rec +SGPT; this project's allocator, not counted as a rival)")
+    p.add_argument("--rd-distortion", default="magnitude", choices=("magnitude", "sparsegpt"),
+                   help="the M&M run's --rd-distortion (with --ranges rd); the --rd baseline is always the paper's "
+                        "magnitude curves")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -124,6 +132,7 @@ class Bench:
         self.scores = None
         self.dense_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.train = None  # the images the reference model was trained on, for the fine-tuning stage
+        self.rd_grid = None  # the RD grid of the "rdsgpt" curves (--rd-own)
 
     def evaluate(self, data) -> float:
         from hf_mixmatch.evaluate import evaluate
@@ -155,9 +164,13 @@ class Bench:
 
     def baseline(self, method: str, target: float, *, reconstruct: bool, rank_by: str | None = None,
                  finetune: bool = False) -> dict:
-        from hf_mixmatch.allocators import allocate
+        from hf_mixmatch.allocators import RDAllocator, allocate
 
-        alloc = allocate(method, weights=self.weights, layers=self.layers, target=target, scores=self.scores)
+        if method == "rdsgpt":
+            alloc = RDAllocator(self.scores["rdsgpt"], grid=self.rd_grid)(weights=self.weights, layers=self.layers,
+                                                                          target=target)
+        else:
+            alloc = allocate(method, weights=self.weights, layers=self.layers, target=target, scores=self.scores)
         recon = reconstruct or bool(alloc.info.get("reconstruct"))
         if finetune:
             return self.finetuned(alloc.sparsities, rank_by=rank_by or alloc.rank_by, reconstruct=recon)
@@ -232,7 +245,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
                           progress=False, signals=tuple(args.signals.split(",")), strategies=strategies,
                           range_targets=tuple(float(t) for t in args.range_targets.split(",")), ranges=args.ranges,
                           calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
-                          reconstruct="sparsegpt", reconstruct_depth=args.depth)
+                          reconstruct="sparsegpt", reconstruct_depth=args.depth, rd_distortion=args.rd_distortion)
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
     mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")
@@ -254,6 +267,14 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
                                             grid=default_grid(args.rd_grid_step), cache_dir=out / "rd",
                                             batch_size=args.batch_size)
         bench.scores["rd"] = prepared.curves
+    if args.rd_own:  # the run's own curves when it measured them (same calibration images, grid and key)
+        from hf_mixmatch.allocators import ALLOCATORS
+        from hf_mixmatch.rd import default_grid
+
+        bench.rd_grid = default_grid(args.rd_grid_step)
+        bench.scores["rdsgpt"] = ALLOCATORS["rd"].prepare(bench.model, bench.calib.tensors[0], layers=bench.layers,
+                                                          grid=bench.rd_grid, cache_dir=out, batch_size=args.batch_size,
+                                                          method="sparsegpt").curves
     unique = [v for v in res["variants"] if "same_as" not in v]
     masked_pts = [{"id": v["id"], "sparsity": v["sparsity"], "accuracy": (v.get("masked") or v)["accuracy"]}
                   for v in unique]
@@ -275,7 +296,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
             for method in (MASKED if kind == "oneshot" else MASKED_VS_RECON):
                 row["baselines"][method] = bench.baseline(method, m["sparsity"], reconstruct=False)["accuracy"]
             if kind == "recon":
-                for method in RECON + (("rd",) if args.rd else ()):
+                for method in RECON + (("rd",) if args.rd else ()) + (("rdsgpt",) if args.rd_own else ()):
                     row["baselines"][_recon_key(method)] = bench.baseline(method, m["sparsity"],
                                                                           reconstruct=True)["accuracy"]
             rows.append(row)
@@ -365,7 +386,7 @@ def write_section(summary: dict) -> str:
                       "|" + "---|" * (8 + len(cols))]
             for row in r["rows"]:
                 bl = row["baselines"]
-                pool = bl if row["front"] == "recon" else {k: v for k, v in bl.items() if k not in recon_cols}
+                pool = {k: v for k, v in bl.items() if k not in OWN and (row["front"] == "recon" or k not in recon_cols)}
                 best_m = max(pool, key=pool.get)
                 delta = row["test"] - pool[best_m]
                 nz = noise(pool[best_m], r["n_test"])
@@ -423,7 +444,7 @@ def _pooled(runs: list[dict]) -> list[str]:
             for row in r["rows"]:
                 if row["front"] != "recon" or row["sparsity"] < 0.8:
                     continue
-                best = max(row["baselines"].values())
+                best = max(v for k, v in row["baselines"].items() if k not in OWN)
                 deltas.append(row["test"] - best)
                 noises.append(noise(best, r["n_test"]))
         if not deltas:

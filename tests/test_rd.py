@@ -222,3 +222,63 @@ def test_rd_ranges_span_the_targets():
         assert lo == min(low[layer.name], high[layer.name]) and hi == max(low[layer.name], high[layer.name])
     with pytest.raises(ConfigError):
         rd_ranges(curves, layers, ())
+
+
+# ------------------------------------------------------------------ reconstruction-aware curves (method="sparsegpt")
+
+
+def test_sparsegpt_curves_equal_reconstructing_that_layer_alone():
+    """Each point of a ``sparsegpt`` curve is the logits MSE of the model whose one layer is reconstructed by the
+    reconstruction stage at that amount (every other layer dense); the model is left as it was."""
+    from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
+    from hf_mixmatch.masks import WeightStash
+
+    model, layers = _model()
+    x = gaussian_inputs(40, (3, 8, 8), seed=3)
+    grid = default_grid(0.25)
+    dense = model(x).detach()
+    raw = distortion_curves(model, layers, x, grid=grid, method="sparsegpt", monotone=False, batch_size=16)
+    assert torch.equal(model(x).detach(), dense)
+    stash = WeightStash(model, layers)
+    for layer in layers:
+        assert raw[layer.name][0] == 0
+        for i, a in enumerate(grid.tolist()[1:], start=1):
+            reconstruct(model, layers, {layer.name: a}, x, settings=ReconstructSettings(batch_size=16))
+            with torch.no_grad():
+                expected = (model(x) - dense).pow(2).mean(dim=1).mean().item()
+            stash.restore()
+            assert raw[layer.name][i].item() == pytest.approx(expected, rel=1e-4, abs=1e-10), (layer.name, a)
+
+
+def test_sparsegpt_curves_see_redundant_inputs_that_magnitude_cannot():
+    """A layer whose inputs come in identical pairs loses nothing at 50% when reconstructed (each pair's weight
+    moves onto one of its columns), while masking its smallest half moves the output; the DP then spends the
+    sparsity there."""
+
+    class Dup(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, x], dim=1)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), Dup(), nn.Linear(16, 4))
+    layers = list_prunable(model)
+    x = torch.randn(64, 6)
+    grid = default_grid(0.25)
+    mag = distortion_curves(model, layers, x, grid=grid, monotone=False)
+    sgpt = distortion_curves(model, layers, x, grid=grid, method="sparsegpt", monotone=False)
+    assert mag["2"][2] > 1e-3  # masking half of the duplicated layer's weights hurts
+    assert sgpt["2"][2] < 0.05 * mag["2"][2]  # reconstruction absorbs nearly all of it (1% damping leaves a rest)
+    numels = {layer.name: layer.numel for layer in layers}
+    # at 30% overall, the reconstruction-aware DP puts its sparsity into the duplicated layer
+    assert solve_dp(sgpt, numels, 0.3, grid=grid)["2"] >= 0.5
+
+
+def test_sparsegpt_curves_cache_apart_from_magnitude_and_bad_method(tmp_path):
+    model, layers = _model()
+    x = gaussian_inputs(16, (3, 8, 8), seed=4)
+    grid = default_grid(0.5)
+    distortion_curves(model, layers, x, grid=grid, cache_dir=tmp_path)
+    distortion_curves(model, layers, x, grid=grid, method="sparsegpt", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("rd_curves_*.safetensors"))) == 2
+    with pytest.raises(ConfigError, match="method"):
+        distortion_curves(model, layers, x, grid=grid, method="obs")

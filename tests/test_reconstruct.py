@@ -289,3 +289,36 @@ def test_reconstruction_defaults_to_rd_ranges_unless_ranges_are_given():
     assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").ranges == "rd"
     assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt", ranges="observed").ranges == "observed"
     assert PruneConfig(model="m", output_dir="o", ranges="preset").ranges == "preset"
+    # and its RD curves measure what a reconstructed variant pays, unless told otherwise
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").rd_distortion == "sparsegpt"
+    assert PruneConfig(model="m", output_dir="o", ranges="rd").rd_distortion == "magnitude"
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt", rd_distortion="magnitude").rd_distortion == "magnitude"
+    with pytest.raises(ConfigError, match="--rd-distortion"):
+        PruneConfig(model="m", output_dir="o", rd_distortion="obs")
+
+
+def test_reconstructing_run_takes_ranges_from_reconstructed_rd_curves(tmp_path, image_dataset):
+    """The default reconstructing run: ranges = min/max of RD/DP on SparseGPT-distortion curves, recorded as such."""
+    from hf_mixmatch.data import load_data
+    from hf_mixmatch.models import load_model
+    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
+    from hf_mixmatch.rd import default_grid, distortion_curves, rd_ranges
+
+    run = run_mixmatch(PruneConfig(model="unused", dataset=str(image_dataset), output_dir=str(tmp_path / "run"),
+                                   progress=False, calib_samples=16, save="none", reconstruct="sparsegpt",
+                                   reconstruct_depth=1, strategies=("conservative", "aggressive"),
+                                   signals=("magnitude",), range_targets=(0.4, 0.7), rd_grid_step=0.1),
+                       loaded=load_model(save_tiny_transformers(tmp_path / "m", "vit")))
+    table = run.results["ranges"]
+    assert table["source"] == "rd:sparsegpt"
+    loaded = load_model(save_tiny_transformers(tmp_path / "m2", "vit"))
+    layers = list_prunable(loaded.model)
+    data = load_data(str(image_dataset), loaded.preprocess, calib_samples=16, num_labels=loaded.num_labels)
+    grid = default_grid(0.1)
+    curves = distortion_curves(loaded.model.eval(), layers, data.calib.tensors[0], grid=grid, method="sparsegpt")
+    expected = rd_ranges(curves, layers, (0.4, 0.7), grid=grid)
+    magnitude = rd_ranges(distortion_curves(loaded.model, layers, data.calib.tensors[0], grid=grid), layers,
+                          (0.4, 0.7), grid=grid)
+    for name, (lo, hi) in expected.items():
+        assert table["ranges"][name][:2] == pytest.approx([lo, hi], abs=1e-9)
+    assert expected != magnitude  # the two curve families allocate differently on this model
