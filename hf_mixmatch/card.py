@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .provenance import base_hub_id, cli_arg, dataset_id, hub_tag, is_hub_id, public_ref
 from .report import labels_line
+from .strategies import CURVE_STRATEGIES
 
 VARIANT_TEMPLATE = "variant_card.md"
 FAMILY_TEMPLATE = "family_card.md"
@@ -117,7 +118,13 @@ def _reproduce_command(recipe: dict) -> str:
         parts.append(f"--revision {recipe['base_revision']}")
     parts.append(f"--dataset {cli_arg(public_ref(recipe.get('dataset')), 'DATASET')}")
     parts.append(f"--signals {recipe['signal']} --strategies {recipe['strategy']}")
-    parts.append("--ranges ranges.json")
+    rd = recipe.get("rd")
+    if recipe.get("strategy") in CURVE_STRATEGIES and rd:  # needs the curves, not only the ranges: re-measure them
+        targets = ",".join(f"{t:g}" for t in recipe.get("range_targets") or ())
+        parts.append(f"--ranges rd --range-targets {targets} --rd-distortion {rd['distortion']} "
+                     f"--rd-grid-step {rd['grid_step']:g} --rd-reduction {rd['reduction']}")
+    else:
+        parts.append("--ranges ranges.json")
     for key, flag in (("calib_split", "--calib-split"), ("eval_split", "--eval-split"),
                       ("calib_samples", "--calib-samples"), ("eval_samples", "--eval-samples"),
                       ("batch_size", "--batch-size"), ("seed", "--seed")):

@@ -26,16 +26,18 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _strategy_names(text: str) -> tuple[str, ...]:
+def _strategy_names(text: str) -> tuple[str, ...] | None:
     from .strategies import STRATEGY_SETS
 
+    if text.strip() == "default":  # resolved with the ranges (PruneConfig)
+        return None
     return STRATEGY_SETS.get(text.strip(), None) or _names(text)
 
 
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
     from .signals import SELECTABLE_SIGNALS, SIGNALS
-    from .strategies import DEFAULT_STRATEGIES, STRATEGIES
+    from .strategies import CURVE_STRATEGIES, DEFAULT_STRATEGIES, STRATEGIES
 
     p = subparsers.add_parser(
         "prune",
@@ -56,9 +58,10 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--output-dir", required=True, help="where results.json, report.md and variant folders go")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output dir (cached scores are kept)")
     p.add_argument("--signals", type=_names, default=SIGNALS, help=f"comma-separated, from {','.join(SELECTABLE_SIGNALS)}")
-    p.add_argument("--strategies", type=_strategy_names, default=DEFAULT_STRATEGIES,
-                   help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten) "
-                        f"(default: all {len(DEFAULT_STRATEGIES)})")
+    p.add_argument("--strategies", type=_strategy_names, default=None,
+                   help=f"comma-separated, from {','.join(STRATEGIES)}; or 'paper' (the paper's ten), 'all' "
+                        f"(default: the {len(DEFAULT_STRATEGIES)} of 'default', plus {','.join(CURVE_STRATEGIES)} "
+                        "with --ranges rd)")
     p.add_argument("--ranges", default=None,
                    help=f"observed (paper's Phase 1; the default), rd (min/max of RD/DP allocations at --range-targets; the "
                         f"default with --reconstruct sparsegpt), preset (family auto-detected), preset:<family> "

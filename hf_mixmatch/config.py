@@ -9,7 +9,7 @@ from .precision import PRECISIONS
 from .racing import EVAL_MODES
 from .ranges import DEFAULT_TARGETS
 from .signals import SELECTABLE_SIGNALS, SIGNALS
-from .strategies import DEFAULT_STRATEGIES, STRATEGIES
+from .strategies import CURVE_STRATEGIES, STRATEGIES, default_strategies
 
 SAVE_CHOICES = ("pareto", "all", "none")
 @dataclass
@@ -21,7 +21,7 @@ class PruneConfig:
     dataset_name: str | None = None  # what cards and recipes call the dataset (default: Hub id / local name+fingerprint)
     output_dir: str = "runs/mixmatch"
     signals: tuple[str, ...] = SIGNALS
-    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    strategies: tuple[str, ...] | None = None  # None: the 13 defaults, + the curve-driven ones with ranges "rd"
     ranges: str | None = None  # None: "rd" with reconstruct="sparsegpt" (measured best there), else "observed"
     range_targets: tuple[float, ...] = DEFAULT_TARGETS
     calib_split: str | None = None
@@ -68,6 +68,8 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if self.ranges is None:
             self.ranges = "rd" if self.reconstruct == "sparsegpt" else "observed"
+        if self.strategies is None:
+            self.strategies = default_strategies(self.ranges)
         if self.rd_distortion is None:  # the curves measure what the run's variants will pay
             self.rd_distortion = "sparsegpt" if self.reconstruct == "sparsegpt" else "magnitude"
         _check_numbers(self)
@@ -82,6 +84,9 @@ class PruneConfig:
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad or not self.strategies:
             raise ConfigError(f"unknown strategy(ies) {bad}: choose from {list(STRATEGIES)}")
+        curve = [s for s in self.strategies if s in CURVE_STRATEGIES]
+        if curve and self.ranges != "rd":
+            raise ConfigError(f"strategy(ies) {curve} need RD/DP distortion curves: add --ranges rd")
         if self.calib_samples is None or self.calib_samples <= 0:
             raise ConfigError(f"--calib-samples must be > 0, got {self.calib_samples}")
         if self.eval_samples is not None and self.eval_samples <= 0:

@@ -148,7 +148,8 @@ def run_mixmatch(
     seen: dict[tuple, str] = {}
     plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
     for sig, strat in plan:
-        sparsities = strategy_sparsities(strat, ranges, layers, scores=scores[sig])
+        sparsities = strategy_sparsities(strat, ranges, layers, scores=scores[sig], curves=curves,
+                                         grid=_rd_grid(config))
         key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
         if key in seen:  # same masks as an earlier strategy (e.g. balanced == percentile_50): reuse its numbers
             same_as[f"{sig}-{strat}"] = seen[key]

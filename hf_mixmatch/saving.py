@@ -44,6 +44,8 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "ranges": results["ranges"]["ranges"],
         "range_source": results["ranges"]["source"],
         "range_targets": list(results["config"]["range_targets"]),
+        "rd": ({k: cfg.get(f"rd_{k}") for k in ("grid_step", "reduction", "distortion")}
+               if results["ranges"]["source"].startswith("rd") else None),
         "dataset": results.get("dataset_name") or public_ref(results["dataset"]),
         "calib_split": results["calib_split"],
         "eval_split": results["eval_split"],

@@ -182,18 +182,51 @@ def signal_max(ranges: RangeTable, layers: list[LayerInfo], *, scores: dict[str,
 
 SIGNAL_STRATEGIES.add("signal_max")
 
+# Curve-driven strategies (runs with --ranges rd): the RD/DP allocation on the run's own distortion curves at a
+# reference strategy's overall sparsity, every layer clipped to its range. With reconstruction-aware curves
+# (--rd-distortion sparsegpt) this is the allocation the reconstructed model pays least for; the interpolating
+# strategies only reach it at the ranges' ends. Added to the default set when the run has curves.
+CURVE_STRATEGIES: tuple[str, ...] = ("rd_balanced", "rd_p70", "rd_p90")
+
+
+def _curve_strategy(reference: str) -> Strategy:
+    def fn(ranges: RangeTable, layers: list[LayerInfo], *, curves: dict[str, torch.Tensor],
+           grid: torch.Tensor) -> dict[str, float]:
+        from .rd import rd_strategy
+
+        target = overall_sparsity(STRATEGIES[reference](ranges, layers), layers)
+        dp = rd_strategy(curves, layers, target, grid=grid)
+        return {layer.name: min(max(dp[layer.name], ranges[layer.name].min), ranges[layer.name].max) for layer in layers}
+
+    return fn
+
+
+for _name, _ref in zip(CURVE_STRATEGIES, ("balanced", "percentile_70", "percentile_90")):
+    register(_name, f"RD/DP allocation on the run's distortion curves at {_ref}'s overall sparsity, every layer "
+                    "clipped to its range (needs --ranges rd)")(_curve_strategy(_ref))
+
 # Default: the paper's ten plus the three signal-driven ones (3 more evaluations per signal; on the reference CNN
 # they close the gap to global SNIP at 88-93% sparsity: docs/BENCHMARKS_quality.md). ``paper`` = the ten.
-DEFAULT_STRATEGIES = tuple(STRATEGIES)
+DEFAULT_STRATEGIES = tuple(s for s in STRATEGIES if s not in CURVE_STRATEGIES)
 STRATEGY_SETS = {"default": DEFAULT_STRATEGIES, "paper": PAPER_STRATEGIES, "all": tuple(STRATEGIES)}
 
 
+def default_strategies(ranges: str | None) -> tuple[str, ...]:
+    """The default set: the 13, plus the curve-driven ones when the ranges come from RD/DP curves."""
+    return DEFAULT_STRATEGIES + (CURVE_STRATEGIES if ranges == "rd" else ())
+
+
 def strategy_sparsities(name: str, ranges: RangeTable, layers: list[LayerInfo], *,
-                        scores: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+                        scores: dict[str, torch.Tensor] | None = None, curves: dict[str, torch.Tensor] | None = None,
+                        grid: torch.Tensor | None = None) -> dict[str, float]:
     try:
         fn = STRATEGIES[name]
     except KeyError:
         raise ConfigError(f"unknown strategy '{name}': choose from {list(STRATEGIES)}") from None
+    if name in CURVE_STRATEGIES:
+        if curves is None:
+            raise ConfigError(f"strategy '{name}' needs RD/DP distortion curves: run with --ranges rd")
+        return fn(ranges, layers, curves=curves, grid=grid)
     if name in SIGNAL_STRATEGIES:
         if scores is None:
             raise ConfigError(f"strategy '{name}' needs the signal's scores (scores=...)")

@@ -236,7 +236,9 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
     from hf_mixmatch.signals import load_scores
     from hf_mixmatch.strategies import STRATEGY_SETS
 
-    strategies = STRATEGY_SETS.get(args.strategies) or tuple(args.strategies.split(","))
+    # "default": the run's own default (the 13, plus the curve-driven strategies with --ranges rd)
+    strategies = None if args.strategies == "default" else (STRATEGY_SETS.get(args.strategies)
+                                                            or tuple(args.strategies.split(",")))
     t0 = time.perf_counter()
     if args.reuse and (out / "results.json").exists():
         res = json.loads((out / "results.json").read_text())

@@ -83,7 +83,8 @@ def test_rd_ranges_and_signal_strategies_in_a_run(tmp_path, image_dataset):
     from hf_mixmatch.rd import default_grid, rd_ranges
 
     cfg = _config(tmp_path / "run", image_dataset, ranges="rd", range_targets=(0.3, 0.6), rd_grid_step=0.1,
-                  strategies=("conservative", "aggressive", "signal_balanced", "signal_p90"), signals=("hybrid",))
+                  strategies=("conservative", "aggressive", "signal_balanced", "signal_p90", "rd_balanced", "rd_p90"),
+                  signals=("hybrid",), save="all")
     res = run_mixmatch(cfg, loaded=load_model(save_tiny_transformers(tmp_path / "m", "resnet")))
     assert res.results["ranges"]["source"] == "rd"
     curves_file = list((tmp_path / "run").glob("rd_curves*"))
@@ -106,3 +107,18 @@ def test_rd_ranges_and_signal_strategies_in_a_run(tmp_path, image_dataset):
             assert res.ranges[name].min - 1e-9 <= s <= res.ranges[name].max + 1e-9
     assert by_id["hybrid-conservative"]["sparsity"] <= by_id["hybrid-signal_balanced"]["sparsity"] + 1e-6
     assert by_id["hybrid-signal_p90"]["sparsity"] <= by_id["hybrid-aggressive"]["sparsity"] + 1e-6
+    # curve-driven strategies: the DP on the run's curves at the reference's sparsity, clipped to the ranges
+    from hf_mixmatch.strategies import strategy_sparsities
+
+    cards = 0
+    for strat in ("rd_balanced", "rd_p90"):
+        v = by_id[f"hybrid-{strat}"]
+        expected = strategy_sparsities(strat, res.ranges, res.layers, curves=rd.curves, grid=default_grid(0.1))
+        assert v["target_layers"] == pytest.approx(expected, abs=1e-12)
+        if v.get("same_as"):
+            continue
+        # its card reproduces it from re-measured curves, not from ranges.json alone
+        card = (tmp_path / "run" / v["path"] / "README.md").read_text()
+        assert "--ranges rd --range-targets 0.3,0.6 --rd-distortion magnitude --rd-grid-step 0.1" in card
+        cards += 1
+    assert cards, "at least one curve-driven variant has masks of its own"

@@ -4,8 +4,8 @@ import torch
 from hf_mixmatch.errors import ConfigError, RangeError
 from hf_mixmatch.layers import LayerInfo
 from hf_mixmatch.ranges import LayerRange, RangeTable
-from hf_mixmatch.strategies import (PAPER_STRATEGIES, SIGNAL_STRATEGIES, STRATEGIES, overall_sparsity,
-                                    strategy_sparsities)
+from hf_mixmatch.strategies import (CURVE_STRATEGIES, DEFAULT_STRATEGIES, PAPER_STRATEGIES, SIGNAL_STRATEGIES,
+                                    STRATEGIES, default_strategies, overall_sparsity, strategy_sparsities)
 
 # Three CNN layers: stage 0 conv (100 weights), stage 1 conv (300), classifier (200) in stage 1.
 LAYERS = [
@@ -26,7 +26,8 @@ def test_ten_strategies_are_registered_with_the_paper_names():
     assert list(PAPER_STRATEGIES) == ["conservative", "aggressive", "balanced", "percentile_30", "percentile_50",
                                       "percentile_70", "percentile_90", "param_proportional", "late_heavy",
                                       "early_heavy"]
-    assert list(STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90", "signal_max"]
+    assert list(STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90", "signal_max", *CURVE_STRATEGIES]
+    assert list(DEFAULT_STRATEGIES) == [*PAPER_STRATEGIES, "signal_balanced", "signal_p90", "signal_max"]
     assert SIGNAL_STRATEGIES == {"signal_balanced", "signal_p90", "signal_max"}
 
 
@@ -105,3 +106,49 @@ def test_unknown_strategy_and_bad_range():
         strategy_sparsities("nope", TABLE, LAYERS)
     with pytest.raises(RangeError):
         LayerRange(0.5, 0.2, "")
+
+
+# ------------------------------------------------------------------------------- curve-driven strategies
+
+
+def _curves(seed: int):
+    from hf_mixmatch.rd import default_grid
+
+    grid = default_grid(0.05)
+    gen = torch.Generator().manual_seed(seed)
+    # convex-ish increasing distortion per layer, different slopes: the DP has real choices to make
+    curves = {layer.name: (grid ** 2) * float(torch.rand(1, generator=gen) * 5 + 0.1) for layer in LAYERS}
+    return curves, grid
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name, reference", [("rd_balanced", "balanced"), ("rd_p70", "percentile_70"),
+                                             ("rd_p90", "percentile_90")])
+def test_curve_strategies_are_the_dp_at_the_reference_sparsity_clipped_to_the_ranges(seed, name, reference):
+    from hf_mixmatch.rd import rd_strategy
+
+    curves, grid = _curves(seed)
+    got = strategy_sparsities(name, TABLE, LAYERS, curves=curves, grid=grid)
+    target = overall_sparsity(strategy_sparsities(reference, TABLE, LAYERS), LAYERS)
+    dp = rd_strategy(curves, LAYERS, target, grid=grid)
+    for layer in LAYERS:
+        rng = TABLE[layer.name]
+        assert rng.min - 1e-12 <= got[layer.name] <= rng.max + 1e-12
+        assert got[layer.name] == pytest.approx(min(max(dp[layer.name], rng.min), rng.max), abs=1e-12)
+    if all(TABLE[n].min <= v <= TABLE[n].max for n, v in dp.items()):  # nothing clipped: the reference's sparsity
+        assert overall_sparsity(got, LAYERS) == pytest.approx(target, abs=1 / 600)
+
+
+def test_curve_strategies_need_curves_and_join_the_default_set_only_with_rd_ranges():
+    with pytest.raises(ConfigError, match="--ranges rd"):
+        strategy_sparsities("rd_balanced", TABLE, LAYERS)
+    assert default_strategies("observed") == DEFAULT_STRATEGIES
+    assert default_strategies("rd") == DEFAULT_STRATEGIES + CURVE_STRATEGIES
+    from hf_mixmatch.config import PruneConfig
+
+    assert PruneConfig(model="m", output_dir="o").strategies == DEFAULT_STRATEGIES
+    assert PruneConfig(model="m", output_dir="o", ranges="rd").strategies[-3:] == CURVE_STRATEGIES
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").strategies[-3:] == CURVE_STRATEGIES
+    assert PruneConfig(model="m", output_dir="o", ranges="rd", strategies=("balanced",)).strategies == ("balanced",)
+    with pytest.raises(ConfigError, match="add --ranges rd"):
+        PruneConfig(model="m", output_dir="o", strategies=("rd_p90",))
