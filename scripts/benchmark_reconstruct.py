@@ -366,7 +366,9 @@ def write_section(summary: dict) -> str:
              "Fronts chosen on the selection split (training images never trained on nor calibrated on), reported "
              "on test. Baselines evaluated on test at each front member's measured sparsity. `+SGPT`: the "
              "allocation's per-layer sparsities, mask and kept weights from SparseGPT (exact per-layer counts). "
-             "Noise: 2·√2·SE of the best baseline (binomial SE on the test images).", ""]
+             "Noise: 2·√2·SE of the best baseline (binomial SE on the test images). `RD-rec +SGPT` (`--rd-own`): "
+             "RD/DP on reconstruction-aware curves (`--rd-distortion sparsegpt`) + SparseGPT — this project's own "
+             "allocator, shown for reference and never counted as the best baseline.", ""]
     for r in summary["runs"]:
         tl = r["train_log"]
         dense, n_test = r.get("dense") or r["fixed_dense"], r.get("n_test") or r["fixed_n_test"]
