@@ -76,6 +76,9 @@ def add_prune_parser(subparsers) -> None:
     p.add_argument("--eval-batch-size", type=int, default=None,
                    help="evaluation batch size (default: auto, the fastest per image of 64/128/256/512, probed "
                         "during the dense evaluation)")
+    p.add_argument("--eval-resident", choices=("auto", "never"), default="auto",
+                   help="auto: on a GPU, upload the selection and evaluation images once per run when they fit in a "
+                        "quarter of the free GPU memory (every variant then reads them there); never: host batches")
     p.add_argument("--eval", choices=("racing", "full"), default="racing",
                    help="racing: evaluate every variant on a growing seeded sample and drop those beaten with "
                         "confidence by a variant at equal or higher sparsity (the front is unchanged); full: every "
@@ -170,7 +173,8 @@ def cmd_prune(args) -> int:
         finetune_patience=args.finetune_patience, finetune_samples=args.finetune_samples, storage=args.storage,
         select_split=args.select_split, select_samples=args.select_samples, label_map=args.label_map,
         skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
-        eval=args.eval, eval_batch_size=args.eval_batch_size, precision=args.precision,
+        eval=args.eval, eval_batch_size=args.eval_batch_size, eval_resident=args.eval_resident,
+        precision=args.precision,
         reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth,
     )
     run = run_mixmatch(config)

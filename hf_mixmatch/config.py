@@ -58,6 +58,7 @@ class PruneConfig:
     eval: str = "racing"  # "racing" (drop variants dominated with confidence on a growing sample) | "full"
     eval_batch_size: int | None = None  # None: the fastest per image of EVAL_BATCH_CANDIDATES, probed on the dense model
     precision: str | None = None  # fp32 | bf16 | fp16; None: the accelerator's mixed_precision (fp32 when "no")
+    eval_resident: str = "auto"  # "auto": on CUDA, selection/eval images uploaded once when they fit | "never"
     reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
     reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
 
@@ -120,6 +121,8 @@ class PruneConfig:
             raise ConfigError(f"--eval must be one of {'|'.join(EVAL_MODES)}, got '{self.eval}'")
         if self.eval_batch_size is not None and self.eval_batch_size <= 0:
             raise ConfigError(f"--eval-batch-size must be > 0 (or omitted for auto), got {self.eval_batch_size}")
+        if self.eval_resident not in ("auto", "never"):
+            raise ConfigError(f"--eval-resident must be auto|never, got '{self.eval_resident}'")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {'|'.join(PRECISIONS)}, got '{self.precision}'")
 

@@ -23,6 +23,7 @@ from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # 
 from .models import LoadedModel, load_model
 from .pareto import pareto_front
 from .ranges import RangeTable, resolve_ranges
+from .resident import make_resident
 from .signals import compute_scores, fingerprint, load_scores, save_scores
 from .strategies import strategy_sparsities
 from .variant_eval import Measurer, evaluate_variants
@@ -78,6 +79,12 @@ def _accelerator(accelerator):
     from accelerate import Accelerator
 
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if multi and torch.cuda.is_available():
+        per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if per_node > gpus:  # accelerate would give a process a GPU index that does not exist
+            raise ConfigError(f"{per_node} processes on this machine but {gpus} visible GPU(s): start at most "
+                              f"{gpus} (torchrun --nproc_per_node {gpus}), or hide the GPUs "
+                              "(CUDA_VISIBLE_DEVICES=) to run on CPU")
     return Accelerator(cpu=multi and not torch.cuda.is_available())
 
 
@@ -126,6 +133,7 @@ def run_mixmatch(
     timings: dict[str, float] = {}
     precision = _precision(config, acc)
 
+    data, resident = make_resident(data, acc.device, mode=config.eval_resident)  # CUDA: images uploaded once
     t0 = time.perf_counter()
     probe = BatchSizeProbe() if config.eval_batch_size is None else config.eval_batch_size
     dense = evaluate(model, data.eval, batch_size=probe, accelerator=acc, precision=precision,
@@ -221,6 +229,7 @@ def run_mixmatch(
         "skipped_images": data.skipped_images,
         "seed": config.seed,
         "evaluation": {**race_log.to_dict(), "batch_size": eval_batch_size, "precision": precision,
+                       "resident": resident,
                        "batch_size_probe": {} if isinstance(probe, int) else {str(k): t for k, t in probe.per_image.items()}},
         "hf_mixmatch_version": __version__,
         "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)

@@ -25,7 +25,8 @@ def test_two_processes_equal_one(tmp_path, image_dataset):
     if shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")):
         pytest.fail("torchrun is not installed next to this python: install torch in the test environment")
     model_dir = save_tiny_transformers(tmp_path / "m", "vit")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1"}
+    # gloo on CPU, also on a GPU machine (2 processes on 1 GPU would share one device)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     _run([sys.executable, WORKER, str(model_dir), str(image_dataset), str(tmp_path / "one")], env)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")

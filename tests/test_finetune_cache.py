@@ -124,7 +124,8 @@ def test_two_processes_finetune_the_same_on_the_cache_as_in_ram(tmp_path, image_
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     worker = os.path.join(os.path.dirname(__file__), "_ft_cache_dist_worker.py")
     model_dir = save_tiny_transformers(tmp_path / "vit", "vit")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # gloo on CPU, also on a GPU machine (2 processes on 1 GPU would share one device)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     out = tmp_path / "two.pt"
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", worker, str(model_dir),

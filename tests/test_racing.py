@@ -166,7 +166,10 @@ def test_racing_front_equals_full_front_on_the_embedded_model(tmp_path):
             assert v["samples"] in raced["evaluation"]["rounds"][:-1] and v["id"] not in raced["pareto"]
             assert by_id[v["dropped_by"]]["sparsity"] >= v["sparsity"]
         else:
-            assert v["samples"] == 1438 and v["accuracy"] == by_id[v["id"]]["accuracy"]
+            # CPU kernels give the same numbers at any batch size; on CUDA the probe may pick another batch size
+            # in each run, and another kernel can flip an image or two
+            tol = 2 / 1438 if torch.cuda.is_available() else 0.0
+            assert v["samples"] == 1438 and abs(v["accuracy"] - by_id[v["id"]]["accuracy"]) <= tol
     text = report_markdown(raced)
     assert "raced out" in text and f"| {dropped[0]['samples']} `train` |" in text
     assert "raced out after" in summary(raced, tmp_path)
@@ -177,7 +180,8 @@ def test_racing_front_equals_full_front_on_the_embedded_model(tmp_path):
 def test_racing_two_processes_equal_one(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     worker = os.path.join(os.path.dirname(__file__), "_race_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1"}
+    # gloo on CPU, also on a GPU machine (2 processes on 1 GPU would share one device)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     for cmd, out in (([sys.executable, worker], "one"), ([torchrun, "--standalone", "--nproc_per_node", "2", worker], "two")):
         proc = subprocess.run([*cmd, str(tmp_path / out)], env=env, capture_output=True, text=True, timeout=600)

@@ -198,7 +198,8 @@ def test_two_processes_reconstruct_like_one(tmp_path):
         pytest.fail("torchrun is not installed next to this python: install torch in the test environment")
     model_dir = save_tiny_transformers(tmp_path / "m", "vit")
     worker = os.path.join(os.path.dirname(__file__), "_recon_dist_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # gloo on CPU, also on a GPU machine (2 processes on 1 GPU would share one device)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     for cmd, out in (([sys.executable], "one.pt"), ([torchrun, "--standalone", "--nproc_per_node", "2"], "two.pt")):
         proc = subprocess.run(cmd + [worker, str(model_dir), str(tmp_path / out)], env=env, capture_output=True,
@@ -276,7 +277,8 @@ def test_fine_tuning_starts_from_the_reconstructed_weights(tmp_path, image_datas
     from hf_mixmatch.data import load_data
 
     data = load_data(str(image_dataset), loaded.preprocess, calib_samples=16, num_labels=loaded.num_labels)
-    reconstruct(loaded.model.eval(), layers, v["target_layers"], data.calib.tensors[0],
+    device = next(iter(starts[0].values())).device  # the run's device (CUDA on a GPU machine)
+    reconstruct(loaded.model.to(device).eval(), layers, v["target_layers"], data.calib.tensors[0].to(device),
                 settings=ReconstructSettings(batch_size=64))
     for layer in layers:  # what fine-tuning started from is the reconstruction, not a plain mask
         assert torch.equal(starts[0][layer.name], loaded.model.get_submodule(layer.name).weight.detach())
