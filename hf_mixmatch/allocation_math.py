@@ -7,6 +7,7 @@ A sparsity ``rho`` is always chosen so that ``floor(rho * n)`` in float64 is the
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
@@ -15,6 +16,7 @@ from .errors import ConfigError
 __all__ = [
     "achieved_sparsity",
     "check_target",
+    "clipped_global_counts",
     "counts_to_sparsities",
     "fraction",
     "global_threshold",
@@ -162,3 +164,77 @@ def global_threshold(scores_by_layer: dict[str, torch.Tensor], target: float) ->
     take = torch.minimum(take, ties)
     counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
     return counts_to_sparsities(counts, numels)
+
+
+# --------------------------------------------------------------------------------------------------
+# one global threshold with every layer clipped to a range (the signal_* strategies)
+
+_SORTED: list = []  # one entry (key, scores kept alive, sorted per layer): a signal's strategies share its sort
+
+
+def _sorted_scores(scores: dict[str, torch.Tensor], names: list[str], numel: dict[str, int]) -> dict:
+    """Each layer's scores sorted ascending in float64; reused while the same tensors (same versions) come back."""
+    tensors = [scores.get(n) for n in names]
+    key = tuple((n, id(t), getattr(t, "_version", None)) for n, t in zip(names, tensors))
+    if _SORTED and _SORTED[0][0] == key:
+        return _SORTED[0][2]
+    srt = {}
+    for n, t in zip(names, tensors):
+        if t is None or t.numel() != numel[n]:
+            raise ConfigError(f"signal scores for layer {n!r} are missing or have the wrong size: recompute the signal")
+        srt[n] = t.detach().reshape(-1).double().sort().values
+    _SORTED[:] = [(key, tensors, srt)]  # the tensors stay referenced, so their ids are not reused meanwhile
+    return srt
+
+
+def _order_key(x: float) -> int:
+    """An integer that orders float64 values as the values are ordered (bisection over the doubles)."""
+    b = struct.unpack("<q", struct.pack("<d", x))[0]
+    return b if b >= 0 else b ^ 0x7FFFFFFFFFFFFFFF
+
+
+def _order_value(k: int) -> float:
+    b = k if k >= 0 else k ^ 0x7FFFFFFFFFFFFFFF
+    return struct.unpack("<d", struct.pack("<q", b))[0]
+
+
+def clipped_global_counts(scores: dict[str, torch.Tensor], layers, ranges, target: float) -> dict[str, int]:
+    """Pruned-weight counts per layer from one global threshold on ``scores``, each layer clipped to its range.
+
+    Exactly ``round(target * N)`` weights in all (clamped to what the ranges allow): the largest threshold
+    whose clipped count (weights strictly below it) does not exceed the budget, found by bisection over the
+    float64 values (64 steps, each a binary search per sorted layer: no sort of all scores together); the
+    remainder goes to the layers (not yet at their maximum) whose next weights score lowest.
+    """
+    names = [layer.name for layer in layers]
+    numel = {layer.name: layer.numel for layer in layers}
+    lo = {n: math.ceil(ranges[n].min * numel[n] - 1e-9) for n in names}
+    hi = {n: max(lo[n], math.floor(ranges[n].max * numel[n] + 1e-9)) for n in names}
+    budget = min(max(round(target * sum(numel.values())), sum(lo.values())), sum(hi.values()))
+    srt = _sorted_scores(scores, names, numel)
+
+    def counts_at(th: float) -> dict[str, int]:  # prune the scores strictly below th
+        t = torch.tensor(th, dtype=torch.float64)
+        return {n: min(max(int(torch.searchsorted(srt[n], t, side="left")), lo[n]), hi[n]) for n in names}
+
+    if budget == sum(hi.values()):
+        return dict(hi)
+    present = [srt[n] for n in names if len(srt[n])]
+    a = _order_key(min(float(v[0]) for v in present))  # counts_at(min) = the minima <= budget
+    b = _order_key(max(float(v[-1]) for v in present)) + 1  # above the maximum: every layer at hi > budget
+    while b - a > 1:
+        mid = (a + b) // 2
+        if sum(counts_at(_order_value(mid)).values()) <= budget:
+            a = mid
+        else:
+            b = mid
+    counts = counts_at(_order_value(a))
+    deficit = budget - sum(counts.values())
+    if deficit > 0:
+        nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in names if counts[n] < hi[n]]
+        vals = torch.cat([v for v, _ in nxt])
+        owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
+        picked = owner[vals.argsort(stable=True)[:deficit]]
+        for i, (_, n) in enumerate(nxt):
+            counts[n] += int((picked == i).sum())
+    return counts

@@ -10,11 +10,11 @@ at that sparsity they would leave no choice. Names are shared by the CLI, the re
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
+from .allocation_math import clipped_global_counts
 from .errors import ConfigError
 from .layers import LayerInfo, is_transformer_like
 from .ranges import LayerRange, RangeTable
@@ -96,55 +96,6 @@ PAPER_STRATEGIES = tuple(STRATEGIES)
 def overall_sparsity(sparsities: dict[str, float], layers: list[LayerInfo]) -> float:
     total = sum(layer.numel for layer in layers)
     return sum(sparsities[layer.name] * layer.numel for layer in layers) / max(total, 1)
-
-
-def clipped_global_counts(scores: dict[str, torch.Tensor], layers: list[LayerInfo], ranges: RangeTable,
-                          target: float) -> dict[str, int]:
-    """Pruned-weight counts per layer from one global threshold on ``scores``, each layer clipped to its range.
-
-    Exactly ``round(target * N)`` weights in all (clamped to what the ranges allow): a binary search over the
-    sorted scores finds the largest threshold whose clipped count does not exceed the budget, and the
-    remainder goes to the layers (not yet at their maximum) whose next weights score lowest.
-    """
-    names = [layer.name for layer in layers]
-    numel = {layer.name: layer.numel for layer in layers}
-    lo = {n: math.ceil(ranges[n].min * numel[n] - 1e-9) for n in names}
-    hi = {n: max(lo[n], math.floor(ranges[n].max * numel[n] + 1e-9)) for n in names}
-    total = sum(numel.values())
-    budget = min(max(round(target * total), sum(lo.values())), sum(hi.values()))
-    srt = {}
-    for n in names:
-        s = scores.get(n)
-        if s is None or s.numel() != numel[n]:
-            raise ConfigError(f"signal scores for layer {n!r} are missing or have the wrong size: recompute the signal")
-        srt[n] = s.detach().reshape(-1).double().sort().values
-    everything = torch.cat([srt[n] for n in names]).sort().values
-
-    def counts_at(m: int) -> dict[str, int]:  # threshold = everything[m]: prune scores strictly below it
-        if m >= len(everything):
-            return dict(hi)
-        th = everything[m]
-        return {n: min(max(int(torch.searchsorted(srt[n], th, side="left")), lo[n]), hi[n]) for n in names}
-
-    a, b = 0, len(everything)  # invariant: sum(counts_at(a)) <= budget
-    if sum(counts_at(a).values()) > budget:
-        b = a
-    while a < b:
-        mid = (a + b + 1) // 2
-        if sum(counts_at(mid).values()) <= budget:
-            a = mid
-        else:
-            b = mid - 1
-    counts = counts_at(a)
-    deficit = budget - sum(counts.values())
-    if deficit > 0:
-        nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in names if counts[n] < hi[n]]
-        vals = torch.cat([v for v, _ in nxt])
-        owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
-        picked = owner[vals.argsort(stable=True)[:deficit]]
-        for i, (_, n) in enumerate(nxt):
-            counts[n] += int((picked == i).sum())
-    return counts
 
 
 def _signal_strategy(reference: str) -> Strategy:

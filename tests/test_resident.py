@@ -88,13 +88,14 @@ def test_a_run_with_resident_data_gives_the_same_results(tmp_path, monkeypatch):
     from hf_mixmatch.models import load_model
     from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
 
-    def config(out):
+    def config(out, resident="auto"):
         return PruneConfig(model="default", output_dir=str(tmp_path / out), progress=False, save="none",
-                           calib_samples=64, strategies=("balanced", "aggressive", "percentile_30"))
+                           calib_samples=64, strategies=("balanced", "aggressive", "percentile_30"),
+                           eval_resident=resident)
 
     loaded = load_model("default")
-    host = run_mixmatch(config("host"), loaded=loaded).results
-    assert host["evaluation"]["resident"]["resident"] == []  # CPU: host batches
+    host = run_mixmatch(config("host", "never"), loaded=loaded).results
+    assert host["evaluation"]["resident"]["resident"] == []  # host batches
     monkeypatch.setattr(pipeline, "make_resident",
                         lambda data, device, mode: resident.make_resident(data, device, mode=mode, free_bytes=1 << 40))
     dev = run_mixmatch(config("dev"), loaded=loaded).results

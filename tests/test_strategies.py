@@ -152,3 +152,85 @@ def test_curve_strategies_need_curves_and_join_the_default_set_only_with_rd_rang
     assert PruneConfig(model="m", output_dir="o", ranges="rd", strategies=("balanced",)).strategies == ("balanced",)
     with pytest.raises(ConfigError, match="add --ranges rd"):
         PruneConfig(model="m", output_dir="o", strategies=("rd_p90",))
+
+
+def _clipped_counts_by_sorting_everything(scores, layers, ranges, target):
+    """Reference: binary search over the rank in one sort of all scores (the former implementation)."""
+    import math
+
+    names = [layer.name for layer in layers]
+    numel = {layer.name: layer.numel for layer in layers}
+    lo = {n: math.ceil(ranges[n].min * numel[n] - 1e-9) for n in names}
+    hi = {n: max(lo[n], math.floor(ranges[n].max * numel[n] + 1e-9)) for n in names}
+    budget = min(max(round(target * sum(numel.values())), sum(lo.values())), sum(hi.values()))
+    srt = {n: scores[n].reshape(-1).double().sort().values for n in names}
+    everything = torch.cat(list(srt.values())).sort().values
+
+    def counts_at(m):
+        if m >= len(everything):
+            return dict(hi)
+        return {n: min(max(int(torch.searchsorted(srt[n], everything[m], side="left")), lo[n]), hi[n])
+                for n in names}
+
+    a, b = 0, len(everything)
+    while a < b:
+        mid = (a + b + 1) // 2
+        if sum(counts_at(mid).values()) <= budget:
+            a = mid
+        else:
+            b = mid - 1
+    counts = counts_at(a)
+    deficit = budget - sum(counts.values())
+    if deficit > 0:
+        nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in names if counts[n] < hi[n]]
+        vals = torch.cat([v for v, _ in nxt])
+        owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
+        picked = owner[vals.argsort(stable=True)[:deficit]]
+        for i, (_, n) in enumerate(nxt):
+            counts[n] += int((picked == i).sum())
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_clipped_global_counts_equal_the_sort_of_everything(seed):
+    """Bisection over the float64 values gives the counts of a binary search over one sort of all scores, for
+    ties, negative and zero scores, -0.0, +/-inf, tiny and huge magnitudes, and any ranges."""
+    from hf_mixmatch.allocation_math import clipped_global_counts
+
+    g = torch.Generator().manual_seed(seed)
+    layers, scores, table = [], {}, {}
+    for i in range(int(torch.randint(1, 6, (1,), generator=g))):
+        n = int(torch.randint(1, 400, (1,), generator=g))
+        kind = seed % 4
+        if kind == 0:  # heavy ties
+            s = torch.randint(0, 5, (n,), generator=g).float()
+        elif kind == 1:  # signed, with zeros of both signs and infinities
+            s = torch.randn(n, generator=g)
+            s[torch.rand(n, generator=g) < 0.1] = 0.0
+            s[torch.rand(n, generator=g) < 0.05] = -0.0
+            s[torch.rand(n, generator=g) < 0.03] = float("inf")
+            s[torch.rand(n, generator=g) < 0.03] = float("-inf")
+        elif kind == 2:  # many orders of magnitude
+            s = torch.exp(torch.randn(n, generator=g) * 20)
+        else:
+            s = torch.rand(n, generator=g)
+        name = f"l{i}"
+        layers.append(LayerInfo(name, "conv", i, n, (n,), "conv"))
+        scores[name] = s
+        a, b = sorted(torch.rand(2, generator=g).tolist())
+        table[name] = LayerRange(a, b, "test")
+    ranges = RangeTable(table, "test")
+    for target in (0.0, 0.13, 0.5, 0.77, 0.95, 1.0):
+        assert clipped_global_counts(scores, layers, ranges, target) == \
+            _clipped_counts_by_sorting_everything(scores, layers, ranges, target)
+
+
+def test_clipped_global_counts_see_scores_changed_in_place():
+    from hf_mixmatch.allocation_math import clipped_global_counts
+
+    layers = [LayerInfo("a", "conv", 0, 4, (4,), "conv"), LayerInfo("b", "conv", 1, 4, (4,), "conv")]
+    scores = {"a": torch.tensor([1.0, 2, 3, 4]), "b": torch.tensor([5.0, 6, 7, 8])}
+    ranges = RangeTable({n: LayerRange(0.0, 1.0, "test") for n in "ab"}, "test")
+    assert clipped_global_counts(scores, layers, ranges, 0.5) == {"a": 4, "b": 0}
+    scores["a"].add_(10)  # same tensor, new values: the cached sort must not be reused
+    assert clipped_global_counts(scores, layers, ranges, 0.5) == {"a": 0, "b": 4}
