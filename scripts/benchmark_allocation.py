@@ -1,5 +1,5 @@
 """Time of the signal_* strategies' allocation (one global threshold, every layer clipped to its range) on a
-timm ResNet-50 (23.5 M weights; random ranges, magnitude-like scores): the former implementation (one sort of
+timm ResNet-50 (23.5 M weights; ranges with minima in [0, 0.4] and maxima in [0.6, 1], magnitude-like scores): the former implementation (one sort of
 all scores per call, kept as the tests' reference) against bisection over the float64 values with one sort per
 signal shared by its strategies. Both must give the same counts.
 
@@ -28,12 +28,13 @@ def main() -> None:
     model = timm.create_model("resnet50", num_classes=10)
     layers = list_prunable(model, num_labels=10)
     g = torch.Generator().manual_seed(0)
-    ranges = RangeTable({layer.name: LayerRange(*sorted(torch.rand(2, generator=g).tolist()), "x")
-                         for layer in layers}, "x")
+    ranges = RangeTable({layer.name: LayerRange(0.4 * float(torch.rand(1, generator=g)),
+                                                0.6 + 0.4 * float(torch.rand(1, generator=g)), "x")
+                         for layer in layers}, "x")  # every target below lies strictly inside what they allow
     totals = [0.0, 0.0]
     for sig in range(2):  # two signals, three strategies (targets) each, as in a run
         scores = {k: v.detach().abs() * (1 + sig) + torch.rand_like(v) for k, v in weights_of(model, layers).items()}
-        for target in (0.5, 0.7, 0.9):
+        for target in (0.5, 0.6, 0.7):
             t0 = time.perf_counter()
             a = reference(scores, layers, ranges, target)
             t1 = time.perf_counter()
