@@ -84,19 +84,18 @@ def throughput(model, data, device: torch.device, batch_size: int) -> dict:
     from hf_mixmatch.evaluate import batch_iter, predict_hits
 
     n = len(data.eval)
-    resident = [x.to(device) for x, _ in batch_iter(data.eval, None, batch_size)]
+    on_gpu = [x.to(device) for x, _ in batch_iter(data.eval, None, batch_size)]
     out, hits = {}, {}
     for p in ("fp32", "bf16"):
         plain = _median_time(lambda: plain_eval(model, data.eval, batch_size=batch_size, device=device, precision=p),
                              device)
         res = _median_time(lambda: plain_eval(model, None, batch_size=batch_size, device=device, precision=p,
-                                              resident=resident), device)
+                                              resident=on_gpu), device)
         lib = _median_time(lambda: hits.__setitem__(p, predict_hits(model, data.eval, batch_size=batch_size,
                                                                     precision=p)), device)
         out[p] = {"plain_img_s": n / plain, "resident_img_s": n / res, "library_img_s": n / lib,
                   "plain_s": plain, "top1": hits[p].metrics()["accuracy"]}
     out["same_correctness"] = float((hits["fp32"].top1 == hits["bf16"].top1).float().mean())
-    del resident
     return out
 
 
