@@ -228,13 +228,20 @@ def clipped_global_counts(scores: dict[str, torch.Tensor], layers, ranges, targe
             a = mid
         else:
             b = mid
-    counts = counts_at(_order_value(a))
+    return spend_remainder(srt, counts_at(_order_value(a)), hi, budget)
+
+
+def spend_remainder(srt: dict[str, torch.Tensor], counts: dict[str, int], hi: dict[str, int],
+                    budget: int) -> dict[str, int]:
+    """``counts`` raised to ``budget`` in all: the missing weights go to the layers (not yet at ``hi``) whose next
+    sorted scores are lowest (ties: layer order)."""
     deficit = budget - sum(counts.values())
-    if deficit > 0:
-        nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in names if counts[n] < hi[n]]
-        vals = torch.cat([v for v, _ in nxt])
-        owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
-        picked = owner[vals.argsort(stable=True)[:deficit]]
-        for i, (_, n) in enumerate(nxt):
-            counts[n] += int((picked == i).sum())
+    if deficit <= 0:
+        return counts
+    nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in counts if counts[n] < hi[n]]
+    vals = torch.cat([v for v, _ in nxt])
+    owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
+    picked = owner[vals.argsort(stable=True)[:deficit]]
+    for i, (_, n) in enumerate(nxt):
+        counts[n] += int((picked == i).sum())
     return counts

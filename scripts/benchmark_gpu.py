@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark_speed import _strategies, front_differences, generated_photos, save_224_models
+from benchmark_speed import _strategies, benchmark_cases, front_differences
 
 
 def _now(device: torch.device) -> float:
@@ -221,11 +221,7 @@ def main() -> None:
            "torch": torch.__version__, "transformers": transformers.__version__, "timm": timm.__version__}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.case == "224":
-            cases = save_224_models(Path(tmp))
-            dataset = generated_photos(Path(tmp) / "photos", n_test=args.photos, n_train=args.calib_samples)
-        else:
-            cases, dataset = {m: m for m in args.models.split(",")}, args.dataset
+        cases, dataset = benchmark_cases(args, Path(tmp), {m: m for m in args.models.split(",")}, args.dataset)
         for name, path in cases.items():
             loaded = load_model(str(path))
             data = load_data(dataset, loaded.preprocess, calib_samples=args.calib_samples,

@@ -166,6 +166,13 @@ def save_224_models(root: Path) -> dict[str, Path]:
     return {"timm/resnet50": root / "resnet50", "transformers/swin-tiny": root / "swin_tiny"}
 
 
+def benchmark_cases(args, tmp: Path, models: dict, dataset) -> tuple[dict, object]:
+    """(name -> model path, dataset): the 224 px models and generated photos for ``--case 224``, else as given."""
+    if args.case == "224":
+        return save_224_models(tmp), generated_photos(tmp / "photos", n_test=args.photos, n_train=args.calib_samples)
+    return models, dataset
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", choices=("default", "224"), default="default")
@@ -192,11 +199,8 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.case == "224":
-            cases = save_224_models(Path(tmp))
-            dataset = generated_photos(Path(tmp) / "photos", n_test=args.photos, n_train=args.calib_samples)
-        else:
-            cases, dataset = {args.model: args.model}, args.dataset or ("default" if args.model == "default" else None)
+        cases, dataset = benchmark_cases(args, Path(tmp), {args.model: args.model},
+                                         args.dataset or ("default" if args.model == "default" else None))
         for name, path in cases.items():
             loaded = load_model(str(path))
             t0 = time.perf_counter()

@@ -155,7 +155,7 @@ def test_curve_strategies_need_curves_and_join_the_default_set_only_with_rd_rang
 
 
 def _clipped_counts_by_sorting_everything(scores, layers, ranges, target):
-    """Reference: binary search over the rank in one sort of all scores (the former implementation)."""
+    """Reference: binary search over the rank in one sort of all scores (the former implementation's search)."""
     import math
 
     names = [layer.name for layer in layers]
@@ -179,16 +179,9 @@ def _clipped_counts_by_sorting_everything(scores, layers, ranges, target):
             a = mid
         else:
             b = mid - 1
-    counts = counts_at(a)
-    deficit = budget - sum(counts.values())
-    if deficit > 0:
-        nxt = [(srt[n][counts[n]: counts[n] + min(deficit, hi[n] - counts[n])], n) for n in names if counts[n] < hi[n]]
-        vals = torch.cat([v for v, _ in nxt])
-        owner = torch.cat([torch.full((len(v),), i, dtype=torch.long) for i, (v, _) in enumerate(nxt)])
-        picked = owner[vals.argsort(stable=True)[:deficit]]
-        for i, (_, n) in enumerate(nxt):
-            counts[n] += int((picked == i).sum())
-    return counts
+    from hf_mixmatch.allocation_math import spend_remainder
+
+    return spend_remainder(srt, counts_at(a), hi, budget)  # the remainder rule is shared; the search is not
 
 
 @pytest.mark.parametrize("seed", range(12))
