@@ -253,7 +253,7 @@ class RDAllocator:
         return RDAllocator(curves, grid=grid, buckets=self.buckets)
 
     def __call__(self, *, weights, layers, target, scores=None) -> Allocation:
-        from .rd import rd_strategy
+        from .rd_dp import rd_strategy
 
         curves = self.curves
         if curves is None and scores and "rd" in scores:

@@ -151,7 +151,7 @@ def rd_range_table(layers: list[LayerInfo], curves: dict[str, torch.Tensor], *,
     sensitive layers (stem, shortcuts, classifier) get narrow low ranges without hand-written clamps.
     ``distortion``: how the curves were measured (recorded in the source: ``rd`` or ``rd:sparsegpt``).
     """
-    from .rd import rd_ranges
+    from .rd_dp import rd_ranges
 
     if not targets or any(not 0.0 < t < 1.0 for t in targets):
         raise RangeError(f"range targets must be in (0, 1), got {targets}")

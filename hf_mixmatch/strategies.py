@@ -143,7 +143,7 @@ CURVE_STRATEGIES: tuple[str, ...] = ("rd_balanced", "rd_p70", "rd_p90")
 def _curve_strategy(reference: str) -> Strategy:
     def fn(ranges: RangeTable, layers: list[LayerInfo], *, curves: dict[str, torch.Tensor],
            grid: torch.Tensor) -> dict[str, float]:
-        from .rd import rd_strategy
+        from .rd_dp import rd_strategy
 
         target = overall_sparsity(STRATEGIES[reference](ranges, layers), layers)
         dp = rd_strategy(curves, layers, target, grid=grid)

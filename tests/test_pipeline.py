@@ -80,7 +80,8 @@ def test_results_json_shape(tmp_path, image_dataset):
 
 def test_rd_ranges_and_signal_strategies_in_a_run(tmp_path, image_dataset):
     from hf_mixmatch.models import load_model
-    from hf_mixmatch.rd import default_grid, rd_ranges
+    from hf_mixmatch.rd import default_grid
+    from hf_mixmatch.rd_dp import rd_ranges
 
     cfg = _config(tmp_path / "run", image_dataset, ranges="rd", range_targets=(0.3, 0.6), rd_grid_step=0.1,
                   strategies=("conservative", "aggressive", "signal_balanced", "signal_p90", "rd_balanced", "rd_p90"),

@@ -10,7 +10,8 @@ from hf_mixmatch.allocation_math import achieved_sparsity
 from hf_mixmatch.allocators import ALLOCATORS, RDAllocator
 from hf_mixmatch.errors import ConfigError
 from hf_mixmatch.layers import list_prunable, weights_of
-from hf_mixmatch.rd import default_grid, distortion_curves, gaussian_inputs, make_monotone, rd_strategy, solve_dp
+from hf_mixmatch.rd import default_grid, distortion_curves, gaussian_inputs
+from hf_mixmatch.rd_dp import make_monotone, rd_strategy, solve_dp
 
 torch.set_num_threads(1)
 
@@ -213,7 +214,7 @@ def test_rd_ranges_span_the_targets():
     model, layers = _model()
     gen = torch.Generator().manual_seed(5)
     curves = {layer.name: torch.cumsum(torch.rand(21, generator=gen, dtype=torch.float64), 0) * (i + 1) for i, layer in enumerate(layers)}
-    from hf_mixmatch.rd import rd_ranges
+    from hf_mixmatch.rd_dp import rd_ranges
 
     ranges = rd_ranges(curves, layers, (0.5, 0.9), grid=grid)
     low, high = rd_strategy(curves, layers, 0.5, grid=grid), rd_strategy(curves, layers, 0.9, grid=grid)

@@ -305,7 +305,8 @@ def test_reconstructing_run_takes_ranges_from_reconstructed_rd_curves(tmp_path, 
     from hf_mixmatch.data import load_data
     from hf_mixmatch.models import load_model
     from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
-    from hf_mixmatch.rd import default_grid, distortion_curves, rd_ranges
+    from hf_mixmatch.rd import default_grid, distortion_curves
+    from hf_mixmatch.rd_dp import rd_ranges
 
     run = run_mixmatch(PruneConfig(model="unused", dataset=str(image_dataset), output_dir=str(tmp_path / "run"),
                                    progress=False, calib_samples=16, save="none", reconstruct="sparsegpt",

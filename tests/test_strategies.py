@@ -125,7 +125,7 @@ def _curves(seed: int):
 @pytest.mark.parametrize("name, reference", [("rd_balanced", "balanced"), ("rd_p70", "percentile_70"),
                                              ("rd_p90", "percentile_90")])
 def test_curve_strategies_are_the_dp_at_the_reference_sparsity_clipped_to_the_ranges(seed, name, reference):
-    from hf_mixmatch.rd import rd_strategy
+    from hf_mixmatch.rd_dp import rd_strategy
 
     curves, grid = _curves(seed)
     got = strategy_sparsities(name, TABLE, LAYERS, curves=curves, grid=grid)
