@@ -1,7 +1,8 @@
 """Phase 3: zero the lowest-scored weights of each layer, in place, and put them back afterwards.
 
 One stash of the original prunable weights serves every variant: no deep copy of the model per variant.
-Thresholds are vectorized per layer (``topk`` on the flattened scores), so counts are exact.
+Thresholds are vectorized per layer (``kthvalue`` + comparisons, ties in index order), so counts are exact and
+masks do not depend on the device.
 """
 
 from __future__ import annotations
@@ -54,16 +55,35 @@ def apply_sparsities(
     for layer in layers:
         weight = get_weight(model, layer)
         k = prune_count(sparsities.get(layer.name, 0.0), weight.numel())
-        mask = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-        if k > 0:
-            score = scores[layer.name].to(weight.device).reshape(-1)
-            if score.numel() != weight.numel():
-                raise ConfigError(f"score of {layer.name} has {score.numel()} entries, the weight {weight.numel()}")
-            idx = torch.topk(score.float(), k, largest=False, sorted=False).indices
-            mask[idx] = False
-            weight.view(-1)[idx] = 0
-        masks[layer.name] = mask.view_as(weight)
+        if k == 0:
+            masks[layer.name] = torch.ones_like(weight, dtype=torch.bool)
+            continue
+        score = scores[layer.name].to(weight.device).reshape(-1)
+        if score.numel() != weight.numel():
+            raise ConfigError(f"score of {layer.name} has {score.numel()} entries, the weight {weight.numel()}")
+        mask = keep_mask(score.float(), k).view_as(weight)
+        weight.masked_fill_(~mask, 0)
+        masks[layer.name] = mask
     return masks
+
+
+def keep_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat keep-mask that prunes exactly the ``k`` lowest of ``score`` (1-D); ties at the threshold are pruned
+    in index order, so the mask is the same on every device and every run (``topk`` leaves ties to the kernel).
+
+    One ``kthvalue`` and elementwise comparisons: no sort, no index scatter over the pruned weights.
+    """
+    if k <= 0:
+        return torch.ones(score.numel(), dtype=torch.bool, device=score.device)
+    if torch.isnan(score).any():  # NaN ranks above +inf (as in ``topk``): float64 keeps float32's order below it
+        score = torch.nan_to_num(score.double(), nan=math.inf, posinf=torch.finfo(torch.float64).max, neginf=-math.inf)
+    kth = score.kthvalue(k).values
+    keep = score > kth
+    surplus = int((score <= kth).sum()) - k  # ties at kth beyond the k we prune: keep the last ones
+    if surplus > 0:
+        tied = torch.nonzero(score == kth).flatten()
+        keep[tied[len(tied) - surplus:]] = True
+    return keep
 
 
 @torch.no_grad()

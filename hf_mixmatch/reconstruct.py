@@ -33,7 +33,7 @@ from torch import nn
 from .activations import accumulate_hessians, forward_groups, groups_of, weight_from_matrix, weight_matrix
 from .errors import ConfigError
 from .layers import LayerInfo, get_weight
-from .masks import apply_sparsities, prune_count
+from .masks import apply_sparsities, keep_mask, prune_count
 from .models import logits as default_forward
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
         diag = ub.diagonal(dim1=-2, dim2=-1)  # (G, B)
         if prune is None and quota > 0:
             sal = (blk.pow(2) / diag[:, None, :].pow(2)).reshape(-1)
-            idx = torch.topk(sal, quota, largest=False, sorted=False).indices
-            sel = torch.zeros(sal.numel(), dtype=torch.bool)
-            sel[idx] = True
-            pruned[:, :, s:e] = sel.view(g, r, e - s)
+            pruned[:, :, s:e] = (~keep_mask(sal, quota)).view(g, r, e - s)
         mask_b = pruned[:, :, s:e]
         errs = torch.zeros_like(blk)
         for j in range(e - s):

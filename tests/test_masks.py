@@ -42,3 +42,35 @@ def test_biases_and_norms_untouched():
     for n, p in model.named_parameters():
         if n not in prunable:
             assert torch.equal(p, before[n]), n
+
+
+def _reference_keep(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Prune the k lowest by a stable sort (ties in index order; NaN above +inf, as ``topk`` ranks it)."""
+    order = torch.sort(torch.nan_to_num(score.double(), nan=math.inf, posinf=1e300), stable=True).indices
+    keep = torch.ones(score.numel(), dtype=torch.bool)
+    keep[order[:k]] = False
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_keep_mask_matches_a_stable_sort_with_ties_nan_and_inf(seed):
+    from hf_mixmatch.masks import keep_mask
+
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 400, (1,), generator=gen))
+    score = torch.randint(0, 5, (n,), generator=gen).float()  # heavy ties
+    special = torch.rand(n, generator=gen)
+    score[special < 0.05] = float("nan")
+    score[(special >= 0.05) & (special < 0.1)] = float("inf")
+    score[(special >= 0.1) & (special < 0.15)] = -float("inf")
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        keep = keep_mask(score, k)
+        assert int((~keep).sum()) == k
+        assert torch.equal(keep, _reference_keep(score, k)), (n, k)
+
+
+def test_masks_prune_tied_scores_in_index_order():
+    model = nn.Sequential(nn.Linear(4, 3))
+    layers = list_prunable(model)
+    masks = apply_sparsities(model, layers, {"0": 0.5}, {"0": torch.zeros(3, 4)})  # every score tied
+    assert masks["0"].flatten().tolist() == [False] * 6 + [True] * 6
