@@ -79,7 +79,7 @@ def keep_mask(score: torch.Tensor, k: int) -> torch.Tensor:
         score = torch.nan_to_num(score.double(), nan=math.inf, posinf=torch.finfo(torch.float64).max, neginf=-math.inf)
     kth = score.kthvalue(k).values
     keep = score > kth
-    surplus = int((score <= kth).sum()) - k  # ties at kth beyond the k we prune: keep the last ones
+    surplus = int((~keep).sum()) - k  # ties at kth beyond the k we prune (no NaN left): keep the last ones
     if surplus > 0:
         tied = torch.nonzero(score == kth).flatten()
         keep[tied[len(tied) - surplus:]] = True
