@@ -1,6 +1,8 @@
-"""scripts/benchmark_reconstruct.py: the generated doc section (verdicts, markers) and its place in the page."""
+"""scripts/benchmark_reconstruct.py and its report (scripts/recon_report.py): the generated doc section (verdicts,
+markers), its place in the page, and the merging of summaries from separate invocations."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -10,11 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    if "benchmark_reconstruct" in sys.modules:
-        return sys.modules["benchmark_reconstruct"]
-    spec = importlib.util.spec_from_file_location("benchmark_reconstruct", REPO / "scripts" / "benchmark_reconstruct.py")
+    if "recon_report" in sys.modules:
+        return sys.modules["recon_report"]
+    spec = importlib.util.spec_from_file_location("recon_report", REPO / "scripts" / "recon_report.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_reconstruct"] = module
+    sys.modules["recon_report"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -53,3 +55,109 @@ def test_section_is_replaced_in_place_and_hand_text_kept(tmp_path):
     assert text.count(br.BEGIN) == 1 and text.count(br.END) == 1
     assert "hand notes" in text and "analysis after the section" in text
     assert text.index(br.NOTES_MARKER) < text.index(br.BEGIN)
+
+
+def _bench_script():
+    if "benchmark_reconstruct" in sys.modules:
+        return sys.modules["benchmark_reconstruct"]
+    spec = importlib.util.spec_from_file_location("benchmark_reconstruct", REPO / "scripts" / "benchmark_reconstruct.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark_reconstruct"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _entry(**acc):
+    return {m: {"sparsity": 0.9, "accuracy": a} for m, a in acc.items()}
+
+
+def test_fixed_table_compares_the_own_allocator_with_the_best_other_method():
+    rr = _script()
+    n = 1000
+    nz = rr.noise(0.7, n)
+    run = {**_run([]), "fixed": {
+        "0.8": _entry(lamp=0.6, snip=0.7, **{"lamp+sgpt": 0.7, "rdsgpt+sgpt": 0.7 + 2 * nz}),
+        # the own allocator is not its own rival: the best *other* method here is SNIP at 0.7
+        "0.9": _entry(lamp=0.5, snip=0.7, **{"lamp+sgpt": 0.6, "rdsgpt+sgpt": 0.7}),
+    }, "fixed_finetuned": {"0.9": {
+        "rdsgpt+sgpt": {"oneshot": 0.7, "accuracy": 0.70 - 2 * nz, "steps": 5},
+        "snip": {"oneshot": 0.7, "accuracy": 0.70, "steps": 5}}}}
+    text = rr.write_section({"runs": [run]})
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| 0.") and "→" not in line}
+    assert rows["0.8"].rstrip(" |").endswith("above") and "SNIP 70.00" in rows["0.8"]
+    assert rows["0.9"].rstrip(" |").endswith("tie") and "| +0.00 |" in rows["0.9"]
+    ft = [line for line in text.splitlines() if "→" in line and line.startswith("| 0.9")]
+    assert len(ft) == 1 and ft[0].rstrip(" |").endswith("below") and "5 AdamW steps" in text
+    pooled = [line for line in text.splitlines() if line.startswith("| m | 0.")]
+    assert [p.split("|")[3].strip() for p in pooled] == ["one-shot", "one-shot", "fine-tuned"]
+    assert "| 1 / 0 / 0 |" in pooled[0] and "| 0 / 0 / 1 |" in pooled[2]
+
+
+def test_without_the_own_allocator_the_fixed_table_has_no_verdict():
+    rr = _script()
+    text = rr.write_section({"runs": [_run([])]})
+    assert "| 0.9 | 50.00 | 60.00 |" in text and "verdict" not in text.split("Fixed global targets")[1]
+    assert "fixed targets against" not in text
+
+
+def test_summaries_of_separate_invocations_merge_per_model_and_seed(tmp_path):
+    rr = _script()
+    front = {**_run([{"front": "recon", "id": "a", "sparsity": 0.9, "test": 0.8, "baselines": {"lamp": 0.7}}]),
+             "command": "c1", "fixed": {}}
+    more = {**_run([{"front": "recon", "id": "a", "sparsity": 0.9, "test": 0.8, "baselines": {"rd+sgpt": 0.75}}]),
+            "command": "c2", "fixed": {"0.9": _entry(lamp=0.5)}}
+    later = {**_run([]), "command": "c3", "fixed": {"0.5": _entry(lamp=0.85), "0.9": _entry(**{"rdsgpt+sgpt": 0.6})},
+             "fixed_finetuned": {"0.9": {"lamp+sgpt": {"oneshot": 0.6, "accuracy": 0.7}}}}
+    other_seed = {**_run([]), "seed": 1, "command": "c4"}
+    for i, r in enumerate((front, more, later, other_seed)):
+        (tmp_path / f"summary_{i}.json").write_text(json.dumps({"runs": [r]}))
+    merged = {(r["model"], r["seed"]): r for r in rr.merge_summaries(tmp_path)}
+    assert set(merged) == {("m", 0), ("m", 1)}
+    m = merged[("m", 0)]
+    assert m["commands"] == ["c1", "c2", "c3"]
+    assert m["rows"][0]["baselines"] == {"lamp": 0.7, "rd+sgpt": 0.75}
+    assert list(m["fixed"]) == ["0.5", "0.9"]  # numeric order, whatever the invocation order
+    assert set(m["fixed"]["0.9"]) == {"lamp", "rdsgpt+sgpt"}
+    assert m["fixed_finetuned"]["0.9"]["lamp+sgpt"]["accuracy"] == 0.7
+
+
+class _FakeBench:
+    """Records what the fixed stage asks for; a method's accuracy is read from a table."""
+
+    ACC = {"lamp": 0.5, "snip": 0.7, "wanda": 0.1}
+
+    def __init__(self):
+        self.calls = []
+
+    def baseline(self, method, target, *, reconstruct, rank_by=None, finetune=False):
+        self.calls.append((method, target, reconstruct, rank_by, finetune))
+        acc = self.ACC.get(method, 0.6) if not reconstruct else 0.8
+        return {"sparsity": target, "accuracy": acc, **({"oneshot": acc, "best_step": 0, "time_s": 0.0} if finetune
+                                                        else {})}
+
+
+def test_fixed_stage_runs_rd_allocations_when_asked_and_fine_tunes_the_strong_ones():
+    br = _bench_script()
+    args = br.parse_args(["--fixed-targets", "0.5,0.9", "--rd", "--rd-own", "--finetune-min", "0.8",
+                          "--finetune-steps", "7"])
+    bench = _FakeBench()
+    fixed = br._fixed("m", 0, bench, args)
+    assert list(fixed) == ["0.5", "0.9"]
+    assert set(fixed["0.9"]) == {"lamp", "snip", "wanda", "wanda_lamp", "sparsegpt", "lamp+sgpt", "erk+sgpt",
+                                 "rd+sgpt", "rdsgpt+sgpt"}
+    bench.calls.clear()
+    ft = br._fixed_finetuned("m", 0, bench, fixed, args)
+    assert list(ft) == ["0.9"]  # 0.5 is below --finetune-min
+    # the reconstructed allocations + the best masking method one-shot there (SNIP), each fine-tuned
+    assert set(ft["0.9"]) == {"rdsgpt+sgpt", "rd+sgpt", "lamp+sgpt", "erk+sgpt", "snip"}
+    assert all(c[4] for c in bench.calls) and ("snip", 0.9, False, None, True) in bench.calls
+    assert all(e["steps"] == 7 for e in ft["0.9"].values())
+    no_rd = br._fixed("m", 0, _FakeBench(), br.parse_args(["--fixed-targets", "0.9"]))
+    assert "rd+sgpt" not in no_rd["0.9"] and "rdsgpt+sgpt" not in no_rd["0.9"]
+
+
+def test_no_pooled_front_table_without_front_rows():
+    rr = _script()
+    assert "All seeds: the reconstructed M&M front" not in rr.write_section({"runs": [_run([])]})
+    row = {"front": "recon", "id": "a", "sparsity": 0.85, "test": 0.8, "baselines": {"lamp": 0.7}}
+    assert "| m | 0 | 1 | 1 | 0 | 0 |" in rr.write_section({"runs": [_run([row])]})
