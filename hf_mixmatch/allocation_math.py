@@ -20,6 +20,7 @@ __all__ = [
     "counts_to_sparsities",
     "fraction",
     "global_threshold",
+    "global_thresholds",
     "round_counts",
     "target_count",
     "waterfill",
@@ -133,37 +134,57 @@ def global_threshold(scores_by_layer: dict[str, torch.Tensor], target: float) ->
     differ, but the count per layer is exact). ``+inf`` scores are never pruned; raise
     :class:`ConfigError` if the target needs them.
     """
-    check_target(target)
+    return global_thresholds(scores_by_layer, (target,))[0]
+
+
+def global_thresholds(scores_by_layer: dict[str, torch.Tensor], targets) -> list[dict[str, float]]:
+    """:func:`global_threshold` at each of ``targets``, from one flat copy of the scores (in the widest float
+    dtype of the layers, at least float32, so every layer's values are kept exactly; float64 for integer
+    scores)."""
+    for target in targets:
+        check_target(target)
     names = list(scores_by_layer)
     if not names:
         raise ConfigError("no prunable layers: nothing to allocate")
     sizes = [scores_by_layer[name].numel() for name in names]
     numels = dict(zip(names, sizes))
     total = sum(sizes)
-    flat = torch.empty(total, dtype=torch.float64)  # one float64 copy of all scores, no more
+    dtype = torch.float32
+    for name in names:  # integer scores: float64, as wide as a copy gets
+        layer_dtype = scores_by_layer[name].dtype
+        dtype = torch.promote_types(dtype, layer_dtype) if layer_dtype.is_floating_point else torch.float64
+    flat = torch.empty(total, dtype=dtype)  # one copy of all scores, no more
     flats = flat.split(sizes)
     for name, view in zip(names, flats):
         view.copy_(scores_by_layer[name].detach().reshape(-1))
         if torch.isnan(view).any():
             raise ConfigError(f"scores of layer {name!r} contain NaN; recompute the signal (check the calibration data)")
-    k = target_count(target, total)
-    if k == 0:
-        return {name: 0.0 for name in names}
-    kth = flat.kthvalue(k).values
-    if torch.isinf(kth) and kth > 0:
-        n_finite = int(torch.isfinite(flat).sum()) + int((flat == -math.inf).sum())
-        raise ConfigError(
-            f"target {target} needs {k} pruned weights but only {n_finite} may be pruned "
-            f"(the rest are protected); lower the target to at most {n_finite / total:.6f}"
-        )
-    below = torch.stack([(f < kth).sum() for f in flats])
-    ties = torch.stack([(f == kth).sum() for f in flats])
-    needed = k - int(below.sum())
-    before = torch.cumsum(ties, 0) - ties
-    take = (needed - before).clamp(min=0)
-    take = torch.minimum(take, ties)
-    counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
-    return counts_to_sparsities(counts, numels)
+    # ascending targets: the k-th smallest score is searched for only among the scores above the previous
+    # target's threshold (``rest``; ``at_or_below`` scores lie at or below it), so each search is over what is left
+    by_target: dict[float, dict[str, float]] = {}
+    rest, at_or_below, kth = flat, 0, None
+    for target in sorted(set(targets)):
+        k = target_count(target, total)
+        if k == 0:
+            by_target[target] = {name: 0.0 for name in names}
+            continue
+        if k > at_or_below:
+            kth = rest.kthvalue(k - at_or_below).values
+        if torch.isinf(kth) and kth > 0:
+            n_finite = int(torch.isfinite(flat).sum()) + int((flat == -math.inf).sum())
+            raise ConfigError(
+                f"target {target} needs {k} pruned weights but only {n_finite} may be pruned "
+                f"(the rest are protected); lower the target to at most {n_finite / total:.6f}"
+            )
+        below = torch.stack([(f < kth).sum() for f in flats])
+        ties = torch.stack([(f == kth).sum() for f in flats])
+        needed = k - int(below.sum())
+        before = torch.cumsum(ties, 0) - ties
+        take = torch.minimum((needed - before).clamp(min=0), ties)
+        counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
+        by_target[target] = counts_to_sparsities(counts, numels)
+        at_or_below, rest = int(below.sum() + ties.sum()), rest[rest > kth]
+    return [by_target[target] for target in targets]
 
 
 # --------------------------------------------------------------------------------------------------

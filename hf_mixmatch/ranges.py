@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .allocation_math import global_thresholds
 from .errors import RangeError
 from .layers import LayerInfo
 
@@ -97,13 +98,6 @@ class RangeTable:
 # -------------------------------------------------------------------------------------------- observed
 
 
-def layer_sparsities_at_global_threshold(scores: dict[str, torch.Tensor], target: float) -> dict[str, float]:
-    """Per-layer sparsity when the ``target`` fraction of all weights with the lowest score is removed."""
-    from .allocation_math import global_threshold
-
-    return global_threshold(scores, target)
-
-
 def observed_ranges(
     layers: list[LayerInfo],
     scores: dict[str, dict[str, torch.Tensor]],
@@ -125,8 +119,8 @@ def observed_ranges(
     runs: dict[str, list[float]] = {layer.name: [] for layer in layers}
     for crit in criteria:
         per = {layer.name: scores[crit][layer.name] for layer in layers}
-        for t in targets:
-            for name, s in layer_sparsities_at_global_threshold(per, t).items():
+        for sparsities in global_thresholds(per, targets):  # one copy of the criterion's scores for every target
+            for name, s in sparsities.items():
                 runs[name].append(s)
     table: dict[str, LayerRange] = {}
     label = "/".join(criteria)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_mixmatch.allocation_math import achieved_sparsity, global_threshold
+from hf_mixmatch.allocation_math import achieved_sparsity, global_threshold, global_thresholds
 from hf_mixmatch.allocators import (
     ALLOCATORS,
     Allocation,
@@ -97,6 +97,50 @@ def test_global_threshold_exact_count_with_ties():
     counts = {n: math.floor(sp[n] * s.numel()) for n, s in scores.items()}
     assert sum(counts.values()) == 11
     assert counts["c"] >= 2
+
+
+def _counts_by_sort(scores, target):
+    """The reference: a stable sort of all scores (layer order, then index), the floor(target * N) lowest pruned."""
+    names = list(scores)
+    flat = torch.cat([scores[n].double().reshape(-1) for n in names])
+    owner = torch.cat([torch.full((scores[n].numel(),), i) for i, n in enumerate(names)])
+    pruned = owner[torch.sort(flat, stable=True).indices[: math.floor(target * flat.numel())]]
+    return {n: int((pruned == i).sum()) for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64])
+def test_global_thresholds_match_a_stable_sort_at_every_target(dtype):
+    g = torch.Generator().manual_seed(3)
+    scores = {"a": (torch.randint(0, 6, (40,), generator=g)).to(dtype),  # heavy ties
+              "b": torch.randn(25, generator=g).mul(3).to(dtype) if dtype != torch.int64
+              else torch.randint(-3, 3, (25,), generator=g),
+              "c": torch.zeros(7, dtype=dtype)}
+    targets = (0.1, 0.3, 0.5, 0.8, 0.95)
+    many = global_thresholds(scores, targets)
+    for target, sp in zip(targets, many):
+        assert sp == global_threshold(scores, target)
+        counts = {n: math.floor(sp[n] * s.numel()) for n, s in scores.items()}
+        assert counts == _counts_by_sort(scores, target)
+
+
+def test_global_thresholds_any_target_order_and_protected_weights():
+    g = torch.Generator().manual_seed(4)
+    scores = {"a": torch.randint(0, 4, (30,), generator=g).float(), "b": torch.randn(20, generator=g)}
+    targets = (0.9, 0.1, 0.5, 0.5, 0.0)
+    assert global_thresholds(scores, targets) == [global_threshold(scores, t) for t in targets]
+    scores["b"][:15] = math.inf  # 35 of 50 may be pruned
+    assert global_thresholds(scores, (0.3, 0.7))[1] == global_threshold(scores, 0.7)
+    with pytest.raises(ConfigError, match="at most 0.700000"):
+        global_thresholds(scores, (0.3, 0.8))
+
+
+def test_global_thresholds_keep_float64_precision():
+    # 1 and 1 + 1e-12 are one float32 value: a float32 copy would tie them and prune by layer order
+    scores = {"a": torch.full((4,), 1.0 + 1e-12, dtype=torch.float64), "b": torch.ones(4, dtype=torch.float64)}
+    sp = global_thresholds(scores, (0.5,))[0]
+    assert sp == {"a": 0.0, "b": 1.0}
+    big = {"a": torch.full((4,), 2 ** 40 + 1, dtype=torch.int64), "b": torch.full((4,), 2 ** 40, dtype=torch.int64)}
+    assert global_thresholds(big, (0.5,))[0] == {"a": 0.0, "b": 1.0}
 
 
 def test_uniform_same_fraction_each_layer():
