@@ -11,14 +11,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _load(name):
+    """``scripts/<name>.py`` as a module (once)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _script():
-    if "recon_report" in sys.modules:
-        return sys.modules["recon_report"]
-    spec = importlib.util.spec_from_file_location("recon_report", REPO / "scripts" / "recon_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["recon_report"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load("recon_report")
 
 
 def _run(rows):
@@ -58,13 +62,7 @@ def test_section_is_replaced_in_place_and_hand_text_kept(tmp_path):
 
 
 def _bench_script():
-    if "benchmark_reconstruct" in sys.modules:
-        return sys.modules["benchmark_reconstruct"]
-    spec = importlib.util.spec_from_file_location("benchmark_reconstruct", REPO / "scripts" / "benchmark_reconstruct.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_reconstruct"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load("benchmark_reconstruct")
 
 
 def _entry(**acc):
