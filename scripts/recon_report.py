@@ -129,14 +129,17 @@ def _fixed_lines(r: dict) -> list[str]:
     ft = r.get("fixed_finetuned") or {}
     if ft:
         steps = next(iter(next(iter(ft.values())).values())).get("steps")
-        methods = list(next(iter(ft.values())))
+        recon = list(dict.fromkeys(m for entry in ft.values() for m in entry if m in OWN or m.endswith("+sgpt")))
         lines += ["", f"Fixed global targets after the same fine-tuning budget ({r['model']}: {steps} AdamW steps, "
-                  "early stopping on the selection split; test accuracy %, one-shot → fine-tuned; the masking column "
-                  "is the best masking method one-shot at that target):", "",
-                  "| target | " + " | ".join(_label(m) for m in methods) + " | best other | Δ | noise | verdict |",
-                  "|" + "---|" * (5 + len(methods))]
+                  "early stopping on the selection split; test accuracy %, one-shot → fine-tuned; best masking: the "
+                  "masking method best one-shot at that target):", "",
+                  "| target | " + " | ".join(_label(m) for m in recon) + " | best masking | best other | Δ | noise | "
+                  "verdict |", "|" + "---|" * (6 + len(recon))]
         for t, entry in ft.items():
-            cells = " | ".join(f"{_pct(entry[m]['oneshot'])} → {_pct(entry[m]['accuracy'])}" for m in methods)
+            cell = lambda e: f"{_pct(e['oneshot'])} → {_pct(e['accuracy'])}" if e else "–"  # noqa: E731
+            masked = [m for m in entry if m not in recon]
+            cells = " | ".join(cell(entry.get(m)) for m in recon) + " | " + (
+                f"{_label(masked[0])} {cell(entry[masked[0]])}" if masked else "–")
             cmp = _own_vs_best(entry, n)
             tail = (f" {_label(cmp[0])} {_pct(cmp[1])} | {100 * cmp[2]:+.2f} | {100 * cmp[3]:.2f} | "
                     f"{_verdict(cmp[2], cmp[3])} |") if cmp else " – | – | – | – |"
