@@ -163,7 +163,8 @@ def global_thresholds(scores_by_layer: dict[str, torch.Tensor], targets) -> list
     # target's threshold (``rest``; ``at_or_below`` scores lie at or below it), so each search is over what is left
     by_target: dict[float, dict[str, float]] = {}
     rest, at_or_below, kth = flat, 0, None
-    for target in sorted(set(targets)):
+    ascending = sorted(set(targets))
+    for i, target in enumerate(ascending):
         k = target_count(target, total)
         if k == 0:
             by_target[target] = {name: 0.0 for name in names}
@@ -183,7 +184,8 @@ def global_thresholds(scores_by_layer: dict[str, torch.Tensor], targets) -> list
         take = torch.minimum((needed - before).clamp(min=0), ties)
         counts = {name: int(b + t) for name, b, t in zip(names, below, take)}
         by_target[target] = counts_to_sparsities(counts, numels)
-        at_or_below, rest = int(below.sum() + ties.sum()), rest[rest > kth]
+        if i + 1 < len(ascending):  # what the next target searches
+            at_or_below, rest = int(below.sum() + ties.sum()), rest[rest > kth]
     return [by_target[target] for target in targets]
 
 

@@ -54,8 +54,7 @@ def write_section(summary: dict) -> str:
         cols = list(dict.fromkeys(c for row in r["rows"] for c in row["baselines"]))
         recon_cols = [c for c in cols if c == "sparsegpt" or c.endswith("+sgpt")]
         if r["rows"]:
-            lines += ["| front | variant | sparsity | M&M test | " + " | ".join(SHORT.get(c.split("+")[0], c) +
-                      (" +SGPT" if c.endswith("+sgpt") else "") for c in cols) + " | best baseline | Δ | noise | verdict |",
+            lines += ["| front | variant | sparsity | M&M test | " + " | ".join(_label(c) for c in cols) + " | best baseline | Δ | noise | verdict |",
                       "|" + "---|" * (8 + len(cols))]
             for row in r["rows"]:
                 bl = row["baselines"]
@@ -67,8 +66,7 @@ def write_section(summary: dict) -> str:
                 cells = [_pct(bl[c]) if c in bl else "–" for c in cols]
                 lines.append(f"| {'M&M+SGPT' if row['front'] == 'recon' else 'M&M one-shot'} | {row['id']} | "
                              f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
-                             f" | {SHORT.get(best_m.split('+')[0], best_m)}{' +SGPT' if best_m.endswith('+sgpt') else ''}"
-                             f" {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
+                             f" | {_label(best_m)} {_pct(pool[best_m])} | {100 * delta:+.2f} | {100 * nz:.2f} | {verdict} |")
         if r.get("finetuned"):
             ft0 = r["finetuned"][0]
             lines += ["", f"After the same fine-tuning budget ({r['model']}, seed {r['seed']}: {ft0['steps']} AdamW steps "
@@ -84,7 +82,7 @@ def write_section(summary: dict) -> str:
                 delta, nz = res["mm"]["accuracy"] - rivals[best], noise(rivals[best], r["n_test"])
                 cell = lambda e: f"{_pct(e['oneshot'])} → {_pct(e['accuracy'])}"  # noqa: E731
                 lines.append(f"| {f['id']} | {f['sparsity']:.3f} | **{cell(res['mm'])}** | {cell(res['lamp+sgpt'])} | "
-                             f"{cell(res['erk+sgpt'])} | {SHORT.get(masked, masked)} {cell(res[masked])} | "
+                             f"{cell(res['erk+sgpt'])} | {_label(masked)} {cell(res[masked])} | "
                              f"{100 * delta:+.2f} | {100 * nz:.2f} | {_verdict(delta, nz)} |")
         if r["fixed"]:
             lines += _fixed_lines(r)
