@@ -246,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The ``hf-mixmatch`` console script and ``python -m hf_mixmatch``: run :func:`main` and exit with its code.
+    An interrupted run was already reported in one line: leave with 130 at once, because a Ctrl-C that landed
+    inside a module import leaves CPython believing the KeyboardInterrupt went unhandled, and it would end the
+    process by SIGINT (-2) instead."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .failure import (check_interrupt, exit_code_for, install_sigint_handler, interrupted,
                           restore_sigint_handler)

@@ -12,9 +12,21 @@ Why it holds: the sample is drawn uniformly without replacement from the N image
 the k discordant images seen are a uniform draw without replacement from the split's discordant images, and
 ``wins`` is hypergeometric. If ``b`` is not more accurate on the split, at most half of those favour ``b``, and
 the Chernoff bound exp(-k KL(p || 1/2)) on the binomial tail also bounds the hypergeometric one (Hoeffding
-1963, section 6). ``delta_test = delta / (decision rounds x P)``, P the number of ordered pairs (a, b) with
-sparsity(b) >= sparsity(a), fixed by the allocations (Bonferroni over every test the race can make): with
-probability >= 1 - delta no wrong drop happens, and since dominance is transitive no variant of the
+1963, section 6).
+
+That bound ignores that the split is finite: once a large part of it has been seen, the unseen rest can
+change little. A second test uses it (finite-population correction). With n of the N images seen, K the
+split's discordant images (unknown): (1) an upper confidence limit K_up from the seen discordant fraction
+(Chernoff-KL on the lower tail of k, which is hypergeometric given K, hence dominated as above), capped by
+k + N - n; (2) Serfling's inequality (1974) for the draw of k of the K discordant images,
+
+    P(wins/k >= 1/2 + t) <= exp(-2 k t^2 / (1 - (k - 1) / K)),   increasing in K, so evaluated at K_up.
+
+``b`` beats ``a`` when the sign test holds at delta_test / 2 or both parts of the second test hold at
+delta_test / 4 each (union bound: at most delta_test in all), or when wins - losses > N - n (certain: the
+unseen images cannot turn it). ``delta_test = delta / (decision rounds x P)``, P the number of ordered pairs
+(a, b) with sparsity(b) >= sparsity(a), fixed by the allocations (Bonferroni over every test the race can
+make): with probability >= 1 - delta no wrong drop happens, and since dominance is transitive no variant of the
 whole-split front is ever dropped. Survivors are evaluated on the whole split; the front is chosen among them.
 
 Without racing (``mode="full"``) the same code evaluates every variant once on the whole split, in order.
@@ -36,14 +48,16 @@ EVAL_MODES = ("full", "racing")
 
 @dataclass(frozen=True)
 class RaceConfig:
-    """Round sizes ``first, first*growth, ...`` up to the whole split; ``delta``: family-wise error of all drops."""
+    """Round sizes ``first, first*growth, ...`` while at most ``last`` of the split, then the whole split;
+    ``delta``: family-wise error of all drops."""
 
     first: int = 256
     growth: float = 1.5
     delta: float = 0.01
+    last: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.first < 2 or self.growth <= 1.0 or not 0.0 < self.delta < 1.0:
+        if self.first < 2 or self.growth <= 1.0 or not 0.0 < self.delta < 1.0 or not 0.0 < self.last < 1.0:
             raise ValueError(f"RaceConfig needs first >= 2, growth > 1, 0 < delta < 1, got {self}")
 
 
@@ -83,10 +97,10 @@ class RaceLog:
 
 
 def schedule(n_total: int, config: RaceConfig) -> list[int]:
-    """Cumulative sample sizes of the rounds; the last is the whole split. A round that would leave less than
-    half of the split unseen is not worth its overhead: small splits get one round (= full evaluation)."""
+    """Cumulative sample sizes of the rounds; the last is the whole split. Partial rounds cover at most
+    ``config.last`` of the split: small splits get one round (= full evaluation)."""
     sizes, n = [], config.first
-    while n <= n_total / 2:
+    while n <= n_total * config.last:
         sizes.append(n)
         n = math.ceil(n * config.growth)
     return sizes + [n_total]
@@ -98,18 +112,47 @@ def sample_order(n_total: int, seed: int) -> list[int]:
     return torch.randperm(n_total, generator=g).tolist()
 
 
-def _kl_half(p: float) -> float:
-    """KL(Bernoulli(p) || Bernoulli(1/2)) in nats."""
-    return sum(x * math.log(2.0 * x) for x in (p, 1.0 - p) if x > 0.0)
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats, elementwise."""
+    return torch.xlogy(p, p / q) + torch.xlogy(1.0 - p, (1.0 - p) / (1.0 - q))
 
 
-def beats(b: torch.Tensor, a: torch.Tensor, delta: float) -> bool:
+def kl_upper(p_hat: torch.Tensor, n: torch.Tensor | int, log_term: float) -> torch.Tensor:
+    """The largest q >= p_hat with n * KL(p_hat || q) <= log_term, elementwise: an upper confidence limit on a
+    fraction (Chernoff-KL on the lower tail of its estimate, level exp(-log_term))."""
+    p_hat = torch.as_tensor(p_hat, dtype=torch.float64)
+    lo, hi = p_hat.clone(), torch.ones_like(p_hat)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        out = n * _kl(p_hat, mid) > log_term
+        lo, hi = torch.where(out, lo, mid), torch.where(out, mid, hi)
+    return hi
+
+
+def significant(wins, losses, n, n_total: int | None, delta: float) -> torch.Tensor:
+    """Elementwise: do ``wins`` (images only b got right) against ``losses`` (only a), among ``n`` images drawn
+    without replacement from a split of ``n_total``, show that b is more accurate than a on the whole split with
+    confidence ``1 - delta``? ``n_total=None``: the sign test alone at ``delta`` (see the module docstring)."""
+    w = torch.as_tensor(wins, dtype=torch.float64)
+    l = torch.as_tensor(losses, dtype=torch.float64)
+    k = w + l
+    t = w / k.clamp(min=1.0) - 0.5
+    sign = k * _kl(t + 0.5, torch.tensor(0.5, dtype=torch.float64))
+    if n_total is None:
+        return (w > l) & (sign >= math.log(1.0 / delta))
+    n = torch.as_tensor(n, dtype=torch.float64)
+    log4 = math.log(4.0 / delta)
+    k_up = torch.floor(kl_upper(k / n, n, log4) * n_total).minimum(k + n_total - n).maximum(k)
+    serfling = 2.0 * k * t * t / (1.0 - (k - 1.0) / k_up.clamp(min=1.0))
+    certain = w - l > n_total - n  # the unseen images cannot turn it
+    return (w > l) & (certain | (sign >= math.log(2.0 / delta)) | (serfling >= log4))
+
+
+def beats(b: torch.Tensor, a: torch.Tensor, delta: float, n_total: int | None = None) -> bool:
     """True when per-image correctness ``b`` is more accurate than ``a`` on the whole split with confidence
-    ``1 - delta`` (sign test on the discordant images, Chernoff tail; see the module docstring)."""
-    wins = int((b & ~a).sum())
-    losses = int((a & ~b).sum())
-    k = wins + losses
-    return wins > losses and k * _kl_half(wins / k) >= math.log(1.0 / delta)
+    ``1 - delta``. ``n_total``: the size of the split the images were drawn from without replacement (enables
+    the finite-population test); None: the sign test alone."""
+    return bool(significant(int((b & ~a).sum()), int((a & ~b).sum()), len(a), n_total, delta))
 
 
 def race(
@@ -143,17 +186,20 @@ def race(
             if per_test is None:  # sparsities are known after the first round, before any decision
                 pairs = sum(a is not b and b.sparsity >= a.sparsity for a in alive for b in alive)
                 per_test = config.delta / max(1, (len(rounds) - 1) * pairs)
-            _drop_dominated(alive, per_test)
+            _drop_dominated(alive, per_test, n_total)
     bar.close()
     return RaceLog(mode=mode, rounds=rounds, delta=config.delta if mode == "racing" else None, lanes=lanes)
 
 
-def _drop_dominated(alive: list[Lane], delta: float) -> None:
-    """Mark each lane beaten with confidence by a lane of equal or higher sparsity (paired, same images)."""
-    for a in alive:
-        for b in alive:
-            if b is a or b.sparsity < a.sparsity:
-                continue
-            if beats(b.hits.top1, a.hits.top1, delta):
-                a.dropped_by = b.id
-                break
+def _drop_dominated(alive: list[Lane], delta: float, n_total: int) -> None:
+    """Mark each lane beaten with confidence by a lane of equal or higher sparsity (paired, same images): the
+    first such lane in race order is recorded. Every pair is tested at once on the same images."""
+    hits = torch.stack([lane.hits.top1.to(torch.float64) for lane in alive])  # lanes x images
+    wins = hits @ (1.0 - hits).T  # [b, a]: images only b got right
+    sparsity = torch.tensor([lane.sparsity for lane in alive], dtype=torch.float64)
+    eligible = (sparsity[:, None] >= sparsity[None, :]) & ~torch.eye(len(alive), dtype=torch.bool)
+    beaten = significant(wins, wins.T, hits.shape[1], n_total, delta) & eligible
+    for j, a in enumerate(alive):
+        by = beaten[:, j].nonzero()
+        if len(by):
+            a.dropped_by = alive[int(by[0])].id

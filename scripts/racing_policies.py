@@ -59,31 +59,22 @@ def record_hits(model: str, dataset: str, eval_samples: int | None) -> dict[str,
     return store
 
 
-def _kl(p: float, q: float) -> float:
-    return sum(a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0)
-
-
 def margin_drop(a: torch.Tensor, b: torch.Tensor, margin: float, delta: float) -> bool:
     """With confidence 1 - delta, acc(a) - acc(b) < margin on the whole split (paired differences in {-1,0,1})."""
     d = a.float() - b.float()
     n, log_term = len(d), math.log(2.0 / delta)
-    rho, lo, hi = float((d != 0).float().mean()), float((d != 0).float().mean()), 1.0
-    for _ in range(40):  # Chernoff-KL upper limit of the discordant fraction (it bounds the variance)
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if n * _kl(rho, mid) > log_term else (mid, hi)
+    hi = racing.kl_upper(float((d != 0).float().mean()), n, log_term)  # the discordant fraction bounds the variance
     t = math.sqrt(2 * hi * log_term / n) + 4 * log_term / (3 * n)  # Bernstein, range 2
     return float(d.mean()) + t < margin
 
 
-def replay(hits, policy: str, *, first=256, growth=1.5, delta=0.01, margin=0.0, seed=0, past_half=False):
+def replay(hits, policy: str, *, first=256, growth=1.5, delta=0.01, last=0.5, margin=0.0, seed=0):
+    """``policy``: "sign" (the sign test alone, as if the split were infinite), "fpc" (the library's test, with
+    the finite-population correction) or "margin"."""
     ids = list(hits)
     sp = {k: hits[k][0] for k in ids}
     n_total = len(hits[ids[0]][1])
-    sizes, n = [], first
-    while n <= (n_total - 1 if past_half else n_total / 2):
-        sizes.append(n)
-        n = math.ceil(n * growth)
-    rounds = sizes + [n_total]
+    rounds = racing.schedule(n_total, racing.RaceConfig(first=first, growth=growth, delta=delta, last=last))
     order = torch.tensor(racing.sample_order(n_total, seed))
     pairs = sum(sp[b] >= sp[a] for a in ids for b in ids if a != b)
     per_test = delta / max(1, (len(rounds) - 1) * pairs)
@@ -99,26 +90,31 @@ def replay(hits, policy: str, *, first=256, growth=1.5, delta=0.01, margin=0.0, 
                 if a == b or sp[b] < sp[a]:
                     continue
                 ha, hb = hits[a][1][idx], hits[b][1][idx]
-                if (racing.beats(hb, ha, per_test) if policy == "sign" else margin_drop(ha, hb, margin, per_test)):
+                if policy == "margin":
+                    drop = margin_drop(ha, hb, margin, per_test)
+                else:
+                    drop = racing.beats(hb, ha, per_test, n_total if policy == "fpc" else None)
+                if drop:
                     dropped.add(a)
                     break
         alive -= dropped
     return sum(seen.values()) / (n_total * len(ids)), alive
 
 
-def oracle(hits, *, delta=0.01) -> tuple[float, float]:
+def oracle(hits, *, delta=0.01, fpc=False) -> tuple[float, float]:
     """Lower bounds on what any exact-front racing rule can save on this population and image order.
 
-    ``clairvoyant``: each variant stops at the first image count (any count, not only round ends) where a
-    one-sided sign test at ``delta`` *without* any multiplicity correction drops it against some variant with
-    equal or higher sparsity (the most generous sign-test racing possible); never-dropped variants see every
-    image. ``front``: only the full-split front's members see every image, every other variant none (the bound of
-    any rule that must certify the front on the whole split)."""
+    ``clairvoyant``: each variant stops at the first image count (any count, not only round ends) where the
+    library's test at ``delta`` *without* any multiplicity correction drops it against some variant with
+    equal or higher sparsity (the most generous racing with that test possible): the sign test alone, or with
+    ``fpc`` the library's finite-population test; never-dropped variants see every image. ``front``: only the
+    full-split front's members see every image, every other variant none (the bound of any rule that must
+    certify the front on the whole split)."""
     ids = list(hits)
     sp = {k: hits[k][0] for k in ids}
     n_total = len(hits[ids[0]][1])
     order = torch.tensor(racing.sample_order(n_total, 0))
-    thr = math.log(1 / delta)
+    n = torch.arange(1, n_total + 1)
     seen = {}
     for a in ids:
         stop = n_total
@@ -127,11 +123,8 @@ def oracle(hits, *, delta=0.01) -> tuple[float, float]:
             if b == a or sp[b] < sp[a]:
                 continue
             hb = hits[b][1][order].long()
-            w, l = torch.cumsum((hb > ha).long(), 0).double(), torch.cumsum((ha > hb).long(), 0).double()
-            k = w + l
-            p = torch.where(k > 0, w / k.clamp(min=1), torch.full_like(k, 0.5)).clamp(1e-12, 1 - 1e-12)
-            kl = p * torch.log(2 * p) + (1 - p) * torch.log(2 * (1 - p))
-            ok = ((w > l) & (k * kl >= thr)).nonzero()
+            w, l = torch.cumsum((hb > ha).long(), 0), torch.cumsum((ha > hb).long(), 0)
+            ok = racing.significant(w, l, n, n_total if fpc else None, delta).nonzero()
             if len(ok):
                 stop = min(stop, int(ok[0]) + 1)
         seen[a] = stop
@@ -157,11 +150,13 @@ def main() -> None:
                    for a in hits)
         print(f"  within {100 * tol:.1f} pt of a variant with equal or higher sparsity: {near}")
     clair, front_only = oracle(hits)
-    print(f"  lower bounds: clairvoyant sign test (stops at the first significant image, no multiplicity "
-          f"correction) {100 * clair:.0f}% of the image evaluations; front members alone {100 * front_only:.0f}%")
-    policies = [("sign", dict(first=f, growth=g, delta=d, past_half=p))
-                for f, g, p in ((256, 1.5, False), (256, 1.5, True), (128, 1.5, True), (256, 1.25, True),
-                                (512, 2.0, True)) for d in (0.01, 0.05)]
+    clair_fpc, _ = oracle(hits, fpc=True)
+    print(f"  lower bounds (stops at the first significant image, no multiplicity correction): clairvoyant sign "
+          f"test {100 * clair:.0f}%, clairvoyant finite-population test {100 * clair_fpc:.0f}% of the image "
+          f"evaluations; front members alone {100 * front_only:.0f}%")
+    policies = [(p, dict(first=f, growth=g, delta=d, last=last))
+                for p in ("sign", "fpc") for f, g in ((256, 1.5), (128, 1.5), (256, 1.25), (512, 2.0))
+                for last in (0.5, 0.75, 0.9) for d in (0.01, 0.05)]
     policies += [("margin", dict(margin=m / 100, delta=d)) for m in (0.0, 0.25, 0.5, 1.0) for d in (0.01, 0.05)]
     for policy, kw in policies:
         frac, alive = replay(hits, policy, **kw)

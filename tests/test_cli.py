@@ -2,6 +2,7 @@
 and one clear error (exit code 2, no traceback, no results.json) per bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +188,28 @@ def test_help_lists_every_option(capsys):
     for opt in ("--dataset", "--output-dir", "--calib-samples", "--eval-samples", "--eval-split", "--calib-split",
                 "--batch-size", "--seed", "--ranges", "--save", "--overwrite", "--baselines", "--finetune-steps"):
         assert opt in text
+
+
+def test_console_script_and_python_m_share_the_entry_that_exits_130_when_interrupted(monkeypatch):
+    """The installed ``hf-mixmatch`` script runs :func:`cli.entry` (as ``python -m`` does): an interrupted run
+    leaves with ``os._exit(130)``, never by the SIGINT CPython re-raises after a Ctrl-C inside an import."""
+    from importlib.metadata import entry_points
+
+    from hf_mixmatch import cli
+
+    (script,) = entry_points(group="console_scripts", name="hf-mixmatch")
+    assert script.value == "hf_mixmatch.cli:entry"
+    assert "entry()" in (Path(cli.__file__).parent / "__main__.py").read_text()
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    for code, caught in ((130, Exited), (0, SystemExit), (2, SystemExit)):
+        monkeypatch.setattr(cli, "main", lambda code=code: code)
+        with pytest.raises(caught) as exc:
+            cli.entry()
+        assert exc.value.args[0] == code if caught is Exited else exc.value.code == code

@@ -1,6 +1,7 @@
 """Racing: a variant is dropped only when the bound says so, the front equals --eval full, N processes = 1."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 
 from hf_mixmatch.evaluate import Hits
 from hf_mixmatch.pareto import pareto_front
-from hf_mixmatch.racing import RaceConfig, beats, race, sample_order, schedule
+from hf_mixmatch.racing import RaceConfig, beats, kl_upper, race, sample_order, schedule
 
 
 def _measurer(population: dict[str, tuple[float, np.ndarray]]):
@@ -43,12 +44,14 @@ def test_sample_order_is_a_seeded_permutation():
     assert a == b and a != c and sorted(a) == list(range(500))
 
 
-def test_sign_test_false_drop_rate_is_at_most_delta():
+@pytest.mark.parametrize("n, finite", [(256, False), (256, True), (1500, True), (1900, True)])
+def test_false_drop_rate_is_at_most_delta(n, finite):
     """Drawn without replacement from a split where b is NOT more accurate than a, ``beats`` says it is in at
-    most delta of the draws; a clear difference is detected; no discordant image, no verdict."""
+    most delta of the draws — with the finite-population test too, up to 95% of the split seen; a clear
+    difference is detected; no discordant image, no verdict."""
     rng = np.random.default_rng(0)
-    n_total, n, delta, trials = 2000, 256, 0.2, 3000
-    for favour_b, favour_a in ((300, 300), (300, 310)):
+    n_total, delta, trials = 2000, 0.2, 3000
+    for favour_b, favour_a in ((300, 300), (300, 310), (40, 41)):
         a = np.zeros(n_total, bool)
         b = np.zeros(n_total, bool)
         b[:favour_b] = True
@@ -57,7 +60,7 @@ def test_sign_test_false_drop_rate_is_at_most_delta():
         wrong = 0
         for _ in range(trials):
             idx = rng.permutation(n_total)[:n]
-            wrong += beats(torch.as_tensor(b[idx]), torch.as_tensor(a[idx]), delta)
+            wrong += beats(torch.as_tensor(b[idx]), torch.as_tensor(a[idx]), delta, n_total if finite else None)
         assert wrong / trials <= delta
     a = torch.zeros(n, dtype=torch.bool)
     b = torch.zeros(n, dtype=torch.bool)
@@ -65,6 +68,31 @@ def test_sign_test_false_drop_rate_is_at_most_delta():
     assert beats(b, a, 1e-6) and not beats(a, b, 0.5) and not beats(a, a, 0.5)
     b[:12] = False  # 48 vs 0 discordant: 48 * ln 2 = 33 nats
     assert beats(b, a, 1e-14) and not beats(b, a, 1e-15)
+
+
+def test_finite_population_test_decides_what_the_sign_test_cannot():
+    """10,000 images, 400 discordant (b right on 230, a on 170): after 8,000 images (184 vs 136) the sign test
+    alone is at 3.6 nats, short of ln(1/delta) = 4.6; the unseen fifth of the split can hold at most ~90 of the
+    discordant images (upper limit) and Serfling's bound makes it significant."""
+    n_total, n = 10_000, 8000
+    a = torch.zeros(n, dtype=torch.bool)
+    b = torch.zeros(n, dtype=torch.bool)
+    b[:184] = True
+    a[184:320] = True
+    assert not beats(b, a, 0.01) and beats(b, a, 0.01, n_total)
+    assert not beats(a, b, 0.01, n_total)
+    # certain: 15 wins, no loss, 10 images unseen; at 1e-30 only the count argument can decide it
+    a, b = torch.zeros(990, dtype=torch.bool), torch.zeros(990, dtype=torch.bool)
+    b[:15] = True
+    assert beats(b, a, 1e-30, 1000) and not beats(b, a, 1e-30, 1020)
+
+
+def test_kl_upper_limit():
+    q = kl_upper(torch.tensor([0.0, 0.04, 0.5, 1.0], dtype=torch.float64), 1000, math.log(100))
+    assert q[3] == 1.0 and (q[:3] > torch.tensor([0.0, 0.04, 0.5], dtype=torch.float64)).all()
+    p = torch.tensor([0.0, 0.04, 0.5], dtype=torch.float64)
+    kl = torch.xlogy(p, p / q[:3]) + torch.xlogy(1 - p, (1 - p) / (1 - q[:3]))
+    assert torch.allclose(1000 * kl, torch.full_like(kl, math.log(100)), rtol=1e-6)
 
 
 def test_constructed_case_naive_early_stop_would_drop_a_front_variant_racing_keeps_it():
