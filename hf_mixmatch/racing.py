@@ -54,7 +54,7 @@ class RaceConfig:
     first: int = 256
     growth: float = 1.5
     delta: float = 0.01
-    last: float = 0.5
+    last: float = 0.75
 
     def __post_init__(self) -> None:
         if self.first < 2 or self.growth <= 1.0 or not 0.0 < self.delta < 1.0 or not 0.0 < self.last < 1.0:
@@ -90,15 +90,19 @@ class RaceLog:
         seen = sum(lane.samples for lane in self.lanes.values())
         n_total = self.rounds[-1] if self.rounds else 0
         return {"mode": self.mode, "rounds": self.rounds, "delta": self.delta,
-                "bound": None if self.mode == "full" else "sign test on discordant images (Chernoff-KL tail), "
-                                                          "Bonferroni over pairs x rounds",
+                "bound": None if self.mode == "full" else "sign test on discordant images (Chernoff-KL tail) or "
+                                                          "its finite-population form (Serfling), Bonferroni over "
+                                                          "pairs x rounds",
                 "images_evaluated": seen, "images_if_full": n_total * len(self.lanes),
                 "dropped": sum(lane.dropped_by is not None for lane in self.lanes.values())}
 
 
 def schedule(n_total: int, config: RaceConfig) -> list[int]:
     """Cumulative sample sizes of the rounds; the last is the whole split. Partial rounds cover at most
-    ``config.last`` of the split: small splits get one round (= full evaluation)."""
+    ``config.last`` of the split, and a split under twice the first round gets one round (= full evaluation):
+    a first round that leaves less than half of the split unseen is not worth its overhead."""
+    if config.first > n_total / 2:
+        return [n_total]
     sizes, n = [], config.first
     while n <= n_total * config.last:
         sizes.append(n)
@@ -191,15 +195,23 @@ def race(
     return RaceLog(mode=mode, rounds=rounds, delta=config.delta if mode == "racing" else None, lanes=lanes)
 
 
+def dominators(hits: torch.Tensor, sparsity: Sequence[float], n_total: int | None, delta: float) -> list[int | None]:
+    """For each row of ``hits`` (variants x images, per-image correctness on the same images), the first
+    variant of equal or higher sparsity that beats it with confidence (:func:`significant`), or None. Every
+    pair is tested at once."""
+    h = hits.to(torch.float64)
+    wins = h @ (1.0 - h).T  # [b, a]: images only b got right
+    sp = torch.as_tensor(list(sparsity), dtype=torch.float64)
+    eligible = (sp[:, None] >= sp[None, :]) & ~torch.eye(len(sp), dtype=torch.bool)
+    beaten = significant(wins, wins.T, h.shape[1], n_total, delta) & eligible
+    first = [beaten[:, j].nonzero() for j in range(len(sp))]
+    return [int(f[0]) if len(f) else None for f in first]
+
+
 def _drop_dominated(alive: list[Lane], delta: float, n_total: int) -> None:
     """Mark each lane beaten with confidence by a lane of equal or higher sparsity (paired, same images): the
-    first such lane in race order is recorded. Every pair is tested at once on the same images."""
-    hits = torch.stack([lane.hits.top1.to(torch.float64) for lane in alive])  # lanes x images
-    wins = hits @ (1.0 - hits).T  # [b, a]: images only b got right
-    sparsity = torch.tensor([lane.sparsity for lane in alive], dtype=torch.float64)
-    eligible = (sparsity[:, None] >= sparsity[None, :]) & ~torch.eye(len(alive), dtype=torch.bool)
-    beaten = significant(wins, wins.T, hits.shape[1], n_total, delta) & eligible
-    for j, a in enumerate(alive):
-        by = beaten[:, j].nonzero()
-        if len(by):
-            a.dropped_by = alive[int(by[0])].id
+    first such lane in race order is recorded."""
+    hits = torch.stack([lane.hits.top1 for lane in alive])
+    for a, by in zip(alive, dominators(hits, [lane.sparsity for lane in alive], n_total, delta)):
+        if by is not None:
+            a.dropped_by = alive[by].id

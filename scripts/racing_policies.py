@@ -78,27 +78,23 @@ def replay(hits, policy: str, *, first=256, growth=1.5, delta=0.01, last=0.5, ma
     order = torch.tensor(racing.sample_order(n_total, seed))
     pairs = sum(sp[b] >= sp[a] for a in ids for b in ids if a != b)
     per_test = delta / max(1, (len(rounds) - 1) * pairs)
-    alive, seen = set(ids), dict.fromkeys(ids, 0)
+    alive, seen = sorted(ids), dict.fromkeys(ids, 0)
     for n in rounds:
         for k in alive:
             seen[k] = n
         if n == n_total:
             break
-        idx, dropped = order[:n], set()
-        for a in sorted(alive):
-            for b in sorted(alive):
-                if a == b or sp[b] < sp[a]:
-                    continue
-                ha, hb = hits[a][1][idx], hits[b][1][idx]
-                if policy == "margin":
-                    drop = margin_drop(ha, hb, margin, per_test)
-                else:
-                    drop = racing.beats(hb, ha, per_test, n_total if policy == "fpc" else None)
-                if drop:
-                    dropped.add(a)
-                    break
-        alive -= dropped
-    return sum(seen.values()) / (n_total * len(ids)), alive
+        idx = order[:n]
+        if policy == "margin":
+            dropped = {a for a in alive if any(a != b and sp[b] >= sp[a] and
+                                               margin_drop(hits[a][1][idx], hits[b][1][idx], margin, per_test)
+                                               for b in alive)}
+        else:
+            by = racing.dominators(torch.stack([hits[k][1][idx] for k in alive]), [sp[k] for k in alive],
+                                   n_total if policy == "fpc" else None, per_test)
+            dropped = {a for a, b in zip(alive, by) if b is not None}
+        alive = [k for k in alive if k not in dropped]
+    return sum(seen.values()) / (n_total * len(ids)), set(alive)
 
 
 def oracle(hits, *, delta=0.01, fpc=False) -> tuple[float, float]:
@@ -138,8 +134,16 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--eval-samples", type=int, default=None)
+    ap.add_argument("--hits", default=None, help="a file keeping the recorded per-image results: read when it "
+                                                 "exists, written otherwise (replay other policies without "
+                                                 "evaluating again)")
     args = ap.parse_args()
-    hits = record_hits(args.model, args.dataset, args.eval_samples)
+    if args.hits and Path(args.hits).exists():
+        hits = torch.load(args.hits)
+    else:
+        hits = record_hits(args.model, args.dataset, args.eval_samples)
+        if args.hits:
+            torch.save(hits, args.hits)
     acc = {k: float(h.float().mean()) for k, (_, h) in hits.items()}
     rows = [{"id": k, "sparsity": s, "accuracy": acc[k]} for k, (s, _) in hits.items()]
     full_front = pareto_front(rows)

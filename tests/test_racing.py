@@ -34,8 +34,10 @@ def _full_front(population):
 
 def test_schedule_grows_and_small_splits_get_one_round():
     assert schedule(10_000, RaceConfig(growth=2)) == [256, 512, 1024, 2048, 4096, 10_000]
-    assert schedule(10_000, RaceConfig()) == [256, 384, 576, 864, 1296, 1944, 2916, 4374, 10_000]
-    assert schedule(359, RaceConfig()) == [359]  # a round must leave half of the split unseen to pay off
+    assert schedule(10_000, RaceConfig()) == [256, 384, 576, 864, 1296, 1944, 2916, 4374, 6561, 10_000]
+    assert schedule(10_000, RaceConfig(last=0.5)) == [256, 384, 576, 864, 1296, 1944, 2916, 4374, 10_000]
+    assert schedule(359, RaceConfig()) == [359]  # a first round must leave half of the split unseen to pay off
+    assert schedule(512, RaceConfig()) == [256, 384, 512]
     assert schedule(1000, RaceConfig(first=100, growth=3)) == [100, 300, 1000]
 
 
@@ -121,7 +123,7 @@ def test_constructed_case_naive_early_stop_would_drop_a_front_variant_racing_kee
 
     measure, _ = _measurer(population)
     log = race(list(population), measure, n_total, config=RaceConfig(), seed=seed)
-    assert log.rounds == [256, 384, 576, 864, 2000]
+    assert log.rounds == [256, 384, 576, 864, 1296, 2000]
     assert log.lanes["front"].dropped_by is None and log.lanes["front"].samples == n_total
     assert log.lanes["weak"].dropped_by in ("front", "sparser") and log.lanes["weak"].samples == first
     assert pareto_front([{"id": k, "sparsity": population[k][0], "accuracy": log.lanes[k].hits.metrics()["accuracy"]}
