@@ -71,53 +71,70 @@ def batch_iter(dataset, indices: Sequence[int] | None, batch_size: int):
 
 
 class BatchSizeProbe:
-    """Batch sizes for one pass: each candidate (smallest first) gets one untimed warm-up batch (a new shape
-    builds new kernels), then is timed over ``PROBE_IMAGES`` images or one batch; probing stops once a size
-    is >25% slower per image than the best so far, then the fastest per image is used. A short last batch is
-    not a measurement (small splits probe fewer sizes)."""
+    """Batch size and input layout for one pass: each candidate size (smallest first) gets one untimed warm-up
+    batch (a new shape builds new kernels), then is timed over ``PROBE_IMAGES`` images or one batch; probing
+    stops once a size is >25% slower per image than the best so far. Then, when ``layouts`` offers more than
+    one (NHWC inputs for a convolutional model on the CPU: faster for most, slower for some), the best size is
+    timed in the other layout the same way. The fastest per image is used. A short last batch is not a
+    measurement (small splits probe less)."""
 
     PROBE_IMAGES = 256
 
-    def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES):
+    def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES, layouts: Sequence[bool] = (False,)):
         cands = sorted({int(c) for c in candidates})
-        self.smallest = cands[0]
-        self.plan = [(c, timed) for c in cands
-                     for timed in (False, *[True] * max(1, math.ceil(self.PROBE_IMAGES / c)))]
-        self.per_image: dict[int, float] = {}
-        self._sum: dict[int, list[float]] = {}
+        self.smallest, self.layouts = cands[0], tuple(dict.fromkeys(layouts))
+        self.plan = [(c, timed, self.layouts[0]) for c in cands for timed in self._passes(c)]
+        self.per_image: dict[tuple[int, bool], float] = {}
+        self._sum: dict[tuple[int, bool], list[float]] = {}
+        self._layouts_left = list(self.layouts[1:])
+
+    def _passes(self, size: int) -> tuple[bool, ...]:
+        return (False, *[True] * max(1, math.ceil(self.PROBE_IMAGES / size)))
+
+    @property
+    def best(self) -> tuple[int, bool]:
+        """(batch size, NHWC inputs) of the fastest per image measured so far."""
+        return min(self.per_image, key=self.per_image.get) if self.per_image else (self.smallest, self.layouts[0])
 
     @property
     def choice(self) -> int:
-        return min(self.per_image, key=self.per_image.get) if self.per_image else self.smallest
+        return self.best[0]
 
-    def next_size(self) -> int:
-        return self.plan[0][0] if self.plan else self.choice
+    @property
+    def channels_last(self) -> bool:
+        return self.best[1]
+
+    def next(self) -> tuple[int, bool]:
+        return self.plan[0][::2] if self.plan else self.best
 
     def record(self, size: int, n: int, seconds: float) -> None:
         if not self.plan:
             return
-        _, timed = self.plan.pop(0)
+        _, timed, nhwc = self.plan.pop(0)
         if n < size:
-            self.plan = []
+            self.plan, self._layouts_left = [], []
             return
         if not timed:
             return
-        acc = self._sum.setdefault(size, [0.0, 0])
+        acc = self._sum.setdefault((size, nhwc), [0.0, 0])
         acc[0] += seconds
         acc[1] += n
-        if self.plan and self.plan[0] == (size, True):
+        if self.plan and self.plan[0] == (size, True, nhwc):
             return  # more batches of this size to time
-        self.per_image[size] = acc[0] / acc[1]
-        if self.per_image[size] > 1.25 * min(self.per_image.values()):
-            self.plan = []
+        self.per_image[(size, nhwc)] = acc[0] / acc[1]
+        if self.per_image[(size, nhwc)] > 1.25 * min(self.per_image.values()):
+            self.plan = [e for e in self.plan if e[2] != nhwc]  # this layout's larger sizes are not worth it
+        if not self.plan and self._layouts_left:
+            size, layout = self.choice, self._layouts_left.pop(0)
+            self.plan = [(size, timed, layout) for timed in self._passes(size)]
 
 
 class _Fixed:
-    def __init__(self, size: int):
-        self.size = int(size)
+    def __init__(self, size: int, channels_last: bool):
+        self.size, self.channels_last = int(size), bool(channels_last)
 
-    def next_size(self) -> int:
-        return self.size
+    def next(self) -> tuple[int, bool]:
+        return self.size, self.channels_last
 
     def record(self, size: int, n: int, seconds: float) -> None:
         pass
@@ -132,13 +149,12 @@ def _shards(n: int, world: int) -> list[tuple[int, int]]:
 @torch.no_grad()
 def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, progress, desc):
     """``(n, 2)`` int32 rows [top-1 hit, top-5 hit] for ``indices`` on this process and the k of top-k
-    (None without images); ``sizes`` gives each batch size and is told how long each batch took."""
-    channels_last = wants_channels_last(model, device)
+    (None without images); ``sizes`` gives each batch's size and layout and is told how long it took."""
     clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: robust to a busy machine
     rows, pos, k = [], 0, None
     with tqdm(total=len(indices), desc=desc, unit="img", leave=False, disable=not progress) as bar:
         while pos < len(indices):
-            size = sizes.next_size()
+            size, channels_last = sizes.next()
             chunk = indices[pos : pos + size]
             t0 = clock()
             x, y = read_batch(dataset, chunk)
@@ -168,17 +184,22 @@ def predict_hits(
     forward: Callable = default_forward,
     progress: bool = False,
     desc: str = "evaluate",
+    channels_last: bool | None = None,
 ) -> Hits:
-    """Per-image correctness of ``model`` on ``dataset[indices]`` (default: all, in order)."""
+    """Per-image correctness of ``model`` on ``dataset[indices]`` (default: all, in order). ``channels_last``:
+    feed NHWC batches (None: on CUDA for a convolutional model, :func:`precision.wants_channels_last`)."""
     indices = range(len(dataset)) if indices is None else indices
     n = len(indices)
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     start, stop = _shards(n, world)[rank]
-    sizes = batch_size if isinstance(batch_size, BatchSizeProbe) else _Fixed(batch_size)
+    device = next(model.parameters()).device
+    if not isinstance(batch_size, BatchSizeProbe):
+        nhwc = wants_channels_last(model, device) if channels_last is None else channels_last
+        batch_size = _Fixed(batch_size, nhwc)
+    sizes = batch_size
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     is_main = accelerator is None or accelerator.is_main_process
     try:
         local, k = _local_hits(model, dataset, indices[start:stop], sizes, device=device, precision=precision,
@@ -209,17 +230,19 @@ def evaluate(
     forward: Callable = default_forward,
     progress: bool = False,
     desc: str = "evaluate",
+    channels_last: bool | None = None,
 ) -> dict[str, float | int | None]:
     """``{"accuracy": top-1, "top5": top-5 or None (fewer than 5 classes), "samples": n}``."""
     return predict_hits(model, dataset, indices, batch_size=batch_size, accelerator=accelerator, precision=precision,
-                        forward=forward, progress=progress, desc=desc).metrics()
+                        forward=forward, progress=progress, desc=desc, channels_last=channels_last).metrics()
 
 
-def agree_batch_size(probe: BatchSizeProbe, accelerator=None) -> int:
-    """The probe's choice on the main process, shared with every process (so all run the same batches)."""
-    choice = [probe.choice]
+def agree_batch_size(probe: BatchSizeProbe, accelerator=None) -> tuple[int, bool]:
+    """The probe's (batch size, NHWC inputs) on the main process, shared with every process (so all run the
+    same batches)."""
+    choice = [probe.best]
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
         broadcast_object_list(choice, from_process=0)
-    return int(choice[0])
+    return int(choice[0][0]), bool(choice[0][1])

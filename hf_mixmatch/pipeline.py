@@ -17,6 +17,7 @@ from . import __version__
 from .data import PreparedData, load_data
 from .errors import ConfigError
 from .evaluate import BatchSizeProbe, agree_batch_size, evaluate
+from .precision import layout_candidates
 from .layers import LayerInfo, list_prunable, used_by_forward
 from .masks import WeightStash, apply_sparsities
 from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
@@ -135,10 +136,12 @@ def run_mixmatch(
 
     data, resident = make_resident(data, acc.device, mode=config.eval_resident)  # CUDA: images uploaded once
     t0 = time.perf_counter()
-    probe = BatchSizeProbe() if config.eval_batch_size is None else config.eval_batch_size
+    layouts = layout_candidates(model, acc.device)
+    probe = BatchSizeProbe(layouts=layouts) if config.eval_batch_size is None else config.eval_batch_size
     dense = evaluate(model, data.eval, batch_size=probe, accelerator=acc, precision=precision,
-                     progress=config.progress and is_main, desc="evaluate dense")
-    eval_batch_size = agree_batch_size(probe, acc) if isinstance(probe, BatchSizeProbe) else probe
+                     progress=config.progress and is_main, desc="evaluate dense", channels_last=layouts[0])
+    eval_batch_size, nhwc = (agree_batch_size(probe, acc) if isinstance(probe, BatchSizeProbe)
+                             else (probe, layouts[0]))
     timings["dense_eval_s"] = time.perf_counter() - t0
 
     scores, skipped = _scores(config, model, layers, data, acc, out, timings, precision)
@@ -150,7 +153,8 @@ def run_mixmatch(
     # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
     t0, cpu0 = time.perf_counter(), time.process_time()
     stash = WeightStash(model, layers)
-    measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision)
+    measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision,
+                        channels_last=nhwc)
     allocations: dict[str, tuple[dict, dict]] = {}
     same_as: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -228,9 +232,10 @@ def run_mixmatch(
         "labels": data.labels,
         "skipped_images": data.skipped_images,
         "seed": config.seed,
-        "evaluation": {**race_log.to_dict(), "batch_size": eval_batch_size, "precision": precision,
-                       "resident": resident,
-                       "batch_size_probe": {} if isinstance(probe, int) else {str(k): t for k, t in probe.per_image.items()}},
+        "evaluation": {**race_log.to_dict(), "batch_size": eval_batch_size, "channels_last": nhwc,
+                       "precision": precision, "resident": resident,
+                       "batch_size_probe": {} if isinstance(probe, int) else
+                       {f"{size}{'-nhwc' if cl else ''}": t for (size, cl), t in probe.per_image.items()}},
         "hf_mixmatch_version": __version__,
         "run_id": uuid.uuid4().hex[:8],  # short id in the names of pushed repos (hub.repo_name_for)
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},

@@ -2,7 +2,8 @@
 
 Weights stay float32 (masks, stash and saved variants are unchanged); autocast only lowers the precision
 of the matmuls/convolutions inside a forward pass, and every score and accuracy is accumulated in fp32.
-On CUDA, batches of convolutional models are fed channels_last (NHWC), which cuDNN runs fastest.
+On CUDA, batches of convolutional models are fed channels_last (NHWC), which cuDNN runs fastest; on the CPU
+NHWC is faster for most convolutional models (ResNets 1.2-1.4x) and slower for some (VGG), so a run probes it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
     if torch.device(device).type != "cuda":
         return False
     return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+
+
+def layout_candidates(model: nn.Module, device: torch.device | str) -> tuple[bool, ...]:
+    """Input layouts worth probing (False: NCHW, True: NHWC): NHWC on CUDA for a convolutional model, both on
+    the CPU for a convolutional model, NCHW otherwise."""
+    if sum(isinstance(m, nn.Conv2d) for m in model.modules()) <= 1:
+        return (False,)
+    return (True,) if torch.device(device).type == "cuda" else (False, True)
 
 
 def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:

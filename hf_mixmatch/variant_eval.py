@@ -53,6 +53,7 @@ class Measurer:
     accelerator: object = None
     batch_size: int = 256
     precision: str = "fp32"
+    channels_last: bool | None = None  # NHWC batches (None: precision.wants_channels_last)
 
     @contextlib.contextmanager
     def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, apply=apply_sparsities):
@@ -66,7 +67,7 @@ class Measurer:
 
     def hits(self, dataset, indices: Sequence[int] | None = None) -> Hits:
         return predict_hits(self.model, dataset, indices, batch_size=self.batch_size, accelerator=self.accelerator,
-                            precision=self.precision)
+                            precision=self.precision, channels_last=self.channels_last)
 
     def measure(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, dataset, *,
                 apply=apply_sparsities) -> dict:
@@ -74,7 +75,7 @@ class Measurer:
         with self.applied(sparsities, score, apply):
             overall, per_layer = measure_sparsity(self.model, self.layers)
             metrics = evaluate(self.model, dataset, batch_size=self.batch_size, accelerator=self.accelerator,
-                               precision=self.precision)
+                               precision=self.precision, channels_last=self.channels_last)
         return {"sparsity": overall, **metrics, "layers": per_layer, "target_layers": dict(sparsities)}
 
 

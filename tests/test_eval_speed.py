@@ -12,6 +12,7 @@ from hf_mixmatch.cli import main
 from hf_mixmatch.evaluate import (BatchSizeProbe, _shards, agree_batch_size, batch_iter, evaluate, predict_hits,
                                   read_batch)
 from hf_mixmatch.models import logits
+from hf_mixmatch.precision import layout_candidates
 
 
 def _data(n=37, num_classes=4, size=16, seed=0):
@@ -124,19 +125,45 @@ def test_probe_picks_the_fastest_per_image_and_stops_when_sizes_get_slower():
     probe = BatchSizeProbe((64, 128, 256, 512))
     sizes = []
     while probe.plan:
-        size = probe.next_size()
+        size, nhwc = probe.next()
+        assert not nhwc
         sizes.append(size)
         timed = probe.plan[0][1]
         probe.record(size, size, per_image[size] * size if timed else 99.0)  # warm-up batches: not measurements
     assert sizes == [64] * 5 + [128] * 3 + [256] * 2  # a warm-up batch, then 256 images (or one batch) per size
-    assert probe.per_image == pytest.approx({64: 10e-3, 128: 7.8e-3, 256: 10e-3})
-    assert probe.next_size() == 128 and probe.choice == 128
+    assert probe.per_image == pytest.approx({(64, False): 10e-3, (128, False): 7.8e-3, (256, False): 10e-3})
+    assert probe.next() == (128, False) and probe.choice == 128
     short = BatchSizeProbe((8, 16))
     for _ in range(33):  # warm-up + 32 batches of 8 = 256 images
         short.record(8, 8, 0.8)
     short.record(16, 5, 0.1)  # a short last batch is not a measurement
-    assert short.per_image == {8: pytest.approx(0.1)} and short.choice == 8 and not short.plan
-    assert agree_batch_size(short) == 8
+    assert short.per_image == {(8, False): pytest.approx(0.1)} and short.choice == 8 and not short.plan
+    assert agree_batch_size(short) == (8, False)
+
+
+@pytest.mark.parametrize("nhwc_per_image, expected", [(6e-3, True), (9e-3, False)])
+def test_probe_then_times_the_other_layout_at_the_best_size(nhwc_per_image, expected):
+    per_image = {(64, False): 10e-3, (128, False): 7.8e-3, (256, False): 8e-3, (512, False): 9e-3,
+                 (128, True): nhwc_per_image}
+    probe = BatchSizeProbe((64, 128, 256, 512), layouts=(False, True))
+    seen = []
+    while probe.plan:
+        size, nhwc = probe.next()
+        seen.append((size, nhwc))
+        timed = probe.plan[0][1]
+        probe.record(size, size, per_image[(size, nhwc)] * size if timed else 99.0)
+    assert seen[-3:] == [(128, True)] * 3 and (128, True) not in seen[:-3]  # warm-up + 2 timed, at the best size
+    assert probe.best == ((128, True) if expected else (128, False)) and probe.channels_last is expected
+    assert probe.next() == probe.best
+
+
+def test_nhwc_inputs_give_the_same_hits_and_the_run_records_the_layout():
+    model, data = tiny_transformers("resnet", num_labels=4), _data()
+    expected = _plain_top1(model, data)
+    assert torch.equal(predict_hits(model, data, batch_size=16, channels_last=True).top1, expected)
+    assert layout_candidates(model, "cpu") == (False, True) and layout_candidates(model, "cuda") == (True,)
+    vit = tiny_transformers("vit", num_labels=4)
+    assert layout_candidates(vit, "cpu") == (False,) == layout_candidates(vit, "cuda")
 
 
 def test_run_records_the_probed_or_given_eval_batch_size(tmp_path, image_dataset):

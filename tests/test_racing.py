@@ -185,8 +185,11 @@ def test_racing_front_equals_full_front_on_the_embedded_model(tmp_path):
     raced = run_mixmatch(_digits_config(tmp_path / "race", eval="racing"), loaded=loaded).results
     assert raced["pareto"] == full["pareto"]
     probe = raced["evaluation"]["batch_size_probe"]  # candidates timed on the dense model, fastest per image chosen
-    assert {"64", "128"} <= set(probe) <= {"64", "128", "256", "512"}
-    assert raced["evaluation"]["batch_size"] == int(min(probe, key=probe.get))
+    sizes = {"64", "128", "256", "512"}
+    assert {"64", "128"} <= set(probe) <= sizes | {f"{s}-nhwc" for s in sizes}  # a conv model: NHWC probed too
+    best = min(probe, key=probe.get)
+    assert raced["evaluation"]["batch_size"] == int(best.split("-")[0])
+    assert raced["evaluation"]["channels_last"] == best.endswith("-nhwc")
     by_id = {v["id"]: v for v in full["variants"]}
     dropped = [v for v in raced["variants"] if v.get("dropped_by")]
     assert dropped, "nothing was raced out: the test would not show anything"
