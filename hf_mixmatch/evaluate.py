@@ -71,25 +71,35 @@ def batch_iter(dataset, indices: Sequence[int] | None, batch_size: int):
 
 
 class BatchSizeProbe:
-    """Batch size and input layout for one pass: each candidate size (smallest first) gets one untimed warm-up
-    batch (a new shape builds new kernels), then is timed over ``PROBE_IMAGES`` images or one batch; probing
-    stops once a size is >25% slower per image than the best so far. Then, when ``layouts`` offers more than
-    one (NHWC inputs for a convolutional model on the CPU: faster for most, slower for some), the best size is
-    timed in the other layout the same way. The fastest per image is used. A short last batch is not a
-    measurement (small splits probe less)."""
+    """Batch size and input layout for one pass, timed on its first batches. With more than one ``layouts``
+    (NHWC inputs for a convolutional model on the CPU: faster for most, slower for some), the smallest size is
+    first timed in each layout over ``LAYOUT_IMAGES`` images after an untimed warm-up batch, and the faster
+    layout is kept. Then each larger candidate size gets one untimed warm-up batch (a new shape builds new
+    kernels) and is timed over ``PROBE_IMAGES`` images or one batch; probing stops once a size is >25% slower
+    per image than the best so far. The fastest per image is used. A short last batch is not a measurement
+    (small splits probe less)."""
 
     PROBE_IMAGES = 256
+    LAYOUT_IMAGES = 64
 
     def __init__(self, candidates: Sequence[int] = EVAL_BATCH_CANDIDATES, layouts: Sequence[bool] = (False,)):
         cands = sorted({int(c) for c in candidates})
         self.smallest, self.layouts = cands[0], tuple(dict.fromkeys(layouts))
-        self.plan = [(c, timed, self.layouts[0]) for c in cands for timed in self._passes(c)]
         self.per_image: dict[tuple[int, bool], float] = {}
         self._sum: dict[tuple[int, bool], list[float]] = {}
-        self._layouts_left = list(self.layouts[1:])
+        if len(self.layouts) > 1:
+            self._sizes_left = cands[1:]
+            self.plan = [(self.smallest, t, lay) for lay in self.layouts
+                         for t in self._passes(self.smallest, self.LAYOUT_IMAGES)]
+        else:
+            self._sizes_left = []
+            self.plan = self._size_plan(cands, self.layouts[0])
 
-    def _passes(self, size: int) -> tuple[bool, ...]:
-        return (False, *[True] * max(1, math.ceil(self.PROBE_IMAGES / size)))
+    def _passes(self, size: int, images: int) -> tuple[bool, ...]:
+        return (False, *[True] * max(1, math.ceil(images / size)))
+
+    def _size_plan(self, sizes: Sequence[int], layout: bool) -> list[tuple[int, bool, bool]]:
+        return [(c, t, layout) for c in sizes for t in self._passes(c, self.PROBE_IMAGES)]
 
     @property
     def best(self) -> tuple[int, bool]:
@@ -112,7 +122,7 @@ class BatchSizeProbe:
             return
         _, timed, nhwc = self.plan.pop(0)
         if n < size:
-            self.plan, self._layouts_left = [], []
+            self.plan, self._sizes_left = [], []
             return
         if not timed:
             return
@@ -122,11 +132,11 @@ class BatchSizeProbe:
         if self.plan and self.plan[0] == (size, True, nhwc):
             return  # more batches of this size to time
         self.per_image[(size, nhwc)] = acc[0] / acc[1]
-        if self.per_image[(size, nhwc)] > 1.25 * min(self.per_image.values()):
-            self.plan = [e for e in self.plan if e[2] != nhwc]  # this layout's larger sizes are not worth it
-        if not self.plan and self._layouts_left:
-            size, layout = self.choice, self._layouts_left.pop(0)
-            self.plan = [(size, timed, layout) for timed in self._passes(size)]
+        layouts_done = not self._sizes_left and not any(e[0] == self.smallest for e in self.plan)
+        if layouts_done and self.per_image[(size, nhwc)] > 1.25 * min(self.per_image.values()):
+            self.plan = []  # larger sizes are not worth trying
+        if not self.plan and self._sizes_left:
+            self.plan, self._sizes_left = self._size_plan(self._sizes_left, self.channels_last), []
 
 
 class _Fixed:

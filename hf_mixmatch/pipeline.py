@@ -17,7 +17,7 @@ from . import __version__
 from .data import PreparedData, load_data
 from .errors import ConfigError
 from .evaluate import BatchSizeProbe, agree_batch_size, evaluate
-from .precision import layout_candidates
+from .precision import layout_candidates, warn_if_emulated
 from .layers import LayerInfo, list_prunable, used_by_forward
 from .masks import WeightStash, apply_sparsities
 from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
@@ -295,9 +295,10 @@ def run_mixmatch(
 
 def _precision(config: PruneConfig, acc) -> str:
     """--precision, else the accelerator's mixed precision (``accelerate launch --mixed_precision bf16``)."""
-    if config.precision is not None:
-        return config.precision
-    return {"bf16": "bf16", "fp16": "fp16"}.get(str(getattr(acc, "mixed_precision", "no")), "fp32")
+    precision = config.precision if config.precision is not None else \
+        {"bf16": "bf16", "fp16": "fp16"}.get(str(getattr(acc, "mixed_precision", "no")), "fp32")
+    warn_if_emulated(precision, acc.device)
+    return precision
 
 
 def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict,

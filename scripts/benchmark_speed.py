@@ -183,7 +183,8 @@ def save_224_models(root: Path) -> dict[str, Path]:
 def benchmark_cases(args, tmp: Path, models: dict, dataset) -> tuple[dict, object]:
     """(name -> model path, dataset): the 224 px models and generated photos for ``--case 224``, else as given."""
     if args.case == "224":
-        return save_224_models(tmp), generated_photos(tmp / "photos", n_test=args.photos, n_train=args.calib_samples)
+        chosen = {k: v for k, v in save_224_models(tmp).items() if args.arch in ("all", k.split("/")[1])}
+        return chosen, generated_photos(tmp / "photos", n_test=args.photos, n_train=args.calib_samples)
     return models, dataset
 
 
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--photos", type=int, default=256, help="224 px case: generated evaluation photos")
+    ap.add_argument("--arch", choices=("all", "resnet50", "swin-tiny"), default="all", help="224 px case: which model")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ranges", default="observed")
     ap.add_argument("--signals", default="magnitude,gradient,hybrid")

@@ -141,10 +141,13 @@ def test_probe_picks_the_fastest_per_image_and_stops_when_sizes_get_slower():
     assert agree_batch_size(short) == (8, False)
 
 
-@pytest.mark.parametrize("nhwc_per_image, expected", [(6e-3, True), (9e-3, False)])
-def test_probe_then_times_the_other_layout_at_the_best_size(nhwc_per_image, expected):
-    per_image = {(64, False): 10e-3, (128, False): 7.8e-3, (256, False): 8e-3, (512, False): 9e-3,
-                 (128, True): nhwc_per_image}
+@pytest.mark.parametrize("nhwc_per_image, expected", [(6e-3, True), (11e-3, False)])
+def test_probe_chooses_the_layout_first_then_sizes_in_it(nhwc_per_image, expected):
+    """The layout is timed at the smallest size (warm-up + 64 images each), then the larger sizes in the
+    faster layout only; a 359-image split still gets its layout measured."""
+    nchw = {64: 10e-3, 128: 7.8e-3, 256: 8e-3, 512: 9e-3}
+    per_image = {**{(k, False): v for k, v in nchw.items()},
+                 **{(k, True): v * nhwc_per_image / 10e-3 for k, v in nchw.items()}}
     probe = BatchSizeProbe((64, 128, 256, 512), layouts=(False, True))
     seen = []
     while probe.plan:
@@ -152,9 +155,14 @@ def test_probe_then_times_the_other_layout_at_the_best_size(nhwc_per_image, expe
         seen.append((size, nhwc))
         timed = probe.plan[0][1]
         probe.record(size, size, per_image[(size, nhwc)] * size if timed else 99.0)
-    assert seen[-3:] == [(128, True)] * 3 and (128, True) not in seen[:-3]  # warm-up + 2 timed, at the best size
-    assert probe.best == ((128, True) if expected else (128, False)) and probe.channels_last is expected
-    assert probe.next() == probe.best
+    assert seen[:4] == [(64, False), (64, False), (64, True), (64, True)]
+    assert {lay for _, lay in seen[4:]} == {expected} and [s for s, _ in seen[4:]] == [128] * 3 + [256] * 2 + [512] * 2
+    assert probe.best == (128, expected) and probe.channels_last is expected and probe.next() == probe.best
+    small = BatchSizeProbe((64, 128), layouts=(False, True))
+    for n in (64, 64, 64, 64, 103):  # 359 images: the 128 warm-up batch is short
+        size, nhwc = small.next()
+        small.record(size, n, 0.5 if nhwc else 1.0)
+    assert small.best == (64, True) and not small.plan
 
 
 def test_nhwc_inputs_give_the_same_hits_and_the_run_records_the_layout():

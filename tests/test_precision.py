@@ -39,10 +39,10 @@ def test_unknown_precision_is_refused(bad, tmp_path, capsys):
 
 
 def test_precision_follows_the_accelerator_unless_given():
-    acc = types.SimpleNamespace(mixed_precision="bf16")
+    acc = types.SimpleNamespace(mixed_precision="bf16", device=torch.device("cpu"))
     assert _precision(PruneConfig(model="default"), acc) == "bf16"  # accelerate launch --mixed_precision bf16
     assert _precision(PruneConfig(model="default", precision="fp32"), acc) == "fp32"
-    assert _precision(PruneConfig(model="default"), types.SimpleNamespace(mixed_precision="no")) == "fp32"
+    assert _precision(PruneConfig(model="default"), types.SimpleNamespace(mixed_precision="no", device="cpu")) == "fp32"
 
 
 def test_channels_last_only_for_conv_models_on_cuda():
@@ -98,3 +98,23 @@ def test_a_bf16_run_records_its_precision_and_does_not_reuse_fp32_scores(tmp_pat
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["evaluation"]["precision"] == "bf16" and res["config"]["precision"] == "bf16"
     assert res["timings"]["scoring_cached"] is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_reduced_precision_on_the_cpu_is_warned_once_in_one_line(native, monkeypatch):
+    import warnings
+
+    from hf_mixmatch import precision as prec
+
+    monkeypatch.setattr(prec, "cpu_supports", lambda p: p == "fp32" or native)
+    acc = types.SimpleNamespace(mixed_precision="no", device=torch.device("cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _precision(PruneConfig(model="m", output_dir="o", precision="bf16"), acc) == "bf16"
+        assert _precision(PruneConfig(model="m", output_dir="o", precision="fp32"), acc) == "fp32"
+    msgs = [str(w.message) for w in caught]
+    if native:
+        assert msgs == []
+    else:
+        assert len(msgs) == 1 and "emulated" in msgs[0] and "--precision fp32" in msgs[0] and "\n" not in msgs[0]
+    assert prec.cpu_supports("fp32")
