@@ -74,10 +74,11 @@ class BatchSizeProbe:
     """Batch size and input layout for one pass, timed on its first batches. With more than one ``layouts``
     (NHWC inputs for a convolutional model on the CPU: faster for most, slower for some), the smallest size is
     first timed in each layout over ``LAYOUT_IMAGES`` images after an untimed warm-up batch, and the faster
-    layout is kept. Then each larger candidate size gets one untimed warm-up batch (a new shape builds new
-    kernels) and is timed over ``PROBE_IMAGES`` images or one batch; probing stops once a size is >25% slower
-    per image than the best so far. The fastest per image is used. A short last batch is not a measurement
-    (small splits probe less)."""
+    layout is kept; the other layouts are timed on *replayed* batches (the first images again, their results
+    discarded), so a split of two batches still gets its layout measured. Then each larger candidate size gets
+    one untimed warm-up batch (a new shape builds new kernels) and is timed over ``PROBE_IMAGES`` images or one
+    batch; probing stops once a size is >25% slower per image than the best so far. The fastest per image is
+    used. A short batch is not a measurement (small splits probe less)."""
 
     PROBE_IMAGES = 256
     LAYOUT_IMAGES = 64
@@ -89,10 +90,11 @@ class BatchSizeProbe:
         self._sum: dict[tuple[int, bool], list[float]] = {}
         if len(self.layouts) > 1:
             self._sizes_left = cands[1:]
-            self.plan = [(self.smallest, t, lay) for lay in self.layouts
+            self.plan = [(self.smallest, t, lay) for lay in (*self.layouts[1:], self.layouts[0])
                          for t in self._passes(self.smallest, self.LAYOUT_IMAGES)]
+            self._replays = len(self.plan) - len(self._passes(self.smallest, self.LAYOUT_IMAGES))
         else:
-            self._sizes_left = []
+            self._sizes_left, self._replays = [], 0
             self.plan = self._size_plan(cands, self.layouts[0])
 
     def _passes(self, size: int, images: int) -> tuple[bool, ...]:
@@ -117,12 +119,20 @@ class BatchSizeProbe:
     def next(self) -> tuple[int, bool]:
         return self.plan[0][::2] if self.plan else self.best
 
+    @property
+    def replay(self) -> bool:
+        """Is the next batch a replay (timed only: the images are evaluated again by a later batch)?"""
+        return self._replays > 0 and bool(self.plan)
+
     def record(self, size: int, n: int, seconds: float) -> None:
         if not self.plan:
             return
         _, timed, nhwc = self.plan.pop(0)
-        if n < size:
-            self.plan, self._sizes_left = [], []
+        self._replays = max(0, self._replays - 1)
+        if n < size:  # the split ends here
+            if (self.smallest, self.layouts[0]) not in self.per_image:  # layouts not compared: use the first
+                self.per_image = {k: v for k, v in self.per_image.items() if k[1] == self.layouts[0]}
+            self.plan, self._sizes_left, self._replays = [], [], 0
             return
         if not timed:
             return
@@ -140,6 +150,8 @@ class BatchSizeProbe:
 
 
 class _Fixed:
+    replay = False
+
     def __init__(self, size: int, channels_last: bool):
         self.size, self.channels_last = int(size), bool(channels_last)
 
@@ -165,6 +177,7 @@ def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, p
     with tqdm(total=len(indices), desc=desc, unit="img", leave=False, disable=not progress) as bar:
         while pos < len(indices):
             size, channels_last = sizes.next()
+            replay = sizes.replay
             chunk = indices[pos : pos + size]
             t0 = clock()
             x, y = read_batch(dataset, chunk)
@@ -176,6 +189,9 @@ def _local_hits(model, dataset, indices, sizes, *, device, precision, forward, p
             if getattr(sizes, "plan", None) and device.type == "cuda":  # this batch is timed
                 torch.cuda.synchronize(device)
             sizes.record(size, len(chunk), clock() - t0)
+            if replay:  # a layout timed on these images: they are evaluated by the next batch
+                rows.pop()
+                continue
             pos += len(chunk)
             bar.update(len(chunk))
     if not rows:

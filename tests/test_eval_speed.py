@@ -155,7 +155,7 @@ def test_probe_chooses_the_layout_first_then_sizes_in_it(nhwc_per_image, expecte
         seen.append((size, nhwc))
         timed = probe.plan[0][1]
         probe.record(size, size, per_image[(size, nhwc)] * size if timed else 99.0)
-    assert seen[:4] == [(64, False), (64, False), (64, True), (64, True)]
+    assert seen[:4] == [(64, True), (64, True), (64, False), (64, False)]  # NHWC on replayed batches first
     assert {lay for _, lay in seen[4:]} == {expected} and [s for s, _ in seen[4:]] == [128] * 3 + [256] * 2 + [512] * 2
     assert probe.best == (128, expected) and probe.channels_last is expected and probe.next() == probe.best
     small = BatchSizeProbe((64, 128), layouts=(False, True))
@@ -163,6 +163,20 @@ def test_probe_chooses_the_layout_first_then_sizes_in_it(nhwc_per_image, expecte
         size, nhwc = small.next()
         small.record(size, n, 0.5 if nhwc else 1.0)
     assert small.best == (64, True) and not small.plan
+
+
+@pytest.mark.parametrize("n", [3, 20, 128])
+def test_replayed_layout_batches_leave_the_hits_unchanged(n, monkeypatch):
+    """The other layout is timed on replayed batches (the first images again): hits equal a plain loop at any
+    split size, even a split under one batch; a 2-batch split still gets both layouts timed; a split too
+    small to time the first layout keeps it (an uncompared layout is never chosen)."""
+    model, data = tiny_transformers("resnet", num_labels=4), _data(n=n)
+    expected = _plain_top1(model, data)
+    probe = BatchSizeProbe((16, 32), layouts=(False, True))
+    assert torch.equal(predict_hits(model, data, batch_size=probe).top1, expected)
+    timed_layouts = {nhwc for _, nhwc in probe.per_image}
+    assert timed_layouts == ({False, True} if n >= 32 else set())
+    assert probe.channels_last is (n >= 32 and probe.per_image[(16, True)] < probe.per_image[(16, False)])
 
 
 def test_nhwc_inputs_give_the_same_hits_and_the_run_records_the_layout():
