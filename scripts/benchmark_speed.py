@@ -97,12 +97,13 @@ def bench_case(name: str, loaded, data, args, data_select=None) -> dict:
     run_s = cpu["full"]  # the whole run_mixmatch call: dense + probe, scoring, ranges, variants, report
     n_eval = data.eval_samples
     precision, hits = {}, {}
-    for p in ("fp32", "bf16"):
+    for p in ("fp32", "bf16") if args.bf16 else ():
         t0 = time.process_time()
         hits[p] = predict_hits(model, data.eval, batch_size=full["evaluation"]["batch_size"], precision=p,
                                channels_last=full["evaluation"]["channels_last"])
         precision[p] = {"top1": hits[p].metrics()["accuracy"], "images_per_s": n_eval / (time.process_time() - t0)}
-    precision["same_correctness"] = float((hits["fp32"].top1 == hits["bf16"].top1).float().mean())
+    if args.bf16:
+        precision["same_correctness"] = float((hits["fp32"].top1 == hits["bf16"].top1).float().mean())
     return {
         "case": name, "threads": torch.get_num_threads(), "eval_samples": n_eval, "calib_samples": len(data.calib),
         "variants": len(full["variants"]), "unique_variants": unique, **floor, "floor_s": floor_s,
@@ -198,6 +199,8 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--photos", type=int, default=256, help="224 px case: generated evaluation photos")
+    ap.add_argument("--no-bf16", dest="bf16", action="store_false",
+                    help="skip the bf16-vs-fp32 comparison (slow on a CPU without bf16 instructions)")
     ap.add_argument("--arch", choices=("all", "resnet50", "swin-tiny"), default="all", help="224 px case: which model")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ranges", default="observed")
@@ -255,9 +258,10 @@ def main() -> None:
                   f"{r['run_variants_s']:.1f}s = {r['ratio_select_to_full_eval']:.2f}x; front {r['select_front']} vs "
                   f"full {r['full_front']}" + "".join(f"\n    {d}" for d in r["select_front_differences"]))
         p = r["precision"]
-        print(f"  dense top-1 fp32 {p['fp32']['top1']:.4f} vs bf16 {p['bf16']['top1']:.4f} "
-              f"(same per-image correctness on {100 * p['same_correctness']:.1f}% of the images; "
-              f"{p['fp32']['images_per_s']:.0f} vs {p['bf16']['images_per_s']:.0f} img/s on CPU)")
+        if p:
+            print(f"  dense top-1 fp32 {p['fp32']['top1']:.4f} vs bf16 {p['bf16']['top1']:.4f} "
+                  f"(same per-image correctness on {100 * p['same_correctness']:.1f}% of the images; "
+                  f"{p['fp32']['images_per_s']:.0f} vs {p['bf16']['images_per_s']:.0f} img/s on CPU)")
 
 
 if __name__ == "__main__":
