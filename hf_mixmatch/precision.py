@@ -51,20 +51,23 @@ def autocast(precision: str, device: torch.device | str):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
-    """True for a convolutional model on CUDA (NHWC inputs make cuDNN pick its fast kernels). A single Conv2d
-    is a patch embedding (ViT, Swin): not a convolutional model."""
-    if torch.device(device).type != "cuda":
-        return False
+def _is_convolutional(model: nn.Module) -> bool:
+    """More than one Conv2d: a single one is a patch embedding (ViT, Swin), not a convolutional model."""
     return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
 
 def layout_candidates(model: nn.Module, device: torch.device | str) -> tuple[bool, ...]:
-    """Input layouts worth probing (False: NCHW, True: NHWC): NHWC on CUDA for a convolutional model, both on
-    the CPU for a convolutional model, NCHW otherwise."""
-    if sum(isinstance(m, nn.Conv2d) for m in model.modules()) <= 1:
+    """Input layouts worth probing (False: NCHW, True: NHWC): NHWC on CUDA for a convolutional model (cuDNN
+    picks its fast kernels), both on the CPU for a convolutional model, NCHW otherwise."""
+    if not _is_convolutional(model):
         return (False,)
     return (True,) if torch.device(device).type == "cuda" else (False, True)
+
+
+def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
+    """The layout to use without probing: NHWC only where it is the sole candidate (a convolutional model on
+    CUDA)."""
+    return layout_candidates(model, device) == (True,)
 
 
 def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = False) -> torch.Tensor:

@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--select-samples", type=int, default=1000)
     p.add_argument("--test-samples", type=int, default=None, help="first N test images (default: all 10000)")
+    p.add_argument("--extra-test", type=int, default=0, help="add the last N training images (never trained on; "
+                   "calibration and selection then come from training images 20000..60000-N) to the test pool: "
+                   "a narrower noise band")
     p.add_argument("--min-sparsity", type=float, default=0.5, help="front members below this are not re-tested")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--fixed-targets", default="0.5,0.7,0.8,0.9")
@@ -97,7 +100,8 @@ def run_model(name: str, seed: int, args) -> dict:
     from hf_mixmatch.data import PreparedData
 
     model_dir = Path(args.models_dir) / name
-    calib, select, test = splits(args.fmnist_root, seed, args.calib_samples, args.select_samples, args.test_samples)
+    calib, select, test = splits(args.fmnist_root, seed, args.calib_samples, args.select_samples, args.test_samples,
+                                 args.extra_test)
     bench = Bench(model_dir, calib, select, test, args)
     out = Path(args.runs_dir) / name / f"seed{seed}"
     data = PreparedData(calib=calib, eval=select, dataset="fashion_mnist", calib_split="train[20000:]",
@@ -108,7 +112,7 @@ def run_model(name: str, seed: int, args) -> dict:
     dense, n_test = {"test": bench.evaluate(test)}, len(test)
     # a fixed-targets-only invocation may use another test size: its own keys, so merging keeps the fronts' ones
     sizes = {"dense": dense, "n_test": n_test} if "fronts" in stages else {"fixed_dense": dense, "fixed_n_test": n_test}
-    summary = {"model": name, "seed": seed, **sizes, "batch_size": args.batch_size,
+    summary = {"model": name, "seed": seed, **sizes, "extra_test": args.extra_test, "batch_size": args.batch_size,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:

@@ -18,13 +18,21 @@ from train_reference import preprocess
 # --------------------------------------------------------------------------------------------------- data
 
 
-def splits(root: str, seed: int, calib: int, select: int, test: int | None):
+def splits(root: str, seed: int, calib: int, select: int, test: int | None, extra_test: int = 0):
     """Calibration and selection from training images 20000.. (the reference models train on the first 20000),
-    disjoint, drawn with ``seed``; test: the first ``test`` test images."""
+    disjoint, drawn with ``seed``; test: the first ``test`` test images. ``extra_test``: the last ``extra_test``
+    training images (never trained on) join the test pool, and calibration / selection are drawn from
+    20000..60000-extra_test, so the pool never overlaps them: a larger held-out pool from the same distribution
+    narrows the noise band of every comparison."""
     x_u8, y = read_split("train", root)
-    pool = 20000 + torch.randperm(len(x_u8) - 20000, generator=torch.Generator().manual_seed(seed)).numpy()
+    end = len(x_u8) - extra_test
+    if extra_test < 0 or end - 20000 < calib + select:
+        raise SystemExit(f"--extra-test must be in 0..{len(x_u8) - 20000 - calib - select}, got {extra_test}")
+    pool = 20000 + torch.randperm(end - 20000, generator=torch.Generator().manual_seed(seed)).numpy()
     ci, si = pool[:calib], pool[calib : calib + select]
     xt, yt = read_split("test", root, samples=test)
+    if extra_test:
+        xt, yt = np.concatenate([xt, x_u8[end:]]), np.concatenate([np.asarray(yt), np.asarray(y)[end:]])
 
     def ds(x, labels):
         return TensorDataset(preprocess(x), torch.from_numpy(np.asarray(labels, dtype=np.int64)))

@@ -162,3 +162,29 @@ def test_no_pooled_front_table_without_front_rows():
     assert "All seeds: the reconstructed M&M front" not in rr.write_section({"runs": [_run([])]})
     row = {"front": "recon", "id": "a", "sparsity": 0.85, "test": 0.8, "baselines": {"lamp": 0.7}}
     assert "| m | 0 | 1 | 1 | 0 | 0 |" in rr.write_section({"runs": [_run([row])]})
+
+
+def test_extra_test_pool_never_overlaps_training_calibration_or_selection(monkeypatch):
+    """``--extra-test N``: the last N training images join the test pool; calibration and selection are drawn
+    from training images 20000..end-N only (the label of each fake image is its index, so overlaps show)."""
+    import numpy as np
+
+    bench = _load("recon_bench")
+    n_train, n_test = 20400, 30
+
+    def fake_read_split(split, root, samples=None):
+        n = n_train if split == "train" else n_test
+        labels = np.arange(n) if split == "train" else -1 - np.arange(n)
+        return np.zeros((n, 28, 28), dtype=np.uint8), labels[:samples]
+
+    monkeypatch.setattr(bench, "read_split", fake_read_split)
+    calib, select, test = bench.splits("unused", 3, 50, 100, None, extra_test=200)
+    c, s, t = (set(ds.tensors[1].tolist()) for ds in (calib, select, test))
+    assert len(c) == 50 and len(s) == 100 and not c & s
+    assert all(20000 <= i < n_train - 200 for i in c | s)
+    assert t == set(range(-n_test, 0)) | set(range(n_train - 200, n_train)) and len(test) == n_test + 200
+    # without the extra pool the draw may use every training image past 20000, and test is the test split alone
+    _, _, test0 = bench.splits("unused", 3, 50, 100, None)
+    assert set(test0.tensors[1].tolist()) == set(range(-n_test, 0))
+    with pytest.raises(SystemExit, match="--extra-test"):
+        bench.splits("unused", 3, 50, 100, None, extra_test=300)

@@ -263,3 +263,25 @@ def test_assemble_benchmarks_replaces_included_pages_only(tmp_path):
     assert ab.assemble(new, docs=tmp_path) == new  # idempotent
     with pytest.raises(SystemExit, match="does not exist"):
         ab.assemble(overview.replace("PAGE.md", "MISSING.md"), docs=tmp_path)
+
+
+# ---------------------------------------------------------------- scripts/benchmark_layout.py
+
+def test_layout_benchmark_times_both_layouts_on_the_models_own_input():
+    """The embedded model is timed at the shape its own preprocessing produces, and a timm name at ``--size``;
+    both layouts give the same predictions (the benchmark compares like with like)."""
+    bl = _load_script("benchmark_layout")
+    model, shape, _ = bl._model_and_input("default", 0)
+    from hf_mixmatch.models import load_model
+    from PIL import Image
+
+    assert shape == tuple(load_model("default").preprocess([Image.new("RGB", (50, 70))]).shape[1:])
+    from hf_mixmatch.models import logits
+
+    x = torch.randn(3, *shape)
+    with torch.inference_mode():
+        nhwc = x.contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(logits(model, x), logits(model, nhwc), atol=1e-4)
+    row = bl.measure("resnet18", size=32, images=4, batch=2, repeats=1, weights=True)
+    assert row["input"] == [3, 32, 32] and row["convs"] == 20 and row["images"] == 4
+    assert row["nchw_img_per_s"] > 0 and row["speedup_nhwc_inputs"] > 0 and "speedup_nhwc_weights" in row
