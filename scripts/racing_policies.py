@@ -158,6 +158,12 @@ def main() -> None:
     print(f"  lower bounds (stops at the first significant image, no multiplicity correction): clairvoyant sign "
           f"test {100 * clair:.0f}%, clairvoyant finite-population test {100 * clair_fpc:.0f}% of the image "
           f"evaluations; front members alone {100 * front_only:.0f}%")
+    sp = [s for s, _ in hits.values()]
+    pairs = sum(b >= a for i, a in enumerate(sp) for j, b in enumerate(sp) if i != j)
+    decisions = len(racing.schedule(n_total, racing.RaceConfig())) - 1
+    for label, d in (("pairs", 0.01 / pairs), ("pairs x decision rounds", 0.01 / (pairs * decisions))):
+        print(f"  clairvoyant finite-population test at the race's Bonferroni level over {label} "
+              f"(delta = 0.01 / {round(0.01 / d)}): {100 * oracle(hits, delta=d, fpc=True)[0]:.1f}%")
     policies = [(p, dict(first=f, growth=g, delta=d, last=last))
                 for p in ("sign", "fpc") for f, g in ((256, 1.5), (128, 1.5), (256, 1.25), (512, 2.0))
                 for last in (0.5, 0.75, 0.9) for d in (0.01, 0.05)]
