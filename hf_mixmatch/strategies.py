@@ -137,7 +137,13 @@ SIGNAL_STRATEGIES.add("signal_max")
 # reference strategy's overall sparsity, every layer clipped to its range. With reconstruction-aware curves
 # (--rd-distortion sparsegpt) this is the allocation the reconstructed model pays least for; the interpolating
 # strategies only reach it at the ranges' ends. Added to the default set when the run has curves.
-CURVE_STRATEGIES: tuple[str, ...] = ("rd_balanced", "rd_p70", "rd_p90")
+# One per interpolating strategy whose overall sparsity leaves RD/DP any freedom (at conservative's / aggressive's
+# every layer sits at its range's end, so the clipped DP is that strategy itself): the front then has the
+# reconstruction-aware allocation at every sparsity the family visits, not only at three of them.
+CURVE_REFERENCES: dict[str, str] = {"rd_p30": "percentile_30", "rd_balanced": "balanced", "rd_p70": "percentile_70",
+                                    "rd_p90": "percentile_90", "rd_param_proportional": "param_proportional",
+                                    "rd_late_heavy": "late_heavy", "rd_early_heavy": "early_heavy"}
+CURVE_STRATEGIES: tuple[str, ...] = tuple(CURVE_REFERENCES)
 
 
 def _curve_strategy(reference: str) -> Strategy:
@@ -152,7 +158,7 @@ def _curve_strategy(reference: str) -> Strategy:
     return fn
 
 
-for _name, _ref in zip(CURVE_STRATEGIES, ("balanced", "percentile_70", "percentile_90")):
+for _name, _ref in CURVE_REFERENCES.items():
     register(_name, f"RD/DP allocation on the run's distortion curves at {_ref}'s overall sparsity, every layer "
                     "clipped to its range (needs --ranges rd)")(_curve_strategy(_ref))
 

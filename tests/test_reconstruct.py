@@ -145,6 +145,33 @@ def test_candidate_rule_is_non_dominated_depth():
     assert reconstruction_candidates(pts, 2) == ["a", "b", "c", "e"]
 
 
+def test_run_candidates_add_curve_variants_and_twins_of_a_reconstructed_allocation():
+    """Rule 1 alone would skip the curve strategies' variants (built for reconstruction, poor when masked) and
+    leave a masked twin (same allocation, another signal) to compete with its own reconstruction."""
+    from types import SimpleNamespace
+
+    from hf_mixmatch.reconstruct_stage import candidates
+
+    layers = [SimpleNamespace(name="l0"), SimpleNamespace(name="l1")]
+
+    def var(vid, strategy, acc, alloc):
+        return {"id": vid, "strategy": strategy, "sparsity": sum(alloc) / 2, "accuracy": acc,
+                "target_layers": {"l0": alloc[0], "l1": alloc[1]}}
+
+    alive = [var("act-balanced", "balanced", 0.90, (0.5, 0.7)), var("mag-balanced", "balanced", 0.89, (0.5, 0.7)),
+             var("act-rd_balanced", "rd_balanced", 0.40, (0.3, 0.9)),  # dominated masked: not rule 1's
+             var("mag-rd_balanced", "rd_balanced", 0.35, (0.3, 0.9)),
+             var("act-conservative", "conservative", 0.95, (0.2, 0.2)),
+             var("act-aggressive", "aggressive", 0.20, (0.9, 0.9))]
+    sgpt = SimpleNamespace(reconstruct_depth=1, ranges="rd", rd_distortion="sparsegpt")
+    got = candidates(alive, sgpt, layers)
+    assert got[:3] == ["act-balanced", "act-conservative", "act-aggressive"]  # rule 1: the one-shot front
+    assert set(got[3:]) == {"act-rd_balanced", "mag-rd_balanced", "mag-balanced"} and len(got) == 6
+    magnitude_curves = SimpleNamespace(reconstruct_depth=1, ranges="rd", rd_distortion="magnitude")
+    assert candidates(alive, magnitude_curves, layers) == ["act-balanced", "act-conservative", "act-aggressive",
+                                                           "mag-balanced"]
+
+
 def test_pipeline_reconstructs_candidates_and_saves_what_it_evaluated(tmp_path, image_dataset):
     from hf_mixmatch.evaluate import evaluate
     from hf_mixmatch.models import load_model

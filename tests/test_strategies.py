@@ -122,8 +122,10 @@ def _curves(seed: int):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("name, reference", [("rd_balanced", "balanced"), ("rd_p70", "percentile_70"),
-                                             ("rd_p90", "percentile_90")])
+@pytest.mark.parametrize("name, reference", [("rd_p30", "percentile_30"), ("rd_balanced", "balanced"),
+                                             ("rd_p70", "percentile_70"), ("rd_p90", "percentile_90"),
+                                             ("rd_param_proportional", "param_proportional"),
+                                             ("rd_late_heavy", "late_heavy"), ("rd_early_heavy", "early_heavy")])
 def test_curve_strategies_are_the_dp_at_the_reference_sparsity_clipped_to_the_ranges(seed, name, reference):
     from hf_mixmatch.rd_dp import rd_strategy
 
@@ -147,8 +149,8 @@ def test_curve_strategies_need_curves_and_join_the_default_set_only_with_rd_rang
     from hf_mixmatch.config import PruneConfig
 
     assert PruneConfig(model="m", output_dir="o").strategies == DEFAULT_STRATEGIES
-    assert PruneConfig(model="m", output_dir="o", ranges="rd").strategies[-3:] == CURVE_STRATEGIES
-    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").strategies[-3:] == CURVE_STRATEGIES
+    assert PruneConfig(model="m", output_dir="o", ranges="rd").strategies[-len(CURVE_STRATEGIES):] == CURVE_STRATEGIES
+    assert PruneConfig(model="m", output_dir="o", reconstruct="sparsegpt").strategies[-len(CURVE_STRATEGIES):] == CURVE_STRATEGIES
     assert PruneConfig(model="m", output_dir="o", ranges="rd", strategies=("balanced",)).strategies == ("balanced",)
     with pytest.raises(ConfigError, match="add --ranges rd"):
         PruneConfig(model="m", output_dir="o", strategies=("rd_p90",))
