@@ -25,25 +25,26 @@ def _curves_reconstructed(config) -> bool:
     return config.ranges == "rd" and config.rd_distortion == "sparsegpt"
 
 
-def candidates(alive: list[dict], config, layers) -> list[str]:
+def candidates(unique: list[dict], config, layers) -> list[str]:
     """The variants to reconstruct, in order:
 
     1. the one-shot rule (:func:`reconstruct.reconstruction_candidates`: the first ``reconstruct_depth``
-       non-dominated layers by masked accuracy);
-    2. with reconstruction-aware curves, every curve-strategy variant: those allocations are built for
-       reconstruction (least SparseGPT distortion at their sparsity), so their *masked* accuracy, which rule 1
-       ranks by, says little about them (on the Fashion-MNIST ResNet, RD at 95% sparsity masks to 52–57% but reconstructs to 87%);
+       non-dominated layers by masked accuracy, among the variants racing kept);
+    2. with reconstruction-aware curves, every curve-strategy variant, raced out or not: those allocations are
+       built for reconstruction (least SparseGPT distortion at their sparsity), so their *masked* accuracy,
+       which rule 1 and racing judge by, says little about them (on the Fashion-MNIST ResNet, RD's allocation
+       at 95% sparsity masks to 52–57% but reconstructs to 87%);
     3. every variant whose allocation equals one of those: SparseGPT ignores the signal, so it is the same model
        at no extra solve, and a masked twin must not compete against its own reconstruction on selection noise.
     """
     from .reconstruct import reconstruction_candidates
     from .strategies import CURVE_STRATEGIES
 
-    out = reconstruction_candidates(alive, config.reconstruct_depth)
+    out = reconstruction_candidates([v for v in unique if not v.get("dropped_by")], config.reconstruct_depth)
     if _curves_reconstructed(config):
-        out += [v["id"] for v in alive if v.get("strategy") in CURVE_STRATEGIES and v["id"] not in out]
-    keys = {allocation_key(v, layers) for v in alive if v["id"] in out}
-    return out + [v["id"] for v in alive if v["id"] not in out and allocation_key(v, layers) in keys]
+        out += [v["id"] for v in unique if v.get("strategy") in CURVE_STRATEGIES and v["id"] not in out]
+    keys = {allocation_key(v, layers) for v in unique if v["id"] in out}
+    return out + [v["id"] for v in unique if v["id"] not in out and allocation_key(v, layers) in keys]
 
 
 def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants, unique,
@@ -64,8 +65,7 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
     for v in unique:  # back to the selection basis: the front is chosen there
         if "select" in v:
             v.update(v.pop("select"))
-    alive = [v for v in unique if not v.get("dropped_by")]
-    cands = candidates(alive, config, layers)
+    cands = candidates(unique, config, layers)
     apply = reconstructor(config, data, acc)
     by_id = {v["id"]: v for v in unique}
     done: dict[tuple, dict] = {}  # SparseGPT picks its own mask: one allocation, one result whatever the signal
@@ -75,7 +75,10 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
         if key not in done:
             done[key] = measurer.measure(v["target_layers"], None, chooser, apply=apply)
         m = done[key]
-        v["masked"] = {k: v[k] for k in ("accuracy", "top5", "sparsity", "samples", "split") if k in v}
+        # the masked numbers (and a racing verdict on them) move under "masked": the reconstruction is measured
+        # on the whole selection data and competes for the front afresh
+        v["masked"] = {k: v.pop(k) if k == "dropped_by" else v[k]
+                       for k in ("accuracy", "top5", "sparsity", "samples", "split", "dropped_by") if k in v}
         v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"],
                  samples=m["samples"], split=chooser_split, reconstructed=True)
     front = pareto_front([v for v in unique if not v.get("dropped_by")])
@@ -86,7 +89,8 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
                     else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval))
             v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
             v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
-    keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select")
+    keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select",
+            "dropped_by")
     for v in variants:  # strategies that gave the same masks share the numbers
         src = by_id.get(v.get("same_as"))
         if src is not None:

@@ -162,11 +162,13 @@ def test_run_candidates_add_curve_variants_and_twins_of_a_reconstructed_allocati
              var("act-rd_balanced", "rd_balanced", 0.40, (0.3, 0.9)),  # dominated masked: not rule 1's
              var("mag-rd_balanced", "rd_balanced", 0.35, (0.3, 0.9)),
              var("act-conservative", "conservative", 0.95, (0.2, 0.2)),
-             var("act-aggressive", "aggressive", 0.20, (0.9, 0.9))]
+             var("act-aggressive", "aggressive", 0.20, (0.9, 0.9)),
+             {**var("act-rd_p90", "rd_p90", 0.10, (0.4, 0.9)), "dropped_by": "act-aggressive"},  # raced out masked
+             {**var("act-p90", "percentile_90", 0.12, (0.85, 0.8)), "dropped_by": "act-aggressive"}]
     sgpt = SimpleNamespace(reconstruct_depth=1, ranges="rd", rd_distortion="sparsegpt")
     got = candidates(alive, sgpt, layers)
     assert got[:3] == ["act-balanced", "act-conservative", "act-aggressive"]  # rule 1: the one-shot front
-    assert set(got[3:]) == {"act-rd_balanced", "mag-rd_balanced", "mag-balanced"} and len(got) == 6
+    assert set(got[3:]) == {"act-rd_balanced", "mag-rd_balanced", "mag-balanced", "act-rd_p90"} and len(got) == 7
     magnitude_curves = SimpleNamespace(reconstruct_depth=1, ranges="rd", rd_distortion="magnitude")
     assert candidates(alive, magnitude_curves, layers) == ["act-balanced", "act-conservative", "act-aggressive",
                                                            "mag-balanced"]
