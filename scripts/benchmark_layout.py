@@ -53,10 +53,12 @@ def _input_shape(loaded) -> tuple[int, int, int]:
 
 def time_loop(model, batches, *, nhwc: bool) -> float:
     """CPU seconds for one inference pass over ``batches`` (converted to NHWC inside the timing, as the run does)."""
+    from hf_mixmatch.models import logits  # the run's own forward (transformers outputs, timm tensors)
+
     t0 = time.process_time()
     with torch.inference_mode():
         for x in batches:
-            model(x.contiguous(memory_format=torch.channels_last) if nhwc else x)
+            logits(model, x.contiguous(memory_format=torch.channels_last) if nhwc else x)
     return time.process_time() - t0
 
 
