@@ -140,6 +140,8 @@ def _reproduce_command(recipe: dict) -> str:
         parts.append("--storage compact")
     if recipe.get("reconstructed"):
         parts.append("--reconstruct sparsegpt")
+    if recipe.get("bn_recalibrate") is False:
+        parts.append("--no-bn-recalibrate")
     parts.append("--save all --output-dir reproduce")
     return " \\\n  ".join([" ".join(parts[:2])] + parts[2:])
 
@@ -175,6 +177,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "base_revision": results.get("base_revision"),
         "storage": storage,
         **({"reconstructed": True} if recipe.get("reconstructed") else {}),
+        **({"bn_recalibrated": True} if recipe.get("bn_recalibration") else {}),
     }
     tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "unstructured-sparsity",
             hub_tag(f"signal-{signal}"), hub_tag(f"strategy-{strategy}")]
@@ -224,6 +227,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "oneshot_top5": pct((variant.get("oneshot") or {}).get("top5")) if variant.get("oneshot") else None,
         "front_basis": results.get("pareto_basis", "oneshot"),
         "reconstruct": recipe.get("reconstruct") if recipe.get("reconstructed") else None,
+        "bn_recalibration": recipe.get("bn_recalibration"),
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
 

@@ -128,6 +128,9 @@ def add_prune_parser(subparsers) -> None:
                         "first --reconstruct-depth non-dominated layers, and of every baseline")
     p.add_argument("--reconstruct-depth", type=int, default=2,
                    help="reconstruct the variants on this many one-shot non-dominated layers (1 = the front)")
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate the BatchNorm statistics of every pruned variant and baseline on the calibration "
+                        "images (only buffers change; no effect on models without BatchNorm). Default: on")
     p.add_argument("--revision", help="model revision on the Hub")
     p.add_argument("--storage", choices=("dense", "compact"), default="dense",
                    help="variant weights: dense safetensors with exact zeros (drop-in for transformers/timm) or "
@@ -175,7 +178,7 @@ def cmd_prune(args) -> int:
         skip_bad_images=args.skip_bad_images, data_cache_dir=args.data_cache_dir, decode_workers=args.decode_workers,
         eval=args.eval, eval_batch_size=args.eval_batch_size, eval_resident=args.eval_resident,
         precision=args.precision,
-        reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth,
+        reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth, bn_recalibrate=args.bn_recalibrate,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

@@ -61,6 +61,7 @@ class PruneConfig:
     eval_resident: str = "auto"  # "auto": on CUDA, selection/eval images uploaded once when they fit | "never"
     reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
     reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
+    bn_recalibrate: bool = True  # re-estimate BatchNorm statistics of every variant on the calibration images
 
     @property
     def finetune(self) -> bool:

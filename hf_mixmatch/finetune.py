@@ -207,6 +207,7 @@ class Finetuner:
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.eval_data, self.eval_batch_size, self.precision = data.eval, eval_batch_size, precision
         self.saved: dict[str, Path] = {}  # variant id -> folder holding its fine-tuned weights
+        self.recalibrate = None  # BatchNorm re-estimation after pruning (set by the pipeline)
 
     def restore(self) -> None:
         self.model.load_state_dict(self.state)
@@ -221,6 +222,8 @@ class Finetuner:
             reconstructor(self.config, self.data, self.acc)(self.model, self.layers, item["target_layers"])
         else:
             apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
+        if self.recalibrate is not None:  # start from the statistics the one-shot numbers were measured with
+            self.recalibrate(self.model)
         res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
                        steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
                        patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,

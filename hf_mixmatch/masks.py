@@ -17,17 +17,25 @@ from .layers import LayerInfo, get_weight
 
 
 class WeightStash:
-    """Copies of the original prunable weights, to restore after each variant."""
+    """Copies of the original prunable weights (and BatchNorm running statistics, which
+    :mod:`~hf_mixmatch.bn_recalibrate` re-estimates per variant), to restore after each variant."""
 
     def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        from .bn_recalibrate import batchnorm_modules, batchnorm_state
+
         self.model = model
         self.layers = layers
         self.saved = {layer.name: get_weight(model, layer).detach().clone() for layer in layers}
+        self.batchnorms = batchnorm_modules(model)
+        self.batchnorm_saved = batchnorm_state(self.batchnorms)
 
     @torch.no_grad()
     def restore(self) -> None:
+        from .bn_recalibrate import load_batchnorm_state
+
         for layer in self.layers:
             get_weight(self.model, layer).copy_(self.saved[layer.name])
+        load_batchnorm_state(self.batchnorms, self.batchnorm_saved)
 
     def __enter__(self) -> "WeightStash":
         return self

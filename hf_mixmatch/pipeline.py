@@ -31,7 +31,8 @@ from .variant_eval import Measurer, evaluate_variants
 from .baselines import run_baselines
 from .config import PruneConfig
 from .finetune import Finetuner
-from .reconstruct_stage import reconstruct_candidates, reconstructor
+from .reconstruct_stage import allocation_key, reconstruct_candidates, reconstructor
+from .bn_recalibrate import BatchNormRecalibrator
 from .saving import save_variant, variant_recipe, write_json_atomic  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
@@ -153,8 +154,12 @@ def run_mixmatch(
     # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
     t0, cpu0 = time.perf_counter(), time.process_time()
     stash = WeightStash(model, layers)
+    recalibrate = BatchNormRecalibrator(model, data.calib.tensors[0], batch_size=config.batch_size,
+                                        accelerator=acc) if config.bn_recalibrate else None
     measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision,
-                        channels_last=nhwc)
+                        channels_last=nhwc, recalibrate=recalibrate or None)
+    if finetuner is not None:
+        finetuner.recalibrate = measurer.recalibrate
     allocations: dict[str, tuple[dict, dict]] = {}
     same_as: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -254,6 +259,7 @@ def run_mixmatch(
         results["baselines"] = baselines
     if reconstruction is not None:
         results["reconstruct"] = reconstruction
+    results["bn_recalibration"] = recalibrate.info() if recalibrate is not None else None
 
     # ---- variant folders ----
     to_save = {"all": [v["id"] for v in unique], "pareto": front, "none": []}[config.save]
@@ -268,18 +274,14 @@ def run_mixmatch(
             recipe = variant_recipe(results, v, layers)
             if vid in tuned:  # already on disk since it was measured: only its recipe gets the final numbers
                 write_json_atomic(tuned[vid] / "mixmatch.json", {**recipe, "storage": config.storage})
-            elif v.get("reconstructed"):  # deterministic: the same calibration set gives the same weights
-                reconstructor(config, data, acc)(model, layers, v["target_layers"])
-                record_dir(out, "variants")
-                record(out, rel)
-                save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)
-                stash.restore()
-            else:
-                apply_sparsities(model, layers, v["target_layers"], scores[v["signal"]])
-                record_dir(out, "variants")
-                record(out, rel)
-                save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)
-                stash.restore()
+            else:  # deterministic: the same calibration set gives the same weights and BatchNorm statistics
+                recon = v.get("reconstructed")
+                with measurer.applied(v["target_layers"], None if recon else scores[v["signal"]],
+                                      apply=reconstructor(config, data, acc) if recon else apply_sparsities,
+                                      key=("sparsegpt", allocation_key(v, layers)) if recon else vid):
+                    record_dir(out, "variants")
+                    record(out, rel)
+                    save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)
             v["path"] = rel
     acc.wait_for_everyone()
     timings["total_s"] = time.perf_counter() - t_start

@@ -73,7 +73,7 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
         v = by_id[vid]
         key = allocation_key(v, layers)
         if key not in done:
-            done[key] = measurer.measure(v["target_layers"], None, chooser, apply=apply)
+            done[key] = measurer.measure(v["target_layers"], None, chooser, apply=apply, key=("sparsegpt", key))
         m = done[key]
         # the masked numbers (and a racing verdict on them) move under "masked": the reconstruction is measured
         # on the whole selection data and competes for the front afresh
@@ -85,8 +85,9 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
     if select is not None:
         for vid in front:
             v = by_id[vid]
-            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply) if v.get("reconstructed")
-                    else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval))
+            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply,
+                                     key=("sparsegpt", allocation_key(v, layers))) if v.get("reconstructed")
+                    else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval, key=vid))
             v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
             v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
     keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select",

@@ -64,6 +64,9 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         "oneshot": variant.get("oneshot"),
         "reconstructed": bool(variant.get("reconstructed")),
         "reconstruct": results.get("reconstruct", {}).get("settings") if variant.get("reconstructed") else None,
+        # BatchNorm statistics re-estimated on the calibration images (None: off, or no BatchNorm in the model)
+        "bn_recalibrate": cfg.get("bn_recalibrate", False),
+        "bn_recalibration": results.get("bn_recalibration"),
     }
 
 

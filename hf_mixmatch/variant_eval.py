@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -54,13 +54,18 @@ class Measurer:
     batch_size: int = 256
     precision: str = "fp32"
     channels_last: bool | None = None  # NHWC batches (None: precision.wants_channels_last)
+    recalibrate: Callable | None = None  # BatchNorm re-estimation after pruning (bn_recalibrate), or None
 
     @contextlib.contextmanager
-    def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, apply=apply_sparsities):
-        """The model with this allocation's masks (``apply``: masking, or a reconstructor), then the original
-        weights again."""
-        apply(self.model, self.layers, sparsities, score)
+    def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, apply=apply_sparsities,
+                key: Hashable | None = None):
+        """The model with this allocation's masks (``apply``: masking, or a reconstructor) and, with
+        ``recalibrate``, its BatchNorm statistics re-estimated (kept under ``key``), then the original weights and
+        statistics again."""
         try:
+            apply(self.model, self.layers, sparsities, score)
+            if self.recalibrate is not None:
+                self.recalibrate(self.model, key)
             yield
         finally:
             self.stash.restore()
@@ -70,9 +75,9 @@ class Measurer:
                             precision=self.precision, channels_last=self.channels_last)
 
     def measure(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, dataset, *,
-                apply=apply_sparsities) -> dict:
+                apply=apply_sparsities, key: Hashable | None = None) -> dict:
         """Sparsity and whole-``dataset`` accuracy of one allocation."""
-        with self.applied(sparsities, score, apply):
+        with self.applied(sparsities, score, apply, key):
             overall, per_layer = measure_sparsity(self.model, self.layers)
             metrics = evaluate(self.model, dataset, batch_size=self.batch_size, accelerator=self.accelerator,
                                precision=self.precision, channels_last=self.channels_last)
@@ -100,7 +105,8 @@ def evaluate_variants(
 
     def measure(vid: str, indices: Sequence[int]) -> tuple[float, Hits]:
         sparsities, score = allocations[vid]
-        with m.applied(sparsities, score, apply=lambda model, layers, sp, sc: masks.apply(vid, model, layers, sp, sc)):
+        with m.applied(sparsities, score, apply=lambda model, layers, sp, sc: masks.apply(vid, model, layers, sp, sc),
+                       key=vid):
             if vid not in layer_sparsity:
                 layer_sparsity[vid] = measure_sparsity(m.model, m.layers)
             hits = m.hits(chooser, indices)
@@ -119,6 +125,6 @@ def evaluate_variants(
         for vid in front:
             row = rows[vid]
             row["select"] = {k: row[k] for k in ("accuracy", "top5", "samples", "split")}
-            full = m.measure(*allocations[vid], data.eval)
+            full = m.measure(*allocations[vid], data.eval, key=vid)
             row.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
     return rows, front, log

@@ -66,6 +66,9 @@ def parse_args(argv=None):
                    help="comma list of strategies, 'default' (the library's default), 'paper' (the paper's ten) or 'all'")
     p.add_argument("--baselines", default=",".join(BASELINES))
     p.add_argument("--baseline-match", default="pareto", choices=("all", "pareto"))
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=False,
+                   help="re-estimate BatchNorm statistics after pruning, for M&M and every baseline alike (the "
+                        "library's default; off here so the recorded tables reproduce)")
     p.add_argument("--reconstruct", default="none", choices=("none", "sparsegpt"),
                    help="the pipeline's reconstruction stage for the front candidates and matched baselines")
     p.add_argument("--calib-samples", type=int, default=128)
@@ -151,6 +154,14 @@ class Bench:
                                            cache_dir=self.run_dir, batch_size=self.args.batch_size, layers=self.layers)
         return time.perf_counter() - t0
 
+    def recalibrate(self) -> None:
+        """--bn-recalibrate: the pruned model's BatchNorm statistics re-estimated on the calibration images, as the
+        M&M run does (the stash / state restore puts the dense ones back)."""
+        if self.args.bn_recalibrate:
+            from hf_mixmatch.bn_recalibrate import recalibrate_batchnorm
+
+            recalibrate_batchnorm(self.model, self.data.calib.tensors[0], batch_size=self.args.batch_size)
+
     def allocate(self, method: str, target: float):
         from hf_mixmatch.allocators import ALLOCATORS
 
@@ -162,6 +173,7 @@ class Bench:
         from hf_mixmatch.masks import apply_sparsities, measure_sparsity
 
         apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        self.recalibrate()
         sp, per_layer = measure_sparsity(self.model, self.layers)
         accuracy = evaluate(self.model, self.data.eval, batch_size=self.args.batch_size)["accuracy"]
         self.stash.restore()
@@ -178,6 +190,7 @@ class Bench:
         train = self.data.train  # memory-mapped decoded cache; the subsets read it batch by batch
         n_val = max(1, len(train) // 10)
         apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
+        self.recalibrate()
         sp0, _ = measure_sparsity(self.model, self.layers)
         res = finetune(self.model, self.layers, Subset(train, range(n_val, len(train))), Subset(train, range(n_val)),
                        steps=self.args.finetune_steps, lr=self.args.finetune_lr, patience=3,
@@ -200,7 +213,7 @@ def _run(args, model_dir: Path, data, seed: int, ranges: str, *, out: Path, acc)
         calib_samples=args.calib_samples, eval_samples=args.eval_samples,
         batch_size=args.batch_size, seed=seed, save="none", overwrite=True, progress=False,
         baselines=tuple(b for b in args.baselines if b != "rd"), baseline_match=args.baseline_match,
-        reconstruct=args.reconstruct,
+        reconstruct=args.reconstruct, bn_recalibrate=args.bn_recalibrate,
     )
     t0 = time.perf_counter()
     res = run_mixmatch(cfg, data=data, accelerator=acc).results

@@ -88,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--rd-distortion", default="magnitude", choices=("magnitude", "sparsegpt"),
                    help="the M&M run's --rd-distortion (with --ranges rd); the --rd baseline is always the paper's "
                         "magnitude curves")
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=False,
+                   help="re-estimate BatchNorm statistics after pruning (and after SparseGPT), for M&M and every "
+                        "baseline alike (the library's default; off here so the recorded tables reproduce)")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -113,6 +116,7 @@ def run_model(name: str, seed: int, args) -> dict:
     # a fixed-targets-only invocation may use another test size: its own keys, so merging keeps the fronts' ones
     sizes = {"dense": dense, "n_test": n_test} if "fronts" in stages else {"fixed_dense": dense, "fixed_n_test": n_test}
     summary = {"model": name, "seed": seed, **sizes, "extra_test": args.extra_test, "batch_size": args.batch_size,
+               "bn_recalibrate": args.bn_recalibrate,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:
@@ -148,7 +152,8 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
                           progress=False, signals=tuple(args.signals.split(",")), strategies=strategies,
                           range_targets=tuple(float(t) for t in args.range_targets.split(",")), ranges=args.ranges,
                           calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
-                          reconstruct="sparsegpt", reconstruct_depth=args.depth, rd_distortion=args.rd_distortion)
+                          reconstruct="sparsegpt", reconstruct_depth=args.depth, rd_distortion=args.rd_distortion,
+                          bn_recalibrate=args.bn_recalibrate)
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
     mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")

@@ -53,7 +53,7 @@ def record_hits(model: str, dataset: str, eval_samples: int | None) -> dict[str,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             run_mixmatch(PruneConfig(model=model, output_dir=str(Path(tmp) / "run"), save="none", progress=False,
-                                     eval="full"), loaded=loaded, data=data)
+                                     eval="full", bn_recalibrate=False), loaded=loaded, data=data)
     finally:
         variant_eval.race = real
     return store

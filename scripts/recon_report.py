@@ -43,7 +43,8 @@ def write_section(summary: dict) -> str:
         dense, n_test = r.get("dense") or r["fixed_dense"], r.get("n_test") or r["fixed_n_test"]
         pool = (f"{n_test - r['extra_test']} test + {r['extra_test']} held-out training images" if r.get("extra_test")
                 else f"{n_test} test images")
-        lines += [f"### {r['model']} (seed {r['seed']}): dense test {_pct(dense['test'])}% on {pool}; trained {tl.get('epochs')} epochs on {tl.get('train_samples')} images", "",
+        lines += [f"### {r['model']} (seed {r['seed']}): dense test {_pct(dense['test'])}% on {pool}; trained {tl.get('epochs')} epochs on {tl.get('train_samples')} images"
+                  + ("; BatchNorm statistics re-estimated after pruning for every method" if r.get("bn_recalibrate") else ""), "",
                   *[f"    {c}" for c in r["commands"]], ""]
         if "reconstruct" in r:
             rec = r["reconstruct"]

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _load(name):
-    """``scripts/<name>.py`` as a module (once)."""
+    """``scripts/<name>.py`` as a module (once); the scripts import each other as top-level modules."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -188,3 +190,31 @@ def test_extra_test_pool_never_overlaps_training_calibration_or_selection(monkey
     assert set(test0.tensors[1].tolist()) == set(range(-n_test, 0))
     with pytest.raises(SystemExit, match="--extra-test"):
         bench.splits("unused", 3, 50, 100, None, extra_test=300)
+
+
+def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouched(tmp_path, monkeypatch, capsys):
+    """scripts/benchmark_bn.py on a tiny ResNet and fake Fashion-MNIST: one row per method and target; with the
+    dense statistics and no pruning (target 0) the accuracy is the dense model's."""
+    import numpy as np
+    from conftest import save_tiny_transformers
+
+    bench = _load("recon_bench")
+    rng = np.random.default_rng(0)
+
+    def fake_read_split(split, root, samples=None):
+        n = 20300 if split == "train" else 40
+        return rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)[:samples], (np.arange(n) % 4)[:samples]
+
+    monkeypatch.setattr(bench, "read_split", fake_read_split)
+    save_tiny_transformers(tmp_path / "m", "resnet")
+    bn = _load("benchmark_bn")
+    assert bn.main(["--model", str(tmp_path / "m"), "--targets", "0,0.9", "--methods", "lamp,rd+sgpt",
+                    "--calib-sizes", "0,16", "--rd-grid-step", "0.25", "--rd-cache", str(tmp_path / "rd")]) == 0
+    out = capsys.readouterr().out
+    dense = float(out.split("dense ")[1].split("%")[0])
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| lamp") or line.startswith("| rd")]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [("lamp", "0.00"), ("lamp", "0.90"), ("rd+sgpt", "0.00"),
+                                                           ("rd+sgpt", "0.90")]
+    assert float(rows[0][2]) == dense
+    # re-estimation changes the statistics, so at 90% sparsity the two columns are different models
+    assert all(float(r[4]) == pytest.approx(float(r[3]) - float(r[2]), abs=0.011) for r in rows)

@@ -21,10 +21,11 @@ def _run(cmd, env):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path, image_dataset):
+@pytest.mark.parametrize("kind", ["vit", "resnet"])  # resnet: BatchNorm statistics re-estimated per variant
+def test_two_processes_equal_one(tmp_path, image_dataset, kind):
     if shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")):
         pytest.fail("torchrun is not installed next to this python: install torch in the test environment")
-    model_dir = save_tiny_transformers(tmp_path / "m", "vit")
+    model_dir = save_tiny_transformers(tmp_path / "m", kind)
     # gloo on CPU, also on a GPU machine (2 processes on 1 GPU would share one device)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MIXMATCH_NO_PROGRESS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
@@ -37,6 +38,7 @@ def test_two_processes_equal_one(tmp_path, image_dataset):
     assert one["processes"] == 1 and two["processes"] == 2
     assert two["eval_samples"] == one["eval_samples"] == 30
     assert two["dense"] == one["dense"]
+    assert (one["bn_recalibration"] is not None) == (kind == "resnet") and two["bn_recalibration"] == one["bn_recalibration"]
     for a, b in zip(one["variants"], two["variants"]):
         assert a["id"] == b["id"] and a["accuracy"] == b["accuracy"] and a["sparsity"] == b["sparsity"]
     s1 = load_scores(tmp_path / "one" / "scores.safetensors")

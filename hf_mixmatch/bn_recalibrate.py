@@ -1,0 +1,135 @@
+"""BatchNorm re-estimation after pruning (``--bn-recalibrate``, on by default).
+
+Pruning changes what every BatchNorm layer sees: its running mean and variance, estimated on the dense model, no
+longer match the pruned model's activations, and at high sparsity that mismatch — not the lost weights — is most
+of the accuracy a masked CNN loses. Re-estimating the statistics on a few hundred unlabeled images is the standard
+remedy (NNCF's "BN adaptation", the "batchnorm tuning" of OBC-style one-shot pruning, timm/SWA's ``update_bn``).
+
+How: every BatchNorm's running statistics are reset, its momentum set to ``None`` (a cumulative average over the
+batches), and the calibration images run through the model with **only the BatchNorm layers in train mode**
+(dropout, stochastic depth and the rest stay in eval mode, unlike ``torch.optim.swa_utils.update_bn``; also the
+dropout a timm ``BatchNormAct2d`` holds as a child); momentum
+and train/eval flags are put back afterwards. Only buffers change, no weight: the variant's sparsity and masks are
+untouched. The result is a deterministic function of the pruned weights, the calibration images, their order and
+the batch size, so a published variant can be re-derived from its ``mixmatch.json``. With several processes the
+main process's statistics are broadcast, so every process holds the same model.
+
+Models without BatchNorm (ViT, Swin, ConvNeXt, ...) are left exactly as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Hashable
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .errors import ConfigError
+from .models import logits as default_forward
+
+logger = logging.getLogger(__name__)
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics (the ones an eval forward reads)."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
+
+
+def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``inputs`` in batches of ``batch_size``; a trailing batch of one image joins the one before it (BatchNorm
+    cannot take the variance of a single sample in train mode)."""
+    if len(inputs) < 2:
+        raise ConfigError("BatchNorm re-estimation needs at least 2 calibration images: raise --calib-samples or "
+                          "pass --no-bn-recalibrate")
+    batches = list(inputs.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64,
+                          forward: Callable = default_forward, accelerator=None,
+                          modules: list[_BatchNorm] | None = None) -> int:
+    """Re-estimate the running statistics of every BatchNorm of ``model`` on ``inputs`` (in place); returns the
+    number of BatchNorm layers re-estimated (0: nothing to do, the model is untouched)."""
+    modules = batchnorm_modules(model) if modules is None else modules
+    if not modules:
+        return 0
+    batches = _batches(inputs, batch_size)
+    flags = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in modules]
+    device = modules[0].running_mean.device
+    try:
+        model.eval()
+        for m in modules:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.training = True  # this module only: timm's BatchNormAct2d holds its activation and dropout as children
+        for batch in batches:
+            forward(model, batch.to(device))
+    finally:
+        for m, momentum in zip(modules, momenta):
+            m.momentum = momentum
+        for m, flag in flags.items():
+            m.train(flag)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        for m in modules:
+            for name in BUFFERS:
+                broadcast(getattr(m, name), from_process=0)
+    return len(modules)
+
+
+def batchnorm_state(modules: list[_BatchNorm]) -> list[tuple[torch.Tensor, ...]]:
+    """Copies of the running-statistics buffers of ``modules``."""
+    return [tuple(getattr(m, name).detach().clone() for name in BUFFERS) for m in modules]
+
+
+@torch.no_grad()
+def load_batchnorm_state(modules: list[_BatchNorm], state: list[tuple[torch.Tensor, ...]]) -> None:
+    for m, saved in zip(modules, state):
+        for name, tensor in zip(BUFFERS, saved):
+            getattr(m, name).copy_(tensor)
+
+
+class BatchNormRecalibrator:
+    """``recalibrate(model, key=None)``: re-estimate the BatchNorm statistics of a pruned ``model`` on the run's
+    calibration images. With a ``key`` (a variant id), the result is kept (a few KB per variant) and re-loaded when
+    the same variant is applied again — the racing rounds, the measurement on the whole split, saving — instead
+    of running the calibration images again; the statistics are the same either way."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64,
+                 forward: Callable = default_forward, accelerator=None):
+        self.modules = batchnorm_modules(model)
+        self.inputs, self.batch_size, self.forward, self.accelerator = inputs, batch_size, forward, accelerator
+        self.cache: dict[Hashable, list[tuple[torch.Tensor, ...]]] = {}
+        if self.modules:
+            _batches(inputs, batch_size)  # fail before any work when the calibration set is too small
+
+    def __bool__(self) -> bool:
+        return bool(self.modules)
+
+    def __call__(self, model: nn.Module, key: Hashable | None = None) -> None:
+        if not self.modules:
+            return
+        if key is not None and key in self.cache:
+            load_batchnorm_state(self.modules, self.cache[key])
+            return
+        recalibrate_batchnorm(model, self.inputs, batch_size=self.batch_size, forward=self.forward,
+                              accelerator=self.accelerator, modules=self.modules)
+        if key is not None:
+            self.cache[key] = batchnorm_state(self.modules)
+
+    def info(self) -> dict | None:
+        """What the run records (results.json, each variant's recipe); ``None`` when the model has no BatchNorm."""
+        if not self.modules:
+            return None
+        return {"layers": len(self.modules), "samples": len(self.inputs), "batch_size": self.batch_size,
+                "images": "calibration"}
