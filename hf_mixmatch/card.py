@@ -177,7 +177,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "base_revision": results.get("base_revision"),
         "storage": storage,
         **({"reconstructed": True} if recipe.get("reconstructed") else {}),
-        **({"bn_recalibrated": True} if recipe.get("bn_recalibration") else {}),
+        **({"bn_recalibrated": True} if recipe.get("bn_recalibration") and recipe.get("bn_recalibrated") else {}),
     }
     tags = ["pruned", "sparse", "hf-mixmatch", "mixmatch", "unstructured-sparsity",
             hub_tag(f"signal-{signal}"), hub_tag(f"strategy-{strategy}")]
@@ -228,6 +228,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "front_basis": results.get("pareto_basis", "oneshot"),
         "reconstruct": recipe.get("reconstruct") if recipe.get("reconstructed") else None,
         "bn_recalibration": recipe.get("bn_recalibration"),
+        "bn_recalibrated": recipe.get("bn_recalibrated"),
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
 

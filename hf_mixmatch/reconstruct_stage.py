@@ -80,7 +80,8 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
         v["masked"] = {k: v.pop(k) if k == "dropped_by" else v[k]
                        for k in ("accuracy", "top5", "sparsity", "samples", "split", "dropped_by") if k in v}
         v.update(accuracy=m["accuracy"], top5=m["top5"], sparsity=m["sparsity"], layers=m["layers"],
-                 samples=m["samples"], split=chooser_split, reconstructed=True)
+                 samples=m["samples"], split=chooser_split, reconstructed=True,
+                 **{k: m[k] for k in ("bn_recalibrated",) if k in m})
     front = pareto_front([v for v in unique if not v.get("dropped_by")])
     if select is not None:
         for vid in front:
@@ -91,7 +92,7 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
             v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
             v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
     keys = ("accuracy", "top5", "sparsity", "layers", "masked", "reconstructed", "samples", "split", "select",
-            "dropped_by")
+            "dropped_by", "bn_recalibrated")
     for v in variants:  # strategies that gave the same masks share the numbers
         src = by_id.get(v.get("same_as"))
         if src is not None:

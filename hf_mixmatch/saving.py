@@ -67,6 +67,7 @@ def variant_recipe(results: dict, variant: dict, layers: list[LayerInfo]) -> dic
         # BatchNorm statistics re-estimated on the calibration images (None: off, or no BatchNorm in the model)
         "bn_recalibrate": cfg.get("bn_recalibrate", False),
         "bn_recalibration": results.get("bn_recalibration"),
+        "bn_recalibrated": variant.get("bn_recalibrated"),  # this variant: re-estimated statistics kept?
     }
 
 

@@ -55,6 +55,7 @@ class Measurer:
     precision: str = "fp32"
     channels_last: bool | None = None  # NHWC batches (None: precision.wants_channels_last)
     recalibrate: Callable | None = None  # BatchNorm re-estimation after pruning (bn_recalibrate), or None
+    bn_recalibrated: bool | None = None  # its outcome for the allocation applied last
 
     @contextlib.contextmanager
     def applied(self, sparsities: dict[str, float], score: dict[str, torch.Tensor] | None, apply=apply_sparsities,
@@ -64,8 +65,8 @@ class Measurer:
         statistics again."""
         try:
             apply(self.model, self.layers, sparsities, score)
-            if self.recalibrate is not None:
-                self.recalibrate(self.model, key)
+            if self.recalibrate is not None:  # were the re-estimated statistics kept (bn_recalibrate's guard)?
+                self.bn_recalibrated = self.recalibrate(self.model, key)
             yield
         finally:
             self.stash.restore()
@@ -81,7 +82,8 @@ class Measurer:
             overall, per_layer = measure_sparsity(self.model, self.layers)
             metrics = evaluate(self.model, dataset, batch_size=self.batch_size, accelerator=self.accelerator,
                                precision=self.precision, channels_last=self.channels_last)
-        return {"sparsity": overall, **metrics, "layers": per_layer, "target_layers": dict(sparsities)}
+        bn = {"bn_recalibrated": self.bn_recalibrated} if self.recalibrate is not None else {}
+        return {"sparsity": overall, **metrics, "layers": per_layer, "target_layers": dict(sparsities), **bn}
 
 
 def evaluate_variants(
@@ -120,6 +122,8 @@ def evaluate_variants(
                      "target_layers": dict(allocations[vid][0])}
         if lane.dropped_by is not None:
             rows[vid]["dropped_by"] = lane.dropped_by
+        if m.recalibrate is not None:
+            rows[vid]["bn_recalibrated"] = m.recalibrate.chosen.get(vid)
     front = pareto_front([{"id": vid, **rows[vid]} for vid in log.survivors])
     if select is not None:
         for vid in front:

@@ -6,7 +6,9 @@ with the dense model's BatchNorm statistics and with statistics re-estimated on 
 images). Methods: masking on LAMP's / SNIP's / RD/DP's allocation (``lamp``, ``snip``, ``rd``), and SparseGPT on
 RD/DP's and LAMP's allocations (``rd+sgpt``, ``lamp+sgpt``). Calibration images are drawn with ``--seed`` from
 training images the reference never saw (the same draw as ``benchmark_reconstruct.py``), the first N of them used
-for each size. Prints a markdown table (accuracy in %, and the change re-estimation makes)."""
+for each size. The last column is the library's rule (``BatchNormRecalibrator``: re-estimated statistics kept only
+when they lower the cross-entropy on the first ``--guard-size`` labelled calibration images). Prints a markdown
+table (accuracy in %, and the change re-estimation makes)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--targets", default="0,0.5,0.7,0.8,0.9,0.95,0.97")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--calib-sizes", default="0,64,256,1000", help="images the statistics are re-estimated on")
+    p.add_argument("--guard-size", type=int, default=256, help="the last column: the library's rule (re-estimated "
+                   "statistics kept only when they lower the cross-entropy on these N labelled calibration images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-samples", type=int, default=None, help="first N test images (default: all 10000)")
     p.add_argument("--extra-test", type=int, default=0)
@@ -45,7 +49,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from hf_mixmatch.bn_recalibrate import recalibrate_batchnorm
+    from hf_mixmatch.bn_recalibrate import BatchNormRecalibrator, recalibrate_batchnorm
     from hf_mixmatch.allocators import allocate
     from hf_mixmatch.rd import default_grid
     from hf_mixmatch.rd_dp import rd_strategy
@@ -56,8 +60,9 @@ def main(argv=None) -> int:
     methods = args.methods.split(",")
     if unknown := set(methods) - set(METHODS):
         raise SystemExit(f"unknown --methods {sorted(unknown)}; choose from {list(METHODS)}")
-    calib, select, test = splits(args.fmnist_root, args.seed, max(max(sizes), 128), 0, args.test_samples,
-                                 args.extra_test)
+    calib, select, test = splits(args.fmnist_root, args.seed, max(max(sizes), 128, args.guard_size), 0,
+                                 args.test_samples, args.extra_test)
+    guard_x, guard_y = (t[: args.guard_size] for t in calib.tensors)
     rd_calib = torch.utils.data.TensorDataset(*(t[:128] for t in calib.tensors))  # RD curves / scores / SparseGPT
     bench = Bench(Path(args.model), rd_calib, select, test,
                   SimpleNamespace(batch_size=args.batch_size, rd_grid_step=args.rd_grid_step))
@@ -69,8 +74,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"model {args.model}: dense {100 * bench.evaluate(test):.2f}% on {len(test)} images; "
           f"re-estimated on {sizes} calibration images (seed {args.seed})\n")
-    print("| method | target | " + " | ".join(f"N={n}" if n else "dense stats" for n in sizes) + " | Δ (largest N) |")
-    print("|---|---:|" + "---:|" * (len(sizes) + 1))
+    print("| method | target | " + " | ".join(f"N={n}" if n else "dense stats" for n in sizes)
+          + f" | Δ (largest N) | guarded, N={args.guard_size} | kept |")
+    print("|---|---:|" + "---:|" * (len(sizes) + 2) + "---|")
     for method in methods:
         for target in (float(t) for t in args.targets.split(",")):
             base = method.split("+")[0]
@@ -86,8 +92,13 @@ def main(argv=None) -> int:
                     recalibrate_batchnorm(bench.model, calib.tensors[0][:n], batch_size=args.batch_size)
                 accs.append(100 * bench.evaluate(test))
                 bench.stash.restore()  # weights and BatchNorm statistics
+            bench.prune(sparsities, rank_by=rank_by, reconstruct=method.endswith("+sgpt"))
+            kept = BatchNormRecalibrator(bench.model, guard_x, guard_y, batch_size=args.batch_size)(bench.model)
+            guarded = 100 * bench.evaluate(test)
+            bench.stash.restore()
             print(f"| {method} | {target:.2f} | " + " | ".join(f"{a:.2f}" for a in accs)
-                  + f" | {accs[-1] - accs[0]:+.2f} |", flush=True)
+                  + f" | {accs[-1] - accs[0]:+.2f} | {guarded:.2f} | {'re-estimated' if kept else 'dense'} |",
+                  flush=True)
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -158,9 +158,9 @@ class Bench:
         """--bn-recalibrate: the pruned model's BatchNorm statistics re-estimated on the calibration images, as the
         M&M run does (the stash / state restore puts the dense ones back)."""
         if self.args.bn_recalibrate:
-            from hf_mixmatch.bn_recalibrate import recalibrate_batchnorm
+            from hf_mixmatch.bn_recalibrate import BatchNormRecalibrator
 
-            recalibrate_batchnorm(self.model, self.data.calib.tensors[0], batch_size=self.args.batch_size)
+            BatchNormRecalibrator(self.model, *self.data.calib.tensors, batch_size=self.args.batch_size)(self.model)
 
     def allocate(self, method: str, target: float):
         from hf_mixmatch.allocators import ALLOCATORS

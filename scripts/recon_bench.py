@@ -75,10 +75,10 @@ class Bench:
                             settings=ReconstructSettings(batch_size=self.args.batch_size))
         else:
             apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
-        if getattr(self.args, "bn_recalibrate", False):  # as the M&M run does with --bn-recalibrate
-            from hf_mixmatch.bn_recalibrate import recalibrate_batchnorm
+        if getattr(self.args, "bn_recalibrate", False):  # as the M&M run does with --bn-recalibrate (guard included)
+            from hf_mixmatch.bn_recalibrate import BatchNormRecalibrator
 
-            recalibrate_batchnorm(self.model, self.calib.tensors[0], batch_size=self.args.batch_size)
+            BatchNormRecalibrator(self.model, *self.calib.tensors, batch_size=self.args.batch_size)(self.model)
 
     def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data) -> dict:
         """Mask (by ``rank_by``) or reconstruct, measure sparsity and accuracy on ``data``, restore."""

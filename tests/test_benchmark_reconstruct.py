@@ -209,7 +209,8 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
     save_tiny_transformers(tmp_path / "m", "resnet")
     bn = _load("benchmark_bn")
     assert bn.main(["--model", str(tmp_path / "m"), "--targets", "0,0.9", "--methods", "lamp,rd+sgpt",
-                    "--calib-sizes", "0,16", "--rd-grid-step", "0.25", "--rd-cache", str(tmp_path / "rd")]) == 0
+                    "--calib-sizes", "0,16", "--guard-size", "16", "--rd-grid-step", "0.25",
+                    "--rd-cache", str(tmp_path / "rd")]) == 0
     out = capsys.readouterr().out
     dense = float(out.split("dense ")[1].split("%")[0])
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| lamp") or line.startswith("| rd")]
@@ -218,3 +219,5 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
     assert float(rows[0][2]) == dense
     # re-estimation changes the statistics, so at 90% sparsity the two columns are different models
     assert all(float(r[4]) == pytest.approx(float(r[3]) - float(r[2]), abs=0.011) for r in rows)
+    # the guarded column is one of the two measured ones (N = 16 both ways), as its "kept" column says
+    assert all(float(r[5]) == float(r[3] if r[6].strip() == "re-estimated" else r[2]) for r in rows)
