@@ -82,10 +82,15 @@ def test_prune_end_to_end(case, tmp_path):
     assert _zeros(tmp_path / "run" / saved["path"]) - _zeros(tmp_path / "dense") == reported - dense_zeros
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # re-estimated per variant (bn_recalibrate)
+
+
 def _zeros(folder) -> int:
+    """Zeros over every tensor of the file but the BatchNorm statistics, which a variant re-estimates."""
     from safetensors.torch import load_file
 
-    return sum(int((t == 0).sum()) for t in load_file(str(folder / "model.safetensors")).values())
+    return sum(int((t == 0).sum()) for k, t in load_file(str(folder / "model.safetensors")).items()
+               if not k.endswith(BN_BUFFERS))
 
 
 @pytest.mark.parametrize("case_id", ["beit", "data2vecvision"])
