@@ -101,12 +101,15 @@ def load_batchnorm_state(modules: list[_BatchNorm], state: list[tuple[torch.Tens
 
 @torch.no_grad()
 def calibration_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 64,
-                     forward: Callable = default_forward) -> float:
-    """Mean cross-entropy of ``model`` (eval mode) on the calibration images."""
+                     forward: Callable = default_forward, channels_last: bool = False) -> float:
+    """Mean cross-entropy of ``model`` (eval mode) on the calibration images (any batch size and layout: each
+    image's loss is its own)."""
+    from .precision import to_device
+
     device = next(model.parameters()).device
     total = 0.0
     for x, y in zip(inputs.split(batch_size), labels.split(batch_size)):
-        out = forward(model, x.to(device)).float()
+        out = forward(model, to_device(x, device, channels_last=channels_last)).float()
         total += float(torch.nn.functional.cross_entropy(out, y.to(device), reduction="sum"))
     return total / len(inputs)
 
@@ -127,10 +130,13 @@ class BatchNormRecalibrator:
     whether the re-estimated statistics were kept."""
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None, *,
-                 batch_size: int = 64, forward: Callable = default_forward, accelerator=None):
+                 batch_size: int = 64, forward: Callable = default_forward, accelerator=None,
+                 loss_batch_size: int | None = None, channels_last: bool = False):
         self.modules = batchnorm_modules(model)
         self.inputs, self.labels = inputs, labels
         self.batch_size, self.forward, self.accelerator = batch_size, forward, accelerator
+        # the guard's two loss passes are plain evaluations: the run's evaluation batch size and input layout
+        self.loss_batch_size, self.channels_last = loss_batch_size or batch_size, bool(channels_last)
         self.cache: dict[Hashable, list[tuple[torch.Tensor, ...]]] = {}
         self.chosen: dict[Hashable, bool] = {}
         if self.modules:
@@ -146,8 +152,9 @@ class BatchNormRecalibrator:
         if key is not None and key in self.cache:
             load_batchnorm_state(self.modules, self.cache[key])
             return self.chosen[key]
-        loss = (lambda: calibration_loss(model, self.inputs, self.labels, batch_size=self.batch_size,
-                                         forward=self.forward)) if self.labels is not None else None
+        loss = (lambda: calibration_loss(model, self.inputs, self.labels, batch_size=self.loss_batch_size,
+                                         forward=self.forward, channels_last=self.channels_last)
+                ) if self.labels is not None else None
         before = loss() if loss else None
         dense = batchnorm_state(self.modules)
         recalibrate_batchnorm(model, self.inputs, batch_size=self.batch_size, forward=self.forward,

@@ -155,7 +155,8 @@ def run_mixmatch(
     t0, cpu0 = time.perf_counter(), time.process_time()
     stash = WeightStash(model, layers)
     recalibrate = BatchNormRecalibrator(model, data.calib.tensors[0], data.calib.tensors[1],
-                                        batch_size=config.batch_size, accelerator=acc) if config.bn_recalibrate else None
+                                        batch_size=config.batch_size, accelerator=acc, loss_batch_size=eval_batch_size,
+                                        channels_last=nhwc) if config.bn_recalibrate else None
     measurer = Measurer(model, layers, stash, acc, batch_size=eval_batch_size, precision=precision,
                         channels_last=nhwc, recalibrate=recalibrate or None)
     if finetuner is not None:
