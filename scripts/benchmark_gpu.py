@@ -105,7 +105,8 @@ def run_once(name, loaded, data, args, *, mode: str, precision: str, resident: s
     with tempfile.TemporaryDirectory() as tmp:
         config = PruneConfig(model=name, output_dir=tmp, overwrite=True, save="none", progress=False,
                              batch_size=args.batch_size, calib_samples=len(data.calib), eval_resident=resident,
-                             strategies=_strategies(args.strategies), eval=mode, precision=precision)
+                             strategies=_strategies(args.strategies), eval=mode, precision=precision,
+                             bn_recalibrate=getattr(args, "bn_recalibrate", False))
         profiler = None
         if args.profile and (mode, precision, resident) == RUNS[0]:
             import cProfile
@@ -196,6 +197,9 @@ def report(rows: list[dict], env: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=False,
+                    help="re-estimate BatchNorm statistics per variant (the library's default; off here: the floor "
+                         "and the recorded figures count no re-estimation passes)")
     ap.add_argument("--case", choices=("models", "224"), default="models")
     ap.add_argument("--models", default="reference_models/resnet,reference_models/vit")
     ap.add_argument("--dataset", default=None)

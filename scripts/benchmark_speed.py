@@ -82,7 +82,8 @@ def bench_case(name: str, loaded, data, args, data_select=None) -> dict:
             config = PruneConfig(model=name, output_dir=tmp, overwrite=True, save="none", progress=False,
                                  ranges=args.ranges, batch_size=args.batch_size, calib_samples=len(data.calib),
                                  signals=tuple(args.signals.split(",")), strategies=_strategies(args.strategies),
-                                 eval="racing" if mode == "select" else mode)
+                                 eval="racing" if mode == "select" else mode,
+                                 bn_recalibrate=getattr(args, "bn_recalibrate", False))
             t0 = time.process_time()
             runs[mode] = run_mixmatch(config, loaded=loaded, data=data_select if mode == "select" else data).results
             cpu[mode] = time.process_time() - t0
@@ -191,6 +192,9 @@ def benchmark_cases(args, tmp: Path, models: dict, dataset) -> tuple[dict, objec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=False,
+                    help="re-estimate BatchNorm statistics per variant (the library's default; off here: the floor "
+                         "and the recorded figures count no re-estimation passes)")
     ap.add_argument("--case", choices=("default", "224"), default="default")
     ap.add_argument("--model", default="default")
     ap.add_argument("--dataset", default=None)
