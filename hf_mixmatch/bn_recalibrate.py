@@ -19,7 +19,6 @@ Models without BatchNorm (ViT, Swin, ConvNeXt, ...) are left exactly as they are
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Hashable
 
 import torch
@@ -28,8 +27,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import ConfigError
 from .models import logits as default_forward
-
-logger = logging.getLogger(__name__)
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -54,8 +51,7 @@ def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 64,
-                          forward: Callable = default_forward, accelerator=None,
-                          modules: list[_BatchNorm] | None = None) -> int:
+                          forward: Callable = default_forward, modules: list[_BatchNorm] | None = None) -> int:
     """Re-estimate the running statistics of every BatchNorm of ``model`` on ``inputs`` (in place); returns the
     number of BatchNorm layers re-estimated (0: nothing to do, the model is untouched)."""
     modules = batchnorm_modules(model) if modules is None else modules
@@ -78,12 +74,6 @@ def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, *, batch_size:
             m.momentum = momentum
         for m, flag in flags.items():
             m.train(flag)
-    if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import broadcast
-
-        for m in modules:
-            for name in BUFFERS:
-                broadcast(getattr(m, name), from_process=0)
     return len(modules)
 
 
@@ -121,9 +111,9 @@ class BatchNormRecalibrator:
     The guard: with the calibration labels given, the pruned model's cross-entropy on the calibration images is
     measured with the dense statistics and with the re-estimated ones, and the lower wins (ties: the dense ones).
     At low sparsity the dense statistics, estimated on the whole training set, are often the better estimate
-    (re-estimating on 256 images cost 0.1–0.3 points there on the reference ResNet), at high sparsity the
-    re-estimated ones win by tens of points; the loss picked the better one in 9 of 10 allocations
-    (``docs/BENCHMARKS_quality.md``). Without labels the re-estimated statistics are always kept.
+    (re-estimating on 256 images cost 0.1–0.4 points there on the reference ResNet), at high sparsity the
+    re-estimated ones win by tens of points; the loss picked the better one in 25 of 28 allocations
+    (``scripts/benchmark_bn.py``, ``docs/BENCHMARKS_quality.md``). Without labels the re-estimated statistics are always kept.
 
     With a ``key`` (a variant id), the outcome is kept (a few KB per variant) and re-loaded when the same variant
     is applied again — the racing rounds, the measurement on the whole split, saving — and ``chosen[key]`` says
@@ -158,7 +148,7 @@ class BatchNormRecalibrator:
         before = loss() if loss else None
         dense = batchnorm_state(self.modules)
         recalibrate_batchnorm(model, self.inputs, batch_size=self.batch_size, forward=self.forward,
-                              accelerator=None, modules=self.modules)
+                              modules=self.modules)
         keep = True
         if loss is not None and not loss() < before:
             load_batchnorm_state(self.modules, dense)

@@ -214,7 +214,7 @@ class Finetuner:
 
     def __call__(self, item: dict, scores: dict, folder: Path | None = None, loaded=None) -> dict:
         from .evaluate import evaluate
-        from .reconstruct_stage import reconstructor
+        from .reconstruct_stage import reconstructor, statistics_key
         from .saving import save_variant
 
         rank_by = item.get("rank_by") or item["signal"]
@@ -223,7 +223,7 @@ class Finetuner:
         else:
             apply_sparsities(self.model, self.layers, item["target_layers"], scores[rank_by])
         if self.recalibrate is not None:  # start from the statistics the one-shot numbers were measured with
-            self.recalibrate(self.model)
+            self.recalibrate(self.model, statistics_key(item, self.layers))
         res = finetune(self.model, self.layers, self.train, self.val, accelerator=self.acc,
                        steps=self.config.finetune_steps, epochs=self.config.finetune_epochs, lr=self.config.finetune_lr,
                        patience=self.config.finetune_patience, batch_size=self.config.finetune_batch_size,

@@ -31,7 +31,7 @@ from .variant_eval import Measurer, evaluate_variants
 from .baselines import run_baselines
 from .config import PruneConfig
 from .finetune import Finetuner
-from .reconstruct_stage import allocation_key, reconstruct_candidates, reconstructor
+from .reconstruct_stage import reconstruct_candidates, reconstructor, statistics_key
 from .bn_recalibrate import BatchNormRecalibrator
 from .saving import save_variant, variant_recipe, write_json_atomic  # noqa: F401 - re-exported
 
@@ -279,7 +279,7 @@ def run_mixmatch(
                 recon = v.get("reconstructed")
                 with measurer.applied(v["target_layers"], None if recon else scores[v["signal"]],
                                       apply=reconstructor(config, data, acc) if recon else apply_sparsities,
-                                      key=("sparsegpt", allocation_key(v, layers)) if recon else vid):
+                                      key=statistics_key(v, layers)):
                     record_dir(out, "variants")
                     record(out, rel)
                     save_variant(loaded, out / rel, recipe=recipe, storage=config.storage)

@@ -20,6 +20,12 @@ def allocation_key(v: dict, layers) -> tuple:
     return tuple(round(v["target_layers"][layer.name], 12) for layer in layers)
 
 
+def statistics_key(v: dict, layers) -> tuple | str:
+    """Where a variant's BatchNorm re-estimation is cached (:class:`~hf_mixmatch.bn_recalibrate.BatchNormRecalibrator`):
+    its reconstruction (one per allocation, whatever the signal) or its own masks (its id)."""
+    return ("sparsegpt", allocation_key(v, layers)) if v.get("reconstructed") else v["id"]
+
+
 def _curves_reconstructed(config) -> bool:
     """Do the run's curve strategies allocate against reconstruction-aware curves (what SparseGPT then pays)?"""
     return config.ranges == "rd" and config.rd_distortion == "sparsegpt"
@@ -86,8 +92,8 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
     if select is not None:
         for vid in front:
             v = by_id[vid]
-            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply,
-                                     key=("sparsegpt", allocation_key(v, layers))) if v.get("reconstructed")
+            full = (measurer.measure(v["target_layers"], None, data.eval, apply=apply, key=statistics_key(v, layers))
+                    if v.get("reconstructed")
                     else measurer.measure(v["target_layers"], scores[v["signal"]], data.eval, key=vid))
             v["select"] = {k: v[k] for k in ("accuracy", "top5", "samples", "split")}
             v.update(accuracy=full["accuracy"], top5=full["top5"], samples=full["samples"], split=data.eval_split)
