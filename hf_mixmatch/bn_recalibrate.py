@@ -37,12 +37,17 @@ def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
             and m.running_mean is not None]
 
 
+def check_calibration_size(n: int) -> None:
+    """Re-estimation needs at least 2 calibration images (the variance of a single sample is undefined)."""
+    if n < 2:
+        raise ConfigError("BatchNorm re-estimation needs at least 2 calibration images: raise --calib-samples or "
+                          "pass --no-bn-recalibrate")
+
+
 def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """``inputs`` in batches of ``batch_size``; a trailing batch of one image joins the one before it (BatchNorm
     cannot take the variance of a single sample in train mode)."""
-    if len(inputs) < 2:
-        raise ConfigError("BatchNorm re-estimation needs at least 2 calibration images: raise --calib-samples or "
-                          "pass --no-bn-recalibrate")
+    check_calibration_size(len(inputs))
     batches = list(inputs.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]

@@ -32,7 +32,7 @@ from .baselines import run_baselines
 from .config import PruneConfig
 from .finetune import Finetuner
 from .reconstruct_stage import reconstruct_candidates, reconstructor, statistics_key
-from .bn_recalibrate import BatchNormRecalibrator
+from .bn_recalibrate import BatchNormRecalibrator, batchnorm_modules, check_calibration_size
 from .saving import save_variant, variant_recipe, write_json_atomic  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ def run_mixmatch(
         raise ConfigError("the model has no Conv/Linear weights to prune")
     if config.ranges not in ("observed", "rd"):  # preset / range file: wrong names or layers fail here, not later
         resolve_ranges(config.ranges, layers)
+    if config.bn_recalibrate and batchnorm_modules(model):
+        check_calibration_size(len(data.calib.tensors[0]))
     out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
     acc.wait_for_everyone()
 

@@ -200,8 +200,9 @@ def _run(tmp_path, image_dataset, name, **kw):
         state = load_file(str(model_dir / "model.safetensors"))
         save_file({k: v * 1e-4 if k.endswith("running_var") else v for k, v in state.items()},
                   str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    kw = {"calib_samples": 24, **kw}
     cfg = PruneConfig(model=str(model_dir), dataset=str(image_dataset), output_dir=str(tmp_path / name),
-                      calib_samples=24, eval_samples=20, batch_size=8, progress=False, save="all",
+                      eval_samples=20, batch_size=8, progress=False, save="all",
                       strategies=("conservative", "aggressive"), signals=("magnitude",), range_targets=(0.6, 0.9),
                       eval="full", **kw)
     return run_mixmatch(cfg, loaded=load_model(str(model_dir)))
@@ -264,3 +265,11 @@ def test_no_bn_recalibrate_keeps_the_base_statistics(tmp_path, image_dataset):
     recipe = json.loads((run.output_dir / v["path"] / "mixmatch.json").read_text())
     card = str(variant_card(run.results, v, recipe))
     assert "--no-bn-recalibrate" in card and "BatchNorm statistics" not in card
+
+
+def test_one_calibration_image_fails_before_the_output_dir_is_made(tmp_path, image_dataset):
+    with pytest.raises(ConfigError, match="--calib-samples"):
+        _run(tmp_path, image_dataset, "one", calib_samples=1)
+    assert not (tmp_path / "one").exists()
+    _run(tmp_path, image_dataset, "one_off", calib_samples=1, bn_recalibrate=False)  # the fix the error names works
+    assert (tmp_path / "one_off" / "results.json").exists()
