@@ -41,6 +41,8 @@ def _structured_reproduce(recipe: dict, results: dict) -> str:
                       ("calib_samples", "--calib-samples"), ("eval_samples", "--eval-samples"), ("seed", "--seed")):
         if opts.get(key) is not None:
             parts.append(f"{flag} {opts[key]}")
+    if opts.get("bn_recalibrate") is False:
+        parts.append("--no-bn-recalibrate")
     if opts.get("components"):
         parts.append("--components " + " ".join(f"'{c}'" for c in opts["components"]))
     parts.append("--output-dir reproduce")
@@ -148,6 +150,7 @@ def structured_card(results: dict, recipe: dict, *, repo_id: str | None = None):
         "eval_samples": results.get("eval_samples"), "threads": pruned.get("threads", "?"),
         "latency_runs": pruned.get("latency_runs"), "memory_format": pruned.get("memory_format"), "size_rows": size_rows, "component_rows": component_rows,
         "group_rows": group_rows, "n_fixed": fixed, "reproduce": _structured_reproduce(recipe, results),
+        "bn_recalibration": recipe.get("bn_recalibration"),
     }
     return ModelCard.from_template(data, template_path=str(template_path(STRUCTURED_TEMPLATE)), **ctx)
 

@@ -8,7 +8,11 @@ RD/DP's and LAMP's allocations (``rd+sgpt``, ``lamp+sgpt``). Calibration images 
 training images the reference never saw (the same draw as ``benchmark_reconstruct.py``), the first N of them used
 for each size. The last column is the library's rule (``BatchNormRecalibrator``: re-estimated statistics kept only
 when they lower the cross-entropy on the first ``--guard-size`` labelled calibration images). Prints a markdown
-table (accuracy in %, and the change re-estimation makes)."""
+table (accuracy in %, and the change re-estimation makes).
+
+``structured``: whole channels removed by ``hf-mixmatch structured``'s search (``--structured-search``; target = the
+share of parameters removed, scored on ``--select`` held-out training images) from the same model, then the same
+columns; its guard is the structured rule (kept when the accuracy on the selection images rises)."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fashion_mnist import DEFAULT_ROOT  # noqa: E402
 from recon_bench import Bench, splits  # noqa: E402
 
-METHODS = ("lamp", "snip", "rd", "rd+sgpt", "lamp+sgpt")
+METHODS = ("lamp", "snip", "rd", "rd+sgpt", "lamp+sgpt", "structured")
 
 
 def parse_args(argv=None):
@@ -45,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rd-grid-step", type=float, default=0.02)
     p.add_argument("--rd-cache", default=None, help="where the RD curves are cached (default: runs/bench_bn)")
+    p.add_argument("--select", type=int, default=1000, help="structured: held-out images its search is scored on")
+    p.add_argument("--structured-search", choices=("grid", "gradient", "both"), default="grid")
     return p.parse_args(argv)
 
 
@@ -60,8 +66,8 @@ def main(argv=None) -> int:
     methods = args.methods.split(",")
     if unknown := set(methods) - set(METHODS):
         raise SystemExit(f"unknown --methods {sorted(unknown)}; choose from {list(METHODS)}")
-    calib, select, test = splits(args.fmnist_root, args.seed, max(max(sizes), 128, args.guard_size), 0,
-                                 args.test_samples, args.extra_test)
+    calib, select, test = splits(args.fmnist_root, args.seed, max(max(sizes), 128, args.guard_size),
+                                 args.select if "structured" in methods else 0, args.test_samples, args.extra_test)
     guard_x, guard_y = (t[: args.guard_size] for t in calib.tensors)
     rd_calib = torch.utils.data.TensorDataset(*(t[:128] for t in calib.tensors))  # RD curves / scores / SparseGPT
     bench = Bench(Path(args.model), rd_calib, select, test,
@@ -79,6 +85,10 @@ def main(argv=None) -> int:
     print("|---|---:|" + "---:|" * (len(sizes) + 2) + "---|")
     for method in methods:
         for target in (float(t) for t in args.targets.split(",")):
+            if method == "structured":
+                if target > 0:
+                    print(structured_row(bench, calib, select, test, target, sizes, args), flush=True)
+                continue
             base = method.split("+")[0]
             if base == "rd":
                 sparsities, rank_by = rd_strategy(bench.scores["rd"], bench.layers, target, grid=grid), "magnitude"
@@ -101,6 +111,38 @@ def main(argv=None) -> int:
                   flush=True)
     print(f"\n{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def structured_row(bench, calib, select, test, target, sizes, args) -> str:
+    """One table row for channels removed by the structured search at ``target`` (share of parameters)."""
+    from hf_mixmatch.bn_recalibrate import batchnorm_modules, batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
+    from hf_mixmatch.errors import HfMixmatchError
+    from hf_mixmatch.evaluate import evaluate
+    from hf_mixmatch.structured import SearchConfig, classification_task, structured_prune
+    from hf_mixmatch.structured.prune import recalibrate_pruned
+
+    guard = torch.utils.data.TensorDataset(*(t[: args.guard_size] for t in calib.tensors))
+    task = classification_task(guard, select, batch_size=args.batch_size)
+    cfg = SearchConfig(sparsity=target, search=args.structured_search, bn_recalibrate=False)
+    try:
+        res = structured_prune(bench.model, task, example=test.tensors[0][:1], config=cfg, with_baseline=False)
+    except HfMixmatchError as exc:
+        return f"| structured | {target:.2f} | " + " | ".join("–" for _ in sizes) + f" | – | – | {exc} |"
+    model = res.model
+    modules = batchnorm_modules(model)
+    stale = batchnorm_state(modules)
+    accs = []
+    for n in sizes:
+        load_batchnorm_state(modules, stale)
+        if n:
+            recalibrate_batchnorm(model, calib.tensors[0][:n], batch_size=args.batch_size)
+        accs.append(100 * evaluate(model, test, batch_size=500)["accuracy"])
+    load_batchnorm_state(modules, stale)
+    kept = recalibrate_pruned(model, task, guard.tensors[0], res.winner.metric)["kept"]
+    guarded = 100 * evaluate(model, test, batch_size=500)["accuracy"]
+    return (f"| structured ({res.recipe['achieved_sparsity']:.1%} of params) | {target:.2f} | "
+            + " | ".join(f"{a:.2f}" for a in accs)
+            + f" | {accs[-1] - accs[0]:+.2f} | {guarded:.2f} | {'re-estimated' if kept else 'dense'} |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..outdir import check_output_dir, open_output_dir, record, staged_dir
 
 
@@ -46,6 +48,9 @@ def add_cli(subparsers) -> None:
                    help="rounds of CPU timing per batch size, dense and pruned in turn (median reported)")
     p.add_argument("--channels-last", action="store_true",
                    help="time CNNs in channels-last (NHWC) layout, PyTorch's faster CPU path (both dense and pruned)")
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate the pruned model's BatchNorm statistics on the calibration images, kept when "
+                        "they raise the accuracy on the selection samples (default on; no effect without BatchNorm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--overwrite", action="store_true")
@@ -69,7 +74,7 @@ def run_cli(args) -> int:
     out = check_output_dir(args.output_dir, overwrite=args.overwrite)
     cfg = SearchConfig(sparsity=args.sparsity, tolerance=args.tolerance, metric_floor=args.metric_floor,
                        search=args.search, steps=args.steps, finetune_steps=args.finetune_steps, seed=args.seed,
-                       flops_weight=args.flops_weight, round_to=args.round_to)
+                       flops_weight=args.flops_weight, round_to=args.round_to, bn_recalibrate=args.bn_recalibrate)
     loaded = load_model(args.model)
     ds, image_col, label_col = load_image_dataset(args.dataset, image_column=args.image_column,
                                                   label_column=args.label_column)
@@ -96,7 +101,7 @@ def run_cli(args) -> int:
     out = open_output_dir(out, overwrite=args.overwrite)
     options = {k: getattr(args, k) for k in ("search", "steps", "finetune_steps", "flops_weight", "round_to", "calib_split",
                                              "eval_split", "calib_samples", "eval_samples", "select_samples",
-                                             "seed", "components", "layout")}
+                                             "seed", "components", "layout", "bn_recalibrate")}
     res.recipe.update(base_model=loaded.source, base_revision=loaded.revision, dataset=str(args.dataset),
                       library=loaded.library, preprocess=loaded.preprocess.to_dict(), options=options,
                       hf_mixmatch_version=__version__)
@@ -114,6 +119,7 @@ def run_cli(args) -> int:
         "winner": res.recipe["winner"],
         "search": res.recipe["search"],
         "metric_floor": cfg.metric_floor,
+        "bn_recalibration": res.recipe["bn_recalibration"],
         "dense": {**dense_stats, "accuracy": dense_acc["accuracy"], "top5": dense_acc["top5"]},
         "pruned": {**pruned_stats, "accuracy": pruned_acc["accuracy"], "top5": pruned_acc["top5"]},
         "model_dir": str(out / "model"),

@@ -43,6 +43,7 @@ class SearchConfig:
     safeguard: bool = True  # gradient search: return the L1 selection when it is better on the held-out metric
     finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
     finetune_lr: float = 1e-3
+    bn_recalibrate: bool = True  # re-estimate the pruned model's BatchNorm statistics (kept when they help)
     seed: int = 0
 
     def __post_init__(self):
