@@ -11,8 +11,9 @@ when they lower the cross-entropy on the first ``--guard-size`` labelled calibra
 table (accuracy in %, and the change re-estimation makes).
 
 ``structured``: whole channels removed by ``hf-mixmatch structured``'s search (``--structured-search``; target = the
-share of parameters removed, scored on ``--select`` held-out training images) from the same model, then the same
-columns; its guard is the structured rule (kept when the accuracy on the selection images rises)."""
+share of parameters removed, scored on ``--select`` held-out training images) with the dense statistics, then the
+same columns; the guarded column is the library's path: the search scoring each selection with re-estimated
+statistics, then the structured rule (kept when the accuracy on the selection images rises)."""
 
 from __future__ import annotations
 
@@ -119,13 +120,14 @@ def structured_row(bench, calib, select, test, target, sizes, args) -> str:
     from hf_mixmatch.errors import HfMixmatchError
     from hf_mixmatch.evaluate import evaluate
     from hf_mixmatch.structured import SearchConfig, classification_task, structured_prune
-    from hf_mixmatch.structured.prune import recalibrate_pruned
 
     guard = torch.utils.data.TensorDataset(*(t[: args.guard_size] for t in calib.tensors))
     task = classification_task(guard, select, batch_size=args.batch_size)
     cfg = SearchConfig(sparsity=target, search=args.structured_search, bn_recalibrate=False)
     try:
         res = structured_prune(bench.model, task, example=test.tensors[0][:1], config=cfg, with_baseline=False)
+        lib = structured_prune(bench.model, task, example=test.tensors[0][:1], with_baseline=False,
+                               config=SearchConfig(sparsity=target, search=args.structured_search))
     except HfMixmatchError as exc:
         return f"| structured | {target:.2f} | " + " | ".join("–" for _ in sizes) + f" | – | – | {exc} |"
     model = res.model
@@ -137,10 +139,9 @@ def structured_row(bench, calib, select, test, target, sizes, args) -> str:
         if n:
             recalibrate_batchnorm(model, calib.tensors[0][:n], batch_size=args.batch_size)
         accs.append(100 * evaluate(model, test, batch_size=500)["accuracy"])
-    load_batchnorm_state(modules, stale)
-    kept = recalibrate_pruned(model, task, guard.tensors[0], res.winner.metric)["kept"]
-    guarded = 100 * evaluate(model, test, batch_size=500)["accuracy"]
-    return (f"| structured ({res.recipe['achieved_sparsity']:.1%} of params) | {target:.2f} | "
+    kept = lib.recipe["bn_recalibration"]["kept"]
+    guarded = 100 * evaluate(lib.model, test, batch_size=500)["accuracy"]
+    return (f"| structured ({res.recipe['achieved_sparsity']:.1%} / {lib.recipe['achieved_sparsity']:.1%} of params) | {target:.2f} | "
             + " | ".join(f"{a:.2f}" for a in accs)
             + f" | {accs[-1] - accs[0]:+.2f} | {guarded:.2f} | {'re-estimated' if kept else 'dense'} |")
 

@@ -221,12 +221,14 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
     assert all(float(r[4]) == pytest.approx(float(r[3]) - float(r[2]), abs=0.011) for r in rows)
     # the guarded column is one of the two measured ones (N = 16 both ways), as its "kept" column says
     assert all(float(r[5]) == float(r[3] if r[6].strip() == "re-estimated" else r[2]) for r in rows)
-    # structured: channels removed by the structured search, then the same columns; its guard keeps one of the two
+    # structured: channels removed by the structured search, then the same columns; the last two: the library's path
     assert bn.main(["--model", str(tmp_path / "m"), "--targets", "0,0.3", "--methods", "structured",
                     "--calib-sizes", "0,16", "--guard-size", "16", "--select", "32"]) == 0
     out = capsys.readouterr().out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| structured")]
     assert len(rows) == 1 and rows[0][1].strip() == "0.30" and "of params" in rows[0][0]
     r = rows[0]
+    shares = [float(x.strip().rstrip("%")) for x in r[0].split("(")[1].split(" of params")[0].split("/")]
+    assert len(shares) == 2 and all(abs(x - 30) <= 2 for x in shares)  # both searches within the tolerance
     assert float(r[4]) == pytest.approx(float(r[3]) - float(r[2]), abs=0.011)
-    assert float(r[5]) == float(r[3] if r[6].strip() == "re-estimated" else r[2])
+    assert 0 <= float(r[5]) <= 100 and r[6].strip() in ("re-estimated", "dense")

@@ -151,6 +151,30 @@ def _calibration_inputs(model: nn.Module, task: Task, cfg: SearchConfig) -> torc
     return inputs
 
 
+def bn_aware(task: Task, inputs: torch.Tensor) -> Task:
+    """``task`` whose metric is what a selection will score once pruned and its BatchNorm statistics re-estimated
+    on ``inputs`` (the better of the model's own statistics and re-estimated ones, then put back), so the searches
+    choose units for the model that is saved. Called on the gated dense model: every unit's statistics come from
+    the same activations as in the physically pruned one (gates act on the consumers' inputs), and the removed
+    units' statistics feed only gated inputs."""
+    from dataclasses import replace
+
+    from ..bn_recalibrate import batchnorm_modules, batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
+
+    def metric(model: nn.Module) -> float:
+        modules = batchnorm_modules(model)
+        saved = batchnorm_state(modules)
+        own = float(task.metric(model))
+        try:
+            recalibrate_batchnorm(model, inputs, forward=lambda m, batch: m(batch), modules=modules)
+            estimated = float(task.metric(model))
+        finally:
+            load_batchnorm_state(modules, saved)
+        return max(own, estimated)
+
+    return replace(task, metric=metric)
+
+
 def recalibrate_pruned(model: nn.Module, task: Task, inputs: torch.Tensor, metric: float) -> dict:
     """Re-estimate the BatchNorm statistics of the physically pruned ``model`` on ``inputs`` (the statistics the
     dense model kept describe channels that are gone and activations that have shifted), and keep them only when
@@ -196,7 +220,9 @@ def structured_prune(
     with_baseline: bool = True,
 ) -> StructuredResult:
     """Remove ``config.sparsity`` ± ``config.tolerance`` of the parameters as whole channels / units / heads,
-    keeping ``task.metric`` ≥ ``config.metric_floor``; grid and/or gradient search, the better one wins.
+    keeping ``task.metric`` ≥ ``config.metric_floor``; grid and/or gradient search, the better one wins. With
+    ``config.bn_recalibrate`` and a model with BatchNorm, the searches score each selection with re-estimated
+    statistics (:func:`bn_aware`) and the pruned model's statistics are re-estimated (:func:`recalibrate_pruned`).
 
     Raises :class:`MetricFloorError` when no search reaches the floor at this sparsity.
     """
@@ -207,12 +233,13 @@ def structured_prune(
     _validate(model, plan, example)  # groups whose removal breaks the model are kept dense before any search
     total = count_params(model)
     dense_metric = float(task.metric(model))
+    scored = task if bn_inputs is None else bn_aware(task, bn_inputs)  # selections scored as they will be saved
     selections = []
     if cfg.search in ("grid", "both"):
-        selections.append(grid_search(model, plan, task, cfg, total))
+        selections.append(grid_search(model, plan, scored, cfg, total))
     if cfg.search in ("gradient", "both"):
-        selections.append(gradient_search(model, plan, task, cfg, total))
-    baseline = l1_baseline(model, plan, task, cfg, total) if with_baseline else None
+        selections.append(gradient_search(model, plan, scored, cfg, total))
+    baseline = l1_baseline(model, plan, scored, cfg, total) if with_baseline else None
     feasible = [s for s in selections if abs(s.sparsity - cfg.sparsity) <= cfg.tolerance]
     if not feasible:
         got = ", ".join(f"{s.method}: {s.sparsity:.3f}" for s in selections)
@@ -225,8 +252,8 @@ def structured_prune(
     final_metric = winner.metric
     bn = None
     if bn_inputs is not None:
-        bn = recalibrate_pruned(pruned, task, bn_inputs, final_metric)
-        final_metric = max(final_metric, bn["metric_reestimated"])
+        bn = recalibrate_pruned(pruned, task, bn_inputs, float(task.metric(pruned)))
+        final_metric = max(bn["metric_dense_statistics"], bn["metric_reestimated"])
     one_shot = final_metric
     if cfg.finetune_steps:
         finetune(pruned, task, steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=cfg.seed)
