@@ -1,5 +1,6 @@
 """BatchNorm re-estimation after structured pruning: the rule, the statistics against a re-derivation on several
-CNN families, and the CLI (results, card, reproduce command, early error)."""
+CNN families, and the CLI (results, card, reproduce command, early error); and grouped convolutions (RegNet), whose
+feeding groups are kept dense when a unit count the groups cannot divide would break the model."""
 
 from __future__ import annotations
 
@@ -197,3 +198,67 @@ def test_cli_records_the_re_estimation_in_results_recipe_and_card(tmp_path, caps
     assert rc == 2 and not bad.exists()
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--no-bn-recalibrate" in err.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------- grouped convolutions (RegNet)
+
+
+class _Grouped(torch.nn.Module):
+    """conv → grouped conv (2 groups) → conv → head: removing a unit count the 2 groups cannot divide breaks it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.bn_a = torch.nn.BatchNorm2d(8)
+        self.g = torch.nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.bn_g = torch.nn.BatchNorm2d(8)
+        self.c = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.bn_c = torch.nn.BatchNorm2d(16)
+        self.d = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.bn_d = torch.nn.BatchNorm2d(16)
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn_a(self.a(x)))
+        x = torch.relu(self.bn_g(self.g(x)))
+        x = torch.relu(self.bn_c(self.c(x)))
+        x = torch.relu(self.bn_d(self.d(x)))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("family", ["grouped", "transformers-regnet"])
+def test_groups_feeding_grouped_convolutions_are_kept_dense_and_the_rest_is_pruned(family):
+    if family == "grouped":
+        model, x, task = _stale_model_and_task(_Grouped)
+    else:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from zoo_models import ZOO, build
+
+        torch.manual_seed(0)
+        case = next(c for c in ZOO if c.id == "regnet")
+        model = build(case).eval()
+        x = torch.rand(32, 3, case.size, case.size)
+        y = torch.randint(0, 2, (32,))
+        task = classification_task(TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:]), batch_size=8)
+    res = structured_prune(model, task, example=x[:1], with_baseline=False,
+                           config=SearchConfig(sparsity=0.25, tolerance=0.1, search="grid"))
+    grouped = [m for m in res.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert grouped and all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in grouped)
+    kept_dense = [g for g in res.recipe["groups"] if not g["prunable"] and "spans components" not in g["reason"]]
+    assert kept_dense and any(g["removed"] for g in res.recipe["groups"])  # only what breaks is kept whole
+    with torch.no_grad():
+        assert _out(res.model(x[:2])).shape[0] == 2
+    # any selection over the groups left prunable cuts cleanly: one unit each, or random counts and units
+    from hf_mixmatch.structured.verify import check_equivalent, probe_selection
+
+    g = torch.Generator().manual_seed(0)
+    selections = [probe_selection(res.plan, model, ratio=0.0)]
+    for _ in range(3):
+        selections.append({grp.index: sorted(torch.randperm(grp.size, generator=g)[
+            : int(torch.randint(1, grp.size, (1,), generator=g))].tolist()) for grp in res.plan.prunable})
+    for removed in selections:
+        pruned, _ = prune_physical(model, res.plan, removed)
+        check_equivalent(model, res.plan, removed, pruned, x[:1])

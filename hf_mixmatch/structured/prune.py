@@ -206,6 +206,8 @@ def _validate(model, plan, example):
         require_prunable(plan)  # the architecture, not the chosen components, leaves nothing to prune
     if plan.prunable:
         validate_plan(model, plan, example, probe_selection(plan, model))
+    if plan.prunable:  # one unit per group: a width a grouped convolution can no longer divide fails here, not later
+        validate_plan(model, plan, example, probe_selection(plan, model, ratio=0.0))
 
 
 def structured_prune(
