@@ -262,3 +262,45 @@ def test_groups_feeding_grouped_convolutions_are_kept_dense_and_the_rest_is_prun
     for removed in selections:
         pruned, _ = prune_physical(model, res.plan, removed)
         check_equivalent(model, res.plan, removed, pruned, x[:1])
+
+
+# ------------------------------------------------------------------ gradient search: gates on batch statistics
+
+
+def test_gradient_search_trains_gates_on_batch_statistics_and_puts_the_running_ones_back():
+    from hf_mixmatch.structured import find_groups, gradient_search
+    from hf_mixmatch.structured.measure import count_params
+
+    model, x, task = _stale_model_and_task(FAMILIES["transformers-resnet"])
+    corrupted = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in batchnorm_modules(corrupted):
+            m.running_mean.normal_()
+            m.running_var.uniform_(1e-4, 1e4)
+    cfg = SearchConfig(sparsity=0.3, tolerance=0.05, search="gradient", steps=20, safeguard=False, init="uniform")
+    chosen = []
+    for net in (model, corrupted):
+        before = _buffers(net)
+        plan = find_groups(net, x[:1])
+        sel = gradient_search(net, plan, task, cfg, count_params(net))
+        after = _buffers(net)
+        assert all(torch.equal(before[k], after[k]) for k in before)  # running statistics untouched
+        assert not any(m.training for m in net.modules())
+        chosen.append(sel.removed)
+    # the gates never read the running statistics: the same units go, however wrong those statistics are
+    assert chosen[0] == chosen[1]
+
+
+def test_gradient_search_skips_single_image_batches_and_names_the_fix_when_none_is_left():
+    from hf_mixmatch.structured import find_groups, gradient_search
+    from hf_mixmatch.structured.measure import count_params
+
+    model, x, _ = _stale_model_and_task(FAMILIES["transformers-resnet"])
+    y = torch.zeros(len(x), dtype=torch.long)
+    plan = find_groups(model, x[:1])
+    cfg = SearchConfig(sparsity=0.3, tolerance=0.05, search="gradient", steps=4, safeguard=False)
+    three = classification_task(TensorDataset(x[:3], y[:3]), TensorDataset(x[3:9], y[3:9]), batch_size=2)
+    assert gradient_search(model, plan, three, cfg, count_params(model)).detail["steps"] == 4  # [2, 1]: the 1 skipped
+    one = classification_task(TensorDataset(x[:1], y[:1]), TensorDataset(x[3:9], y[3:9]), batch_size=2)
+    with pytest.raises(ConfigError, match="--no-bn-recalibrate"):
+        gradient_search(model, plan, one, cfg, count_params(model))
