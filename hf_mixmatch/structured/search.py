@@ -17,7 +17,6 @@ import torch_pruning as tp
 from torch import nn
 
 from ..errors import ConfigError
-from ..bn_recalibrate import batchnorm_modules, batchnorm_state, load_batchnorm_state
 from .gates import GateHooks, masks_from_removed
 from .cost import expected_macs, expected_params
 from .groups import GroupPlan, StructGroup
@@ -44,8 +43,7 @@ class SearchConfig:
     safeguard: bool = True  # gradient search: return the L1 selection when it is better on the held-out metric
     finetune_steps: int = 0  # short fine-tune of the physically pruned winner (task loss, all weights)
     finetune_lr: float = 1e-3
-    bn_recalibrate: bool = True  # re-estimate the pruned model's BatchNorm statistics (kept when they help);
-    # the gradient search then trains its gates with BatchNorm on batch statistics
+    bn_recalibrate: bool = True  # re-estimate the pruned model's BatchNorm statistics (kept when they help)
     seed: int = 0
 
     def __post_init__(self):
@@ -262,29 +260,18 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
         p.requires_grad_(False)
     was = model.training
     model.eval()
-    # with --bn-recalibrate the saved model's BatchNorm statistics are re-estimated, so the gates are trained on
-    # the model normalised by each batch's statistics (the running ones are put back afterwards)
-    batchnorms = batchnorm_modules(model) if cfg.bn_recalibrate else []
-    running = batchnorm_state(batchnorms)
     step = 0
     scale = 1.0
     try:
-        for m in batchnorms:
-            m.training = True  # these modules only (timm's BatchNormAct2d holds its activation as a child)
         if cfg.normalize_loss:
             with torch.no_grad():
-                seen = [float(task.loss(model, b)) for b, _ in zip(task.batches(), range(4))
-                        if not (batchnorms and len(b[0]) < 2)]
+                seen = [float(task.loss(model, b)) for b, _ in zip(task.batches(), range(4))]
             scale = 1.0 / max(sum(seen) / max(len(seen), 1), 1e-12)
         with GateHooks(model, plan) as gates:
             while step < cfg.steps:
-                used = 0
                 for batch in task.batches():
                     if step >= cfg.steps:
                         break
-                    if batchnorms and len(batch[0]) < 2:  # batch statistics need two samples
-                        continue
-                    used += 1
                     temp = 1.0 - 0.8 * step / max(cfg.steps - 1, 1)
                     gates.values = {k: torch.sigmoid(v / temp) for k, v in logits.items()}
                     c = (expected_params(plan, gates.values, total) - target) / total
@@ -296,14 +283,10 @@ def gradient_search(model: nn.Module, plan: GroupPlan, task: Task, cfg: SearchCo
                     opt.step()
                     mu += cfg.penalty * float(c.detach())
                     step += 1
-                if not used and step < cfg.steps:
-                    raise ConfigError("the gradient search needs calibration batches of at least 2 images with "
-                                      "BatchNorm re-estimation: raise --calib-samples or pass --no-bn-recalibrate")
     finally:
         for p, r in zip(model.parameters(), frozen):
             p.requires_grad_(r)
         model.train(was)
-        load_batchnorm_state(batchnorms, running)
     final = {k: v.detach() for k, v in logits.items()}
     removed, share = _threshold(plan, final, cfg, total)
     metric = metric_with_removed(model, plan, task, removed)
