@@ -22,7 +22,7 @@ from hf_mixmatch.structured import (
     structured_prune,
     timm_model,
 )
-from hf_mixmatch.structured.prune import recalibrate_pruned
+from hf_mixmatch.structured.batchnorm import recalibrate_pruned
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import ConfigError, MetricFloorError, ModelLoadError
 from .attention import find_attention, prune_heads
+from .batchnorm import bn_aware, calibration_inputs, recalibrate_pruned
 from .groups import GroupPlan, build_graph, find_groups, unit_channels
 from .guard import unsupported_on_failure
 from .mlp import find_mlps, prune_units
@@ -140,59 +141,6 @@ def finetune(model: nn.Module, task: Task, *, steps: int, lr: float = 1e-3, seed
     return model.eval()
 
 
-def _calibration_inputs(model: nn.Module, task: Task, cfg: SearchConfig) -> torch.Tensor | None:
-    """The task's calibration images when the pruned model's BatchNorm statistics will be re-estimated on them."""
-    from ..bn_recalibrate import batchnorm_modules, check_calibration_size
-
-    if not cfg.bn_recalibrate or task.batches is None or not batchnorm_modules(model):
-        return None
-    inputs = torch.cat([batch[0] for batch in task.batches()])
-    check_calibration_size(len(inputs))  # fails before any search
-    return inputs
-
-
-def bn_aware(task: Task, inputs: torch.Tensor) -> Task:
-    """``task`` whose metric is what a selection will score once pruned and its BatchNorm statistics re-estimated
-    on ``inputs`` (the better of the model's own statistics and re-estimated ones, then put back), so the searches
-    choose units for the model that is saved. Called on the gated dense model: every unit's statistics come from
-    the same activations as in the physically pruned one (gates act on the consumers' inputs), and the removed
-    units' statistics feed only gated inputs."""
-    from dataclasses import replace
-
-    from ..bn_recalibrate import batchnorm_modules, batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
-
-    def metric(model: nn.Module) -> float:
-        modules = batchnorm_modules(model)
-        saved = batchnorm_state(modules)
-        own = float(task.metric(model))
-        try:
-            recalibrate_batchnorm(model, inputs, forward=lambda m, batch: m(batch), modules=modules)
-            estimated = float(task.metric(model))
-        finally:
-            load_batchnorm_state(modules, saved)
-        return max(own, estimated)
-
-    return replace(task, metric=metric)
-
-
-def recalibrate_pruned(model: nn.Module, task: Task, inputs: torch.Tensor, metric: float) -> dict:
-    """Re-estimate the BatchNorm statistics of the physically pruned ``model`` on ``inputs`` (the statistics the
-    dense model kept describe channels that are gone and activations that have shifted), and keep them only when
-    they raise ``task.metric`` (the selection data) above ``metric``, the metric with the dense statistics."""
-    from ..bn_recalibrate import batchnorm_modules, batchnorm_state, load_batchnorm_state, recalibrate_batchnorm
-
-    modules = batchnorm_modules(model)
-    dense = batchnorm_state(modules)
-    recalibrate_batchnorm(model, inputs, forward=lambda m, batch: m(batch), modules=modules)
-    estimated = float(task.metric(model))
-    kept = estimated > metric
-    if not kept:
-        load_batchnorm_state(modules, dense)
-    return {"kept": kept, "layers": len(modules), "samples": len(inputs), "metric_dense_statistics": metric,
-            "metric_reestimated": estimated,
-            "rule": "re-estimated on the calibration images, kept when they raise the metric on the selection data"}
-
-
 def _check(*args):
     from .verify import check_equivalent
 
@@ -230,7 +178,7 @@ def structured_prune(
     """
     cfg = config or SearchConfig()
     model.eval()
-    bn_inputs = _calibration_inputs(model, task, cfg)
+    bn_inputs = calibration_inputs(model, task, cfg)
     plan = find_groups(model, example, components=components, ignore=ignore, layout=layout)
     _validate(model, plan, example)  # groups whose removal breaks the model are kept dense before any search
     total = count_params(model)
