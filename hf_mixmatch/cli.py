@@ -263,13 +263,14 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .failure import (check_interrupt, exit_code_for, install_sigint_handler, interrupted,
+    from .failure import (check_interrupt, exit_code_for, install_sigint_handler, interrupt_deferred, interrupted,
                           restore_sigint_handler)
 
     previous = install_sigint_handler()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        parser = build_parser()
+        with interrupt_deferred():  # the subcommands import torch: a Ctrl-C there is raised once it is loaded
+            parser = build_parser()
         args = parser.parse_args(argv)
         debug = args.debug
         if not getattr(args, "func", None):

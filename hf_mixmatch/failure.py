@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 
 from .errors import HfMixmatchError
 
@@ -43,6 +44,25 @@ def install_sigint_handler():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGINT, _on_sigint)
+
+
+@contextmanager
+def interrupt_deferred():
+    """Ctrl-C inside the block is recorded, not raised, and raised once the block ends: a KeyboardInterrupt
+    thrown while a C++ extension (torch, via pybind11) runs its import-time code aborts the process (SIGABRT)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def record(signum, frame):  # noqa: ARG001 - signal handler signature
+        _State.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, record)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check_interrupt()
 
 
 def restore_sigint_handler(previous) -> None:

@@ -231,3 +231,25 @@ def test_ctrl_c_at_several_points_exits_130_and_loses_nothing(tmp_path):
         for folder in (out / "variants").glob("*") if (out / "variants").is_dir() else []:
             assert not folder.name.startswith("."), f"{name}: temp folder {folder} left behind"
             assert {"config.json", "mixmatch.json"} <= {p.name for p in folder.iterdir()}, folder
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 0.8, 1.2, 1.6])
+def test_ctrl_c_while_the_command_line_imports_torch_exits_130_in_one_line(tmp_path, delay):
+    """A Ctrl-C that lands while torch's C++ extension initialises must not abort the process (SIGABRT)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hf_mixmatch", "prune", "default", "--output-dir",
+                             str(tmp_path / "out"), "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("hf-mixmatch")][0].startswith("hf-mixmatch: interrupted")
