@@ -36,7 +36,8 @@ from hf_mixmatch.structured import (
     reconstruction_task,
     timm_model,
 )
-from hf_mixmatch.structured.search import grid_search, gradient_search, l1_baseline
+from hf_mixmatch.structured.gradient import gradient_search
+from hf_mixmatch.structured.search import grid_search, l1_baseline
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -188,7 +188,7 @@ def _load_reference(arch: str, folder: Path):
     """The saved model through the plain library loaders, and its preprocessing applied to PIL images."""
     from PIL import Image
 
-    if arch == "resnet":
+    if arch.startswith("resnet"):
         import timm
 
         model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
@@ -206,7 +206,7 @@ def _load_reference(arch: str, folder: Path):
                                            return_tensors="pt")["pixel_values"]
 
 
-@pytest.mark.parametrize("arch", ["resnet", "vit", "swin"])
+@pytest.mark.parametrize("arch", ["resnet", "resnet_narrow", "vit", "swin"])
 def test_train_reference_saves_a_loadable_model(arch, fashion_root, tmp_path):
     root, arrays = fashion_root
     out = tmp_path / arch

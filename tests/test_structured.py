@@ -342,7 +342,8 @@ def _small_cnn_case(n=64):
 
 
 def test_warm_start_logits_put_the_l1_selection_below_zero():
-    from hf_mixmatch.structured.search import l1_baseline, warm_start_logits
+    from hf_mixmatch.structured.gradient import warm_start_logits
+    from hf_mixmatch.structured.search import l1_baseline
 
     model, task, plan, total = _small_cnn_case()
     cfg = SearchConfig(sparsity=0.5, steps=0)

@@ -16,7 +16,8 @@ from .measure import count_flops, count_params, latency_interleaved, latency_ms,
 from .prune import StructuredResult, finetune, prune_physical, replay, structured_prune
 from .cost import expected_macs, expected_params
 from .reference import ConvAutoencoder, build_architecture, cifar_resnet, register_architecture, timm_model
-from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
+from .gradient import gradient_search
+from .search import SearchConfig, Selection, grid_search, l1_baseline
 from .tasks import Task, accuracy, classification_task, psnr, reconstruction_task
 from .attention import AttnSite, find_attention, prune_heads
 from .mlp import MlpSite, find_mlps, prune_units

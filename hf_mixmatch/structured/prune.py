@@ -17,7 +17,8 @@ from .groups import GroupPlan, build_graph, find_groups, unit_channels
 from .guard import unsupported_on_failure
 from .mlp import find_mlps, prune_units
 from .measure import count_params
-from .search import SearchConfig, Selection, gradient_search, grid_search, l1_baseline
+from .gradient import gradient_search
+from .search import SearchConfig, Selection, grid_search, l1_baseline
 from .tasks import Task
 
 log = logging.getLogger(__name__)
