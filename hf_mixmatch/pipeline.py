@@ -25,7 +25,7 @@ from .models import LoadedModel, load_model
 from .pareto import pareto_front
 from .ranges import RangeTable, resolve_ranges
 from .resident import make_resident
-from .signals import compute_scores, fingerprint, load_scores, save_scores
+from .score_stage import rd_curves, rd_grid, record_rd_caches, run_scores
 from .strategies import strategy_sparsities
 from .variant_eval import Measurer, evaluate_variants
 from .baselines import run_baselines
@@ -147,10 +147,10 @@ def run_mixmatch(
                              else (probe, layouts[0]))
     timings["dense_eval_s"] = time.perf_counter() - t0
 
-    scores, skipped = _scores(config, model, layers, data, acc, out, timings, precision)
-    curves = _rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
+    scores, skipped = run_scores(config, model, layers, data, acc, out, timings, precision)
+    curves = rd_curves(config, model, layers, data, acc, out, timings) if config.ranges == "rd" else None
     ranges = resolve_ranges(config.ranges, layers, scores, targets=config.range_targets, rd_curves=curves,
-                            rd_grid=_rd_grid(config), rd_distortion=config.rd_distortion)
+                            rd_grid=rd_grid(config), rd_distortion=config.rd_distortion)
     finetuner = Finetuner(config, model, layers, data, acc, eval_batch_size, precision) if config.finetune else None
 
     # ---- Mix-and-Match variants: raced (or fully evaluated) on the selection data, front measured on eval ----
@@ -169,7 +169,7 @@ def run_mixmatch(
     plan = [(sig, strat) for sig in config.signals for strat in config.strategies]
     for sig, strat in plan:
         sparsities = strategy_sparsities(strat, ranges, layers, scores=scores[sig], curves=curves,
-                                         grid=_rd_grid(config))
+                                         grid=rd_grid(config))
         key = (sig, tuple(round(sparsities[layer.name], 12) for layer in layers))
         if key in seen:  # same masks as an earlier strategy (e.g. balanced == percentile_50): reuse its numbers
             same_as[f"{sig}-{strat}"] = seen[key]
@@ -290,7 +290,7 @@ def run_mixmatch(
     timings["total_s"] = time.perf_counter() - t_start
     results["timings"] = timings
     if is_main:
-        _record_rd_caches(out, acc)
+        record_rd_caches(out, acc)
         record(out, "report.md", "pareto.png", RESULTS_FILE)
         _write_report(out, results)
         write_json_atomic(out / RESULTS_FILE, results)
@@ -304,68 +304,6 @@ def _precision(config: PruneConfig, acc) -> str:
         {"bf16": "bf16", "fp16": "fp16"}.get(str(getattr(acc, "mixed_precision", "no")), "fp32")
     warn_if_emulated(precision, acc.device)
     return precision
-
-
-def _scores(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict,
-            precision: str = "fp32") -> tuple[dict, dict]:
-    """Compute the signals the run needs, or reuse the ones cached in the output dir.
-
-    Also returns ``{signal: why}`` for the optional signals that could not be computed (GraSP on a model
-    with an operation that has no second derivative); the observed ranges are then built without them.
-    """
-    from .ranges import detect_family
-
-    needed = set(config.signals) | {"magnitude"}
-    if config.ranges == "observed" or (config.ranges == "preset" and detect_family(layers) is None):
-        needed |= {"snip", "grasp"}
-    from .allocators import ALLOCATOR_SIGNALS
-
-    needed |= {s for b in config.baselines for s in ALLOCATOR_SIGNALS.get(b, ())}
-    t0 = time.perf_counter()
-    fp = fingerprint(model, layers, data.calib, batch_size=config.batch_size, train_mode=config.grad_train_mode,
-                     **({} if precision == "fp32" else {"precision": precision}))
-    cache = out / "scores.safetensors"
-    scores = load_scores(cache, fingerprint=fp)
-    timings["scoring_cached"] = scores is not None and needed <= set(scores)
-    if not timings["scoring_cached"]:
-        scores = compute_scores(model, layers, data.calib, signals=tuple(sorted(needed)), batch_size=config.batch_size,
-                                accelerator=acc, train_mode=config.grad_train_mode, progress=config.progress,
-                                precision=precision)
-        if acc.is_main_process:
-            record(out, cache.name, cache=True)
-            save_scores(scores, cache, fingerprint=fp)
-    timings["scoring_s"] = time.perf_counter() - t0
-    missing = needed - set(scores)  # only optional criteria can be missing (compute_scores raises otherwise)
-    if missing & set(config.baselines):
-        raise ConfigError(f"the {sorted(missing & set(config.baselines))} baseline needs a second derivative that an "
-                          "operation of this model lacks: drop it from --baselines")
-    return scores, {s: "an operation of the model has no second derivative" for s in sorted(missing)}
-
-
-def _rd_grid(config: PruneConfig):
-    from .rd import default_grid
-
-    return default_grid(config.rd_grid_step)
-
-
-def _record_rd_caches(out: Path, acc) -> None:
-    """The RD curve caches are named by the RD module: add the ones now in the run dir to its manifest."""
-    if acc.is_main_process:
-        record(out, *sorted(p.name for p in out.glob("rd_curves_*.safetensors")), cache=True)
-
-
-def _rd_curves(config: PruneConfig, model, layers, data: PreparedData, acc, out: Path, timings: dict) -> dict:
-    """RD/DP distortion curves on the calibration images (cached in the output dir), for ``--ranges rd``; each
-    layer pruned by ``config.rd_distortion`` (magnitude, or SparseGPT's reconstruction)."""
-    from .allocators import ALLOCATORS
-
-    t0 = time.perf_counter()
-    rd = ALLOCATORS["rd"].prepare(model, data.calib.tensors[0], grid=_rd_grid(config), reduction=config.rd_reduction,
-                                  cache_dir=out if acc.is_main_process else None, batch_size=config.batch_size,
-                                  layers=layers, method=config.rd_distortion)
-    timings["rd_curves_s"] = time.perf_counter() - t0
-    _record_rd_caches(out, acc)
-    return rd.curves
 
 
 def _write_report(out: Path, results: dict) -> None:
