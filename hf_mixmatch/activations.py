@@ -6,7 +6,9 @@ last input dimension; for a convolution the unfolded input patch (input channel 
 rows ``W[g]`` of shape ``(rows_per_group, d)`` acting on features ``X[g]`` of shape ``(tokens, d)``:
 
 - :func:`feature_sq_norms` -> ``||X_j||^2`` per group and feature (Wanda's statistic), shape ``(G, d)``;
-- :func:`accumulate_hessians` -> ``X^T X`` per group, shape ``(G, d, d)`` (SparseGPT's statistic).
+- :func:`accumulate_hessians` -> ``X^T X`` per group, shape ``(G, d, d)`` (SparseGPT's statistic);
+- :func:`accumulate_cross` -> also ``X_dense^T X``, the same layer's dense-model features against the pruned
+  model's (SparseGPT with the dense model's outputs as its target).
 
 Both are sums over calibration tokens/pixels (float64), accumulated in chunks of at most :data:`CHUNK_ELEMENTS`
 unfolded values, and summed across processes with ``accelerator.reduce`` — equal to one process's result up to
@@ -221,31 +223,71 @@ def accumulate_hessians(model: nn.Module, group: list[LayerInfo], inputs: torch.
 
     ``group``: layers that read one input tensor (:func:`forward_groups`); those with the same geometry share one
     Hessian (the same tensor object). The forward stops as soon as every layer it needs has seen its input."""
+    return _accumulate(model, group, inputs, batch_size, accelerator, forward, None)[0]
+
+
+def accumulate_cross(model: nn.Module, dense: nn.Module, group: list[LayerInfo], inputs: torch.Tensor, *,
+                     batch_size: int = 64, accelerator=None,
+                     forward: Callable = default_forward) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`accumulate_hessians`' ``X^T X`` of ``model`` and the cross term ``X_dense^T X`` (both ``(G, d, d)``),
+    ``X_dense`` being the same layer's features in ``dense`` (a copy of the model before pruning, same module
+    names) on the same calibration images. Per batch, ``dense`` runs first (up to the group's layers) and its
+    inputs are paired chunk by chunk with ``model``'s."""
+    return _accumulate(model, group, inputs, batch_size, accelerator, forward, dense)
+
+
+def _accumulate(model, group, inputs, batch_size, accelerator, forward, dense):
     owner: dict[tuple, LayerInfo] = {}
     for layer in group:
         owner.setdefault(_geometry(model.get_submodule(layer.name), layer), layer)
     hs: dict[str, torch.Tensor] = {}
+    cross: dict[str, torch.Tensor] = {}
     for layer in owner.values():
         module = model.get_submodule(layer.name)
         g = groups_of(module, layer)
         d = weight_matrix(module.weight, layer, g).shape[-1]
         hs[layer.name] = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device)
+        if dense is not None:
+            cross[layer.name] = torch.zeros_like(hs[layer.name])
+    names = list(hs)
+    stored: dict[str, torch.Tensor] = {}
+
+    def keep_input(name):
+        def fn(module, x):
+            stored[name] = x
+
+        return fn
 
     def hook_for(layer):
         def fn(module, x):
             acc = hs[layer.name]
-            for chunk in features(module, layer, x):
+            if dense is None:
+                for chunk in features(module, layer, x):
+                    c = chunk.double()
+                    acc += c.transpose(1, 2) @ c
+                return
+            for chunk, ref in zip(features(module, layer, x), features(module, layer, stored[layer.name])):
                 c = chunk.double()
                 acc += c.transpose(1, 2) @ c
+                cross[layer.name] += ref.double().transpose(1, 2) @ c
 
         return fn
 
+    hooks = {n: hook_for(layer) for n, layer in zip(names, owner.values())}
     batches = calibration_batches(len(inputs), batch_size, accelerator)
-    names = list(hs)
-    _run_hooked(model, inputs, batches, forward, {n: hook_for(layer) for n, layer in zip(names, owner.values())},
-                set(names))
+    if dense is None:
+        _run_hooked(model, inputs, batches, forward, hooks, set(names))
+    else:
+        for batch in batches:  # the dense inputs of one batch at a time, paired with the pruned model's
+            _run_hooked(dense, inputs, [batch], forward, {n: keep_input(n) for n in names}, set(names))
+            _run_hooked(model, inputs, [batch], forward, hooks, set(names))
+            stored.clear()
     reduced = dict(zip(names, _summed([hs[n] for n in names], accelerator)))
-    return {layer.name: reduced[owner[_geometry(model.get_submodule(layer.name), layer)].name] for layer in group}
+    shared = {layer.name: owner[_geometry(model.get_submodule(layer.name), layer)].name for layer in group}
+    if dense is None:
+        return {name: reduced[o] for name, o in shared.items()}, None
+    crossed = dict(zip(names, _summed([cross[n] for n in names], accelerator)))
+    return {name: reduced[o] for name, o in shared.items()}, {name: crossed[o] for name, o in shared.items()}
 
 
 # ------------------------------------------------------------------------------------ Wanda's score

@@ -140,6 +140,8 @@ def _reproduce_command(recipe: dict) -> str:
         parts.append("--storage compact")
     if recipe.get("reconstructed"):
         parts.append("--reconstruct sparsegpt")
+        # recipes written before the target existed reconstructed towards the pruned model's own outputs
+        parts.append(f"--reconstruct-target {(recipe.get('reconstruct') or {}).get('target', 'pruned')}")
     if recipe.get("bn_recalibrate") is False:
         parts.append("--no-bn-recalibrate")
     parts.append("--save all --output-dir reproduce")

@@ -128,6 +128,10 @@ def add_prune_parser(subparsers) -> None:
                         "first --reconstruct-depth non-dominated layers, and of every baseline")
     p.add_argument("--reconstruct-depth", type=int, default=2,
                    help="reconstruct the variants on this many one-shot non-dominated layers (1 = the front)")
+    p.add_argument("--reconstruct-target", choices=("dense", "pruned"), default="dense",
+                   help="what each reconstructed layer's outputs are fitted to: dense = the dense model's outputs "
+                        "(corrects the error of the layers pruned before it; default), pruned = the layer's own dense "
+                        "weights on the pruned model's inputs (SparseGPT's paper)")
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate the BatchNorm statistics of every pruned variant and baseline on the calibration "
                         "images (only buffers change; no effect on models without BatchNorm). Default: on")
@@ -179,6 +183,7 @@ def cmd_prune(args) -> int:
         eval=args.eval, eval_batch_size=args.eval_batch_size, eval_resident=args.eval_resident,
         precision=args.precision,
         reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth, bn_recalibrate=args.bn_recalibrate,
+        reconstruct_target=args.reconstruct_target,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

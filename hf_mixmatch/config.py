@@ -61,6 +61,7 @@ class PruneConfig:
     eval_resident: str = "auto"  # "auto": on CUDA, selection/eval images uploaded once when they fit | "never"
     reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
     reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
+    reconstruct_target: str = "dense"  # "dense": each layer fits the dense model's outputs | "pruned": W X (the paper)
     bn_recalibrate: bool = True  # re-estimate BatchNorm statistics of every variant on the calibration images
 
     @property
@@ -107,10 +108,13 @@ class PruneConfig:
             raise ConfigError(f"storage must be 'dense' or 'compact', got '{self.storage}'")
         if self.baseline_match not in ("pareto", "all"):
             raise ConfigError(f"baseline_match must be 'pareto' or 'all', got '{self.baseline_match}'")
-        from .reconstruct import RECONSTRUCT_CHOICES
+        from .reconstruct import RECONSTRUCT_CHOICES, RECONSTRUCT_TARGETS
 
         if self.reconstruct not in RECONSTRUCT_CHOICES or self.reconstruct_depth < 1:
             raise ConfigError(f"--reconstruct must be one of {list(RECONSTRUCT_CHOICES)} and --reconstruct-depth >= 1")
+        if self.reconstruct_target not in RECONSTRUCT_TARGETS:
+            raise ConfigError(f"--reconstruct-target must be one of {list(RECONSTRUCT_TARGETS)}, "
+                              f"got {self.reconstruct_target!r}")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
         if self.decode_workers < 1:

@@ -23,6 +23,7 @@ same float64 solve, so all hold the same weights. Layers the forward never calls
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -30,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .activations import accumulate_hessians, forward_groups, groups_of, weight_from_matrix, weight_matrix
+from .activations import accumulate_cross, accumulate_hessians, forward_groups, groups_of, weight_from_matrix, weight_matrix
 from .errors import ConfigError
 from .layers import LayerInfo, get_weight
 from .masks import apply_sparsities, keep_mask, prune_count
@@ -39,6 +40,7 @@ from .models import logits as default_forward
 logger = logging.getLogger(__name__)
 
 RECONSTRUCT_CHOICES = ("none", "sparsegpt")
+RECONSTRUCT_TARGETS = ("pruned", "dense")
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,14 @@ class ReconstructSettings:
     blocksize: int = 128
     damp: float = 0.01
     batch_size: int = 64
+    target: str = "dense"  # "dense": the dense model's outputs W X_dense; "pruned": W X (SparseGPT's paper)
 
     def __post_init__(self) -> None:
         if self.method not in RECONSTRUCT_CHOICES[1:]:
             raise ConfigError(f"reconstruction method must be one of {list(RECONSTRUCT_CHOICES[1:])}, "
                               f"got {self.method!r}")
+        if self.target not in RECONSTRUCT_TARGETS:
+            raise ConfigError(f"reconstruction target must be one of {list(RECONSTRUCT_TARGETS)}, got {self.target!r}")
         if self.blocksize <= 0 or not (0.0 <= self.damp < 1.0) or self.batch_size <= 0:
             raise ConfigError("reconstruction needs blocksize > 0, 0 <= damp < 1 and batch_size > 0")
 
@@ -90,12 +95,18 @@ def _block_quotas(k: int, d: int, blocksize: int) -> list[tuple[int, int, int]]:
 
 
 def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int = 128, damp: float = 0.01,
-                     prune: torch.Tensor | None = None, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                     prune: torch.Tensor | None = None, u: torch.Tensor | None = None,
+                     cross: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Prune exactly ``k`` of ``w`` ``(G, R, d)`` given ``h`` ``(G, d, d)`` (float64 both).
 
     Returns ``(new weights, pruned mask, rows reset to plain masking by the safeguard)``. With ``prune`` given
     (a ``(G, R, d)`` bool mask), that mask is used instead of the OBS selection (``k`` is then its count). ``u``:
     the factor :func:`inverse_cholesky` returns for ``h`` and ``damp``, when solving one layer at many counts.
+
+    ``cross`` (``X_dense^T X``, :func:`~hf_mixmatch.activations.accumulate_cross`): the target is the dense model's
+    output ``W X_dense`` instead of ``W X``. Since ``sum ||W x_dense - V x||^2 = ||(W* - V) X^T||^2 + const`` with
+    ``W*`` the least-squares fit of the dense outputs on the pruned inputs, SparseGPT runs unchanged on ``W*``
+    (``W + (W C - W H)(H + lambda I)^-1``, ridge towards ``W``: exactly ``W`` when the inputs are unchanged).
     """
     g, r, d = w.shape
     if prune is not None:
@@ -103,7 +114,11 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
     if not 0 <= k <= w.numel():
         raise ConfigError(f"cannot prune {k} of {w.numel()} weights")
     u = inverse_cholesky(h, damp) if u is None else u
+    # linear term of the output error: sum ||target - V x||^2 = V H V^T - 2 V . lin + const, per row
+    lin = w @ h if cross is None else w @ cross
     work = w.clone()
+    if cross is not None:  # W* = W + (lin - W H) (H + lambda I)^-1, with (H + lambda I)^-1 = U^T U
+        work += ((lin - w @ h) @ u.transpose(1, 2)) @ u
     pruned = torch.zeros_like(w, dtype=torch.bool) if prune is None else prune.clone()
     for s, e, quota in _block_quotas(k, d, blocksize):
         blk = work[:, :, s:e]  # a view: updates below land in ``work``
@@ -126,11 +141,14 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
     work[pruned] = 0.0
     # safeguard, per row: never worse than masking the same weights without an update (undamped H)
     masked = torch.where(pruned, torch.zeros_like(w), w)
-    err_rec = torch.einsum("grd,gde,gre->gr", w - work, h, w - work)
-    err_mask = torch.einsum("grd,gde,gre->gr", w - masked, h, w - masked)
-    worse = err_rec > err_mask
+    worse = _output_error(work, h, lin) > _output_error(masked, h, lin)
     work = torch.where(worse[:, :, None], masked, work)
     return work, pruned, int(worse.sum())
+
+
+def _output_error(v: torch.Tensor, h: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
+    """Per row, the calibration output error of weights ``v`` up to a constant: ``v H v^T - 2 v . lin``."""
+    return torch.einsum("grd,gde,gre->gr", v, h, v) - 2 * (v * lin).sum(-1)
 
 
 @torch.no_grad()
@@ -165,20 +183,25 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
     if len(inputs) == 0:
         raise ConfigError("reconstruction needs calibration samples (--calib-samples > 0)")
     groups, uncalled = forward_groups(model, layers, inputs[:1], forward)
+    dense = copy.deepcopy(model) if settings.target == "dense" else None  # the outputs every layer aims at
     masks: dict[str, torch.Tensor] = {}
     reset_rows = 0
     for group in groups:
         todo = [layer for layer in group if prune_count(sparsities.get(layer.name, 0.0), layer.numel) > 0]
         if not todo:
             continue
-        hessians = accumulate_hessians(model, todo, inputs, batch_size=settings.batch_size, accelerator=accelerator,
-                                       forward=forward)
+        stats = dict(batch_size=settings.batch_size, accelerator=accelerator, forward=forward)
+        if dense is None:
+            hessians, cross = accumulate_hessians(model, todo, inputs, **stats), None
+        else:
+            hessians, cross = accumulate_cross(model, dense, todo, inputs, **stats)
         for layer in todo:
             weight = get_weight(model, layer)
             k = prune_count(sparsities[layer.name], layer.numel)
             mat = weight_matrix(weight.detach(), layer, groups_of(model.get_submodule(layer.name), layer))
             new, pruned, reset = sparsegpt_matrix(mat.double().cpu(), hessians[layer.name], k,
-                                                  blocksize=settings.blocksize, damp=settings.damp)
+                                                  blocksize=settings.blocksize, damp=settings.damp,
+                                                  cross=None if cross is None else cross[layer.name])
             reset_rows += reset
             weight.copy_(weight_from_matrix(new, layer, tuple(weight.shape)).to(weight.dtype))
             keep = ~weight_from_matrix(pruned, layer, tuple(weight.shape)).to(weight.device)
@@ -186,7 +209,7 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
             if int((~keep).sum()) != k or bool((weight[~keep] != 0).any()):
                 raise RuntimeError(f"reconstruction of {layer.name} broke its mask (expected {k} zeros)")
             masks[layer.name] = keep
-        del hessians
+        del hessians, cross
     if uncalled:
         logger.warning("layers never called by the forward are masked by magnitude, not reconstructed: %s",
                        [layer.name for layer in uncalled])

@@ -11,7 +11,7 @@ def reconstructor(config, data, acc):
     """``apply(model, layers, sparsities, score=None)``: SparseGPT on the run's calibration images."""
     from .reconstruct import ReconstructSettings, make_reconstructor
 
-    settings = ReconstructSettings(batch_size=config.batch_size)
+    settings = ReconstructSettings(batch_size=config.batch_size, target=config.reconstruct_target)
     return make_reconstructor(settings, data.calib.tensors[0], accelerator=acc)
 
 
@@ -105,7 +105,8 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
             v.update({k: src[k] for k in keys if k in src})
             for k in set(keys) - set(src):
                 v.pop(k, None)
-    info = {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size).to_dict(),
+    info = {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size,
+                                                                       target=config.reconstruct_target).to_dict(),
             "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers "
                     f"(chosen on `{chooser_split}`)" + (", the curve strategies' variants" if _curves_reconstructed(config)
                                                         else "") + ", and every variant with the allocation of one",

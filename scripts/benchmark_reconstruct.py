@@ -91,6 +91,11 @@ def parse_args(argv=None):
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=False,
                    help="re-estimate BatchNorm statistics after pruning (and after SparseGPT), for M&M and every "
                         "baseline alike (the library's default; off here so the recorded tables reproduce)")
+    p.add_argument("--reconstruct-target", choices=("dense", "pruned"), default="dense",
+                   help="the M&M run's --reconstruct-target (its reconstructed variants and the front's re-measure)")
+    p.add_argument("--baseline-target", choices=("dense", "pruned"), default="pruned",
+                   help="the reconstruction target of every '+SGPT' baseline: pruned = SparseGPT as its paper runs "
+                        "it (default), dense = the same dense-output target as the M&M run")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -116,7 +121,7 @@ def run_model(name: str, seed: int, args) -> dict:
     # a fixed-targets-only invocation may use another test size: its own keys, so merging keeps the fronts' ones
     sizes = {"dense": dense, "n_test": n_test} if "fronts" in stages else {"fixed_dense": dense, "fixed_n_test": n_test}
     summary = {"model": name, "seed": seed, **sizes, "extra_test": args.extra_test, "batch_size": args.batch_size,
-               "bn_recalibrate": args.bn_recalibrate,
+               "bn_recalibrate": args.bn_recalibrate, "baseline_target": args.baseline_target,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:
@@ -153,7 +158,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
                           range_targets=tuple(float(t) for t in args.range_targets.split(",")), ranges=args.ranges,
                           calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
                           reconstruct="sparsegpt", reconstruct_depth=args.depth, rd_distortion=args.rd_distortion,
-                          bn_recalibrate=args.bn_recalibrate)
+                          bn_recalibrate=args.bn_recalibrate, reconstruct_target=args.reconstruct_target)
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
     mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")
@@ -182,8 +187,10 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
             if v["sparsity"] < args.min_sparsity:
                 continue
             recon = kind == "recon" and bool(v.get("reconstructed"))
-            m = bench.measure(v["target_layers"], rank_by=v["signal"], reconstruct=recon, data=bench.test)
-            row = {"front": kind, "id": vid, "reconstructed": recon, "select": v["accuracy"] if kind == "recon"
+            m = bench.measure(v["target_layers"], rank_by=v["signal"], reconstruct=recon, data=bench.test,
+                              target=res["reconstruct"]["settings"].get("target", "pruned"))
+            row = {"front": kind, "id": vid, "reconstructed": recon,
+                   "target": res["reconstruct"]["settings"].get("target", "pruned") if recon else None, "select": v["accuracy"] if kind == "recon"
                    else (v.get("masked") or v)["accuracy"], "test": m["accuracy"], "sparsity": m["sparsity"],
                    "baselines": {}}
             for method in (MASKED if kind == "oneshot" else MASKED_VS_RECON):
@@ -209,7 +216,8 @@ def _finetune_rows(name: str, seed: int, bench: Bench, by_id: dict, rows: list[d
             continue
         v = by_id[row["id"]]
         masked = max(MASKED_VS_RECON, key=lambda m: row["baselines"].get(m, -1.0))
-        ft = {"mm": bench.finetuned(v["target_layers"], rank_by=v["signal"], reconstruct=row["reconstructed"])}
+        ft = {"mm": bench.finetuned(v["target_layers"], rank_by=v["signal"], reconstruct=row["reconstructed"],
+                                    target=row.get("target"))}
         for key, method, recon in (("lamp+sgpt", "lamp", True), ("erk+sgpt", "erk", True), (masked, masked, False)):
             ft[key] = bench.baseline(method, row["sparsity"], reconstruct=recon, finetune=True)
         out.append({"id": row["id"], "sparsity": row["sparsity"], "steps": args.finetune_steps,

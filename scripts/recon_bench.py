@@ -65,14 +65,16 @@ class Bench:
 
         return evaluate(self.model, data, batch_size=500)["accuracy"]
 
-    def prune(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool) -> None:
-        """Apply an allocation in place: SparseGPT at its per-layer counts, or masks ranked by ``rank_by``."""
+    def prune(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None) -> None:
+        """Apply an allocation in place: SparseGPT at its per-layer counts, or masks ranked by ``rank_by``.
+        ``target``: the reconstruction target (default: ``--baseline-target``, the baselines')."""
         from hf_mixmatch.masks import apply_sparsities
         from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct as run_reconstruct
 
         if reconstruct:
+            target = target or getattr(self.args, "baseline_target", "pruned")
             run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
-                            settings=ReconstructSettings(batch_size=self.args.batch_size))
+                            settings=ReconstructSettings(batch_size=self.args.batch_size, target=target))
         else:
             apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
         if getattr(self.args, "bn_recalibrate", False):  # as the M&M run does with --bn-recalibrate (guard included)
@@ -80,12 +82,13 @@ class Bench:
 
             BatchNormRecalibrator(self.model, *self.calib.tensors, batch_size=self.args.batch_size)(self.model)
 
-    def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data) -> dict:
+    def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data,
+                target: str | None = None) -> dict:
         """Mask (by ``rank_by``) or reconstruct, measure sparsity and accuracy on ``data``, restore."""
         from hf_mixmatch.masks import measure_sparsity
 
         t0 = time.perf_counter()
-        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct)
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target)
         t_apply = time.perf_counter() - t0
         overall, _ = measure_sparsity(self.model, self.layers)
         acc = self.evaluate(data)
@@ -123,7 +126,7 @@ class Bench:
             self.scores["rdsgpt"] = prepare(self.model, self.calib.tensors[0], layers=self.layers, grid=grid,
                                             cache_dir=out, batch_size=self.args.batch_size, method="sparsegpt").curves
 
-    def finetuned(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool) -> dict:
+    def finetuned(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None) -> dict:
         """Mask (or reconstruct), fine-tune ``--finetune-steps`` steps keeping the mask (the project's
         ``finetune``: AdamW, early stopping on the selection split), measure on test, restore every weight."""
         from hf_mixmatch.finetune import finetune
@@ -133,7 +136,7 @@ class Bench:
             x_u8, y = read_split("train", self.args.fmnist_root, samples=20000)
             self.train = TensorDataset(preprocess(x_u8), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         t0 = time.perf_counter()
-        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct)
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target)
         oneshot = self.evaluate(self.test)
         steps = self.args.finetune_steps
         ft = finetune(self.model, self.layers, self.train, self.select, steps=steps, lr=self.args.finetune_lr,

@@ -1,6 +1,6 @@
 """Run by tests/test_reconstruct.py: SparseGPT on a tiny ViT with plain python or under torchrun (2 processes).
 
-Writes the reconstructed prunable weights and the activation scores (main process) to ``argv[2]``."""
+``argv[3]``: the reconstruction target (dense | pruned). Writes the reconstructed prunable weights and the activation scores (main process) to ``argv[2]``."""
 
 import sys
 
@@ -12,7 +12,7 @@ from hf_mixmatch.layers import list_prunable
 from hf_mixmatch.models import load_model
 from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
 
-model_dir, out_path = sys.argv[1:3]
+model_dir, out_path, target = sys.argv[1:4]
 torch.manual_seed(0)
 acc = Accelerator(cpu=True)
 model = load_model(model_dir).model.eval()
@@ -20,7 +20,7 @@ layers = list_prunable(model)
 x = torch.randn(20, 3, 16, 16)  # same on every process: each takes its share of the batches
 act = activation_scores(model, layers, x, batch_size=4, accelerator=acc)["activation"]
 sparsities = {layer.name: 0.3 + 0.6 * i / len(layers) for i, layer in enumerate(layers)}
-reconstruct(model, layers, sparsities, x, settings=ReconstructSettings(batch_size=4, blocksize=16), accelerator=acc)
+reconstruct(model, layers, sparsities, x, settings=ReconstructSettings(batch_size=4, blocksize=16, target=target), accelerator=acc)
 if acc.is_main_process:
     torch.save({"processes": acc.num_processes, "activation": act,
                 "weights": {layer.name: model.get_submodule(layer.name).weight.detach().clone() for layer in layers}},

@@ -93,8 +93,9 @@ def _grouped_cnn():
                          nn.Linear(8 * 3 * 3, 5)).eval()
 
 
+@pytest.mark.parametrize("target", ["pruned", "dense"])
 @pytest.mark.parametrize("kind", ["vit", "swin", "resnet", "convnext", "grouped"])
-def test_exact_per_layer_counts_after_reconstruction(kind):
+def test_exact_per_layer_counts_after_reconstruction(kind, target):
     model = _grouped_cnn() if kind == "grouped" else tiny_transformers(kind)
     forward = (lambda m, x: m(x)) if kind == "grouped" else None
     layers = list_prunable(model)
@@ -103,7 +104,8 @@ def test_exact_per_layer_counts_after_reconstruction(kind):
     rhos = [0.0, 0.5, 0.97, 1.0, 1 / 3]
     sparsities = {layer.name: rhos[i % len(rhos)] for i, layer in enumerate(layers)}
     kwargs = {"forward": forward} if forward else {}
-    out = reconstruct(model, layers, sparsities, x, settings=ReconstructSettings(batch_size=5, blocksize=7), **kwargs)
+    out = reconstruct(model, layers, sparsities, x, settings=ReconstructSettings(batch_size=5, blocksize=7, target=target),
+                      **kwargs)
     _, per_layer = measure_sparsity(model, layers)
     for layer in layers:
         k = prune_count(sparsities[layer.name], layer.numel)
@@ -221,7 +223,8 @@ def test_bad_reconstruct_settings_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_reconstruct_like_one(tmp_path):
+@pytest.mark.parametrize("target", ["pruned", "dense"])
+def test_two_processes_reconstruct_like_one(tmp_path, target):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     if not os.path.exists(torchrun):
         pytest.fail("torchrun is not installed next to this python: install torch in the test environment")
@@ -231,7 +234,7 @@ def test_two_processes_reconstruct_like_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     for cmd, out in (([sys.executable], "one.pt"), ([torchrun, "--standalone", "--nproc_per_node", "2"], "two.pt")):
-        proc = subprocess.run(cmd + [worker, str(model_dir), str(tmp_path / out)], env=env, capture_output=True,
+        proc = subprocess.run(cmd + [worker, str(model_dir), str(tmp_path / out), target], env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
@@ -307,8 +310,10 @@ def test_fine_tuning_starts_from_the_reconstructed_weights(tmp_path, image_datas
 
     data = load_data(str(image_dataset), loaded.preprocess, calib_samples=16, num_labels=loaded.num_labels)
     device = next(iter(starts[0].values())).device  # the run's device (CUDA on a GPU machine)
+    settings = run.results["reconstruct"]["settings"]  # what the run records re-derives its weights
+    assert settings["target"] == "dense" and settings["batch_size"] == 64
     reconstruct(loaded.model.to(device).eval(), layers, v["target_layers"], data.calib.tensors[0].to(device),
-                settings=ReconstructSettings(batch_size=64))
+                settings=ReconstructSettings(**settings))
     for layer in layers:  # what fine-tuning started from is the reconstruction, not a plain mask
         assert torch.equal(starts[0][layer.name], loaded.model.get_submodule(layer.name).weight.detach())
 
