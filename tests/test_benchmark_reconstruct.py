@@ -232,3 +232,56 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
     assert len(shares) == 2 and all(abs(x - 30) <= 2 for x in shares)  # both searches within the tolerance
     assert float(r[4]) == pytest.approx(float(r[3]) - float(r[2]), abs=0.011)
     assert 0 <= float(r[5]) <= 100 and r[6].strip() in ("re-estimated", "dense")
+
+
+def test_baselines_reconstruct_with_their_target_and_the_front_with_the_runs(monkeypatch):
+    """``--baseline-target`` sets every '+SGPT' baseline's target (default: SparseGPT's own); the M&M rows are
+    re-measured with the target their run recorded; the report's header says which was which."""
+    import hf_mixmatch.reconstruct as rec
+
+    bench_mod, br = _load("recon_bench"), _bench_script()
+    seen = []
+    monkeypatch.setattr(rec, "reconstruct", lambda model, layers, sp, x, settings, **kw: seen.append(settings.target))
+    bench = bench_mod.Bench.__new__(bench_mod.Bench)
+    bench.model, bench.layers, bench.calib = None, [], type("D", (), {"tensors": (None, None)})()
+    for argv, expected in (([], "pruned"), (["--baseline-target", "dense"], "dense")):
+        bench.args = br.parse_args(argv)
+        bench.prune({}, rank_by=None, reconstruct=True)
+        bench.prune({}, rank_by=None, reconstruct=True, target="dense" if expected == "pruned" else "pruned")
+        assert seen[-2:] == [expected, "dense" if expected == "pruned" else "pruned"]
+    assert br.parse_args([]).reconstruct_target == "dense"
+    rr = _script()
+    run = {**_run([]), "baseline_target": "pruned", "n_variants": 3, "mixmatch_s": 1.0, "timings": {},
+           "reconstruct": {"settings": {"target": "dense"}, "rule": "r", "candidates": []}}
+    assert "reconstruction target: M&M the dense model's outputs, `+SGPT` baselines SparseGPT's own" in \
+        rr.write_section({"runs": [run]})
+    assert "reconstruction target" not in rr.write_section({"runs": [_run([])]})  # older summaries: both SparseGPT's
+
+
+def test_benchmark_target_measures_both_targets_per_allocation(tmp_path, monkeypatch, capsys):
+    """scripts/benchmark_target.py on a tiny ResNet and fake Fashion-MNIST: one row per sparsity, both targets per
+    allocation; with nothing pruned both are the dense model; the gain column is their difference."""
+    import numpy as np
+    from conftest import save_tiny_transformers
+
+    bench = _load("recon_bench")
+    rng = np.random.default_rng(0)
+
+    def fake_read_split(split, root, samples=None):
+        n = 20300 if split == "train" else 40
+        return rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)[:samples], (np.arange(n) % 4)[:samples]
+
+    monkeypatch.setattr(bench, "read_split", fake_read_split)
+    save_tiny_transformers(tmp_path / "m", "resnet")
+    bt = _load("benchmark_target")
+    rows = bt.main(["--model", str(tmp_path / "m"), "--targets", "0,0.8", "--methods", "lamp,rd",
+                    "--calib-samples", "16", "--select-samples", "16", "--rd-grid-step", "0.25", "--bn-recalibrate"])
+    out = capsys.readouterr().out
+    dense = float(out.split("dense ")[1].split("%")[0])
+    table = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0")]
+    assert [r[0].strip() for r in table] == ["0", "0.8"] and len(table[0]) == 1 + 4 + 2
+    assert all(float(c) == dense for c in table[0][1:5])
+    for r in table:
+        assert float(r[5]) == pytest.approx(float(r[2]) - float(r[1]), abs=0.011)
+        assert float(r[6]) == pytest.approx(float(r[4]) - float(r[3]), abs=0.011)
+    assert rows[1][("lamp", "dense")] >= 0 and set(rows[1]) >= {("rd", "pruned"), ("rd", "dense")}
