@@ -192,9 +192,9 @@ def test_extra_test_pool_never_overlaps_training_calibration_or_selection(monkey
         bench.splits("unused", 3, 50, 100, None, extra_test=300)
 
 
-def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouched(tmp_path, monkeypatch, capsys):
-    """scripts/benchmark_bn.py on a tiny ResNet and fake Fashion-MNIST: one row per method and target; with the
-    dense statistics and no pruning (target 0) the accuracy is the dense model's."""
+def _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch):
+    """A tiny timm ResNet saved at ``tmp_path/m``; recon_bench reads random 28x28 images with 4 classes instead of
+    Fashion-MNIST (20,300 training, 40 test)."""
     import numpy as np
     from conftest import save_tiny_transformers
 
@@ -207,6 +207,12 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
 
     monkeypatch.setattr(bench, "read_split", fake_read_split)
     save_tiny_transformers(tmp_path / "m", "resnet")
+
+
+def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouched(tmp_path, monkeypatch, capsys):
+    """scripts/benchmark_bn.py on a tiny ResNet and fake Fashion-MNIST: one row per method and target; with the
+    dense statistics and no pruning (target 0) the accuracy is the dense model's."""
+    _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch)
     bn = _load("benchmark_bn")
     assert bn.main(["--model", str(tmp_path / "m"), "--targets", "0,0.9", "--methods", "lamp,rd+sgpt",
                     "--calib-sizes", "0,16", "--guard-size", "16", "--rd-grid-step", "0.25",
@@ -261,18 +267,7 @@ def test_baselines_reconstruct_with_their_target_and_the_front_with_the_runs(mon
 def test_benchmark_target_measures_both_targets_per_allocation(tmp_path, monkeypatch, capsys):
     """scripts/benchmark_target.py on a tiny ResNet and fake Fashion-MNIST: one row per sparsity, both targets per
     allocation; with nothing pruned both are the dense model; the gain column is their difference."""
-    import numpy as np
-    from conftest import save_tiny_transformers
-
-    bench = _load("recon_bench")
-    rng = np.random.default_rng(0)
-
-    def fake_read_split(split, root, samples=None):
-        n = 20300 if split == "train" else 40
-        return rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)[:samples], (np.arange(n) % 4)[:samples]
-
-    monkeypatch.setattr(bench, "read_split", fake_read_split)
-    save_tiny_transformers(tmp_path / "m", "resnet")
+    _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch)
     bt = _load("benchmark_target")
     rows = bt.main(["--model", str(tmp_path / "m"), "--targets", "0,0.8", "--methods", "lamp,rd",
                     "--calib-samples", "16", "--select-samples", "16", "--rd-grid-step", "0.25", "--bn-recalibrate"])
