@@ -118,3 +118,21 @@ def test_cli_records_the_target_and_the_card_reproduces_it(tmp_path):
         recipe = json.loads((out / saved[0]["path"] / "mixmatch.json").read_text())
         assert recipe["reconstruct"]["target"] == target
         assert f"--reconstruct-target {target}" in (out / saved[0]["path"] / "README.md").read_text()
+
+
+def test_a_bad_target_is_a_one_line_error_naming_the_choices(tmp_path, capsys):
+    import pytest
+
+    from hf_mixmatch.cli import main
+    from hf_mixmatch.config import PruneConfig
+    from hf_mixmatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dense"):
+        PruneConfig(model="default", output_dir=str(tmp_path / "c"), reconstruct_target="outputs")
+    with pytest.raises(ConfigError, match="pruned"):
+        ReconstructSettings(target="outputs")
+    rc = main(["prune", "default", "--reconstruct", "sparsegpt", "--reconstruct-target", "outputs",
+               "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--reconstruct-target" in err[0] and "dense" in err[0]
+    assert not (tmp_path / "o").exists()
