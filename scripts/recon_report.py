@@ -47,7 +47,8 @@ def write_section(summary: dict) -> str:
              "RD/DP on reconstruction-aware curves (`--rd-distortion sparsegpt`) + SparseGPT — this project's own "
              "allocator, shown for reference and never counted as the best baseline; at a fixed target it is the "
              "allocation the curve strategies `rd_balanced` / `rd_p70` / `rd_p90` compute at that overall sparsity "
-             "before clipping to the ranges.", ""]
+             "before clipping to the ranges. \"tie, no room\": the best baseline is itself within noise of the dense "
+             "model there, so no method can be above it beyond noise.", ""]
     for r in summary["runs"]:
         tl = r["train_log"]
         dense, n_test = r.get("dense") or r["fixed_dense"], r.get("n_test") or r["fixed_n_test"]
@@ -75,7 +76,7 @@ def write_section(summary: dict) -> str:
                 best_m = max(pool, key=pool.get)
                 delta = row["test"] - pool[best_m]
                 nz = noise(pool[best_m], r["n_test"])
-                verdict = _verdict(delta, nz)
+                verdict = _verdict(delta, nz, room=dense["test"] - pool[best_m])
                 cells = [_pct(bl[c]) if c in bl else "–" for c in cols]
                 lines.append(f"| {'M&M+SGPT' if row['front'] == 'recon' else 'M&M one-shot'} | {row['id']} | "
                              f"{row['sparsity']:.3f} | **{_pct(row['test'])}** | " + " | ".join(cells) +
@@ -184,18 +185,24 @@ def _pooled_fixed(runs: list[dict]) -> list[str]:
             "noise (range) |", "|---|---|---|---|---|---|---|---|", *out, ""]
 
 
-def _verdict(delta: float, nz: float) -> str:
-    return "above" if delta > nz else ("below" if delta < -nz else "tie")
+def _verdict(delta: float, nz: float, room: float | None = None) -> str:
+    """above / below / tie against the noise band; with ``room`` (dense − best baseline): a tie where the best
+    baseline is itself within noise of the dense model says so ("tie, no room"): no method can be above there."""
+    if delta > nz:
+        return "above"
+    if delta < -nz:
+        return "below"
+    return "tie, no room" if room is not None and room <= nz else "tie"
 
 
 def _pooled(runs: list[dict]) -> list[str]:
     """Per model, over every seed: the reconstructed front's rows at >= 80% against the best baseline there."""
     lines = ["### All seeds: the reconstructed M&M front at ≥ 80% sparsity against the best baseline "
              "(masking or + SparseGPT)", "",
-             "| model | seeds | rows | above | tie | below | mean Δ | min Δ | max Δ | noise (range) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | seeds | rows | above | tie | below | ties with no room | mean Δ | min Δ | max Δ | noise (range) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in runs):
-        deltas, noises, seeds = [], [], []
+        deltas, noises, rooms, seeds = [], [], [], []
         for r in (r for r in runs if r["model"] == model):
             seeds.append(str(r["seed"]))
             for row in r["rows"]:
@@ -204,11 +211,14 @@ def _pooled(runs: list[dict]) -> list[str]:
                 best = max(v for k, v in row["baselines"].items() if k not in OWN)
                 deltas.append(row["test"] - best)
                 noises.append(noise(best, r["n_test"]))
+                rooms.append(r["dense"]["test"] - best)
         if not deltas:
             continue
-        verdicts = [_verdict(d, n) for d, n in zip(deltas, noises)]
+        verdicts = [_verdict(d, n, room) for d, n, room in zip(deltas, noises, rooms)]
+        ties = verdicts.count("tie") + verdicts.count("tie, no room")
         lines.append(f"| {model} | {', '.join(seeds)} | {len(deltas)} | {verdicts.count('above')} | "
-                     f"{verdicts.count('tie')} | {verdicts.count('below')} | {100 * sum(deltas) / len(deltas):+.2f} | "
+                     f"{ties} | {verdicts.count('below')} | {verdicts.count('tie, no room')} | "
+                     f"{100 * sum(deltas) / len(deltas):+.2f} | "
                      f"{100 * min(deltas):+.2f} | {100 * max(deltas):+.2f} | {100 * min(noises):.2f}–{100 * max(noises):.2f} |")
     return lines + [""] if len(lines) > 4 else []
 

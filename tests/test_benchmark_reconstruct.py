@@ -163,7 +163,20 @@ def test_no_pooled_front_table_without_front_rows():
     rr = _script()
     assert "All seeds: the reconstructed M&M front" not in rr.write_section({"runs": [_run([])]})
     row = {"front": "recon", "id": "a", "sparsity": 0.85, "test": 0.8, "baselines": {"lamp": 0.7}}
-    assert "| m | 0 | 1 | 1 | 0 | 0 |" in rr.write_section({"runs": [_run([row])]})
+    assert "| m | 0 | 1 | 1 | 0 | 0 | 0 |" in rr.write_section({"runs": [_run([row])]})
+
+
+def test_a_tie_where_the_best_baseline_is_within_noise_of_dense_says_no_method_can_be_above():
+    rr = _script()
+    nz = rr.noise(0.89, 1000)  # dense 0.90 (``_run``): a baseline at 0.89 leaves less room than the noise band
+    rows = [{"front": "recon", "id": "a", "sparsity": 0.85, "test": 0.895, "baselines": {"lamp+sgpt": 0.89}},
+            {"front": "recon", "id": "b", "sparsity": 0.9, "test": 0.80, "baselines": {"lamp+sgpt": 0.80}},
+            {"front": "recon", "id": "c", "sparsity": 0.9, "test": 0.80 + 2 * nz, "baselines": {"lamp+sgpt": 0.80}}]
+    text = rr.write_section({"runs": [_run(rows)]})
+    verdict = {line.split("|")[2].strip(): line.rstrip(" |").rsplit("|", 1)[1].strip()
+               for line in text.splitlines() if line.startswith("| M&M")}
+    assert verdict == {"a": "tie, no room", "b": "tie", "c": "above"}
+    assert "| m | 0 | 3 | 1 | 2 | 0 | 1 |" in text
 
 
 def test_extra_test_pool_never_overlaps_training_calibration_or_selection(monkeypatch):
