@@ -42,6 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from quality_doc import write_outputs  # noqa: E402
+from quality_bench import Bench, run_one, slim  # noqa: E402
 from quality_report import band_of  # noqa: E402
 
 BASELINES = ("global_magnitude", "uniform", "uniform_plus", "erk", "lamp", "snip", "grasp", "rd")
@@ -112,117 +113,6 @@ def parse_args(argv=None):
     return args
 
 
-def _slim(row: dict) -> dict:
-    keep = ("id", "method", "signal", "strategy", "matched_to", "sparsity", "accuracy", "oneshot", "same_as", "rank_by",
-            "finetune_steps", "sparsity_after")
-    return {k: row[k] for k in keep if k in row}
-
-
-class Bench:
-    """One reference model and one seed: model, layers, data, scores, RD curves; evaluate and fine-tune allocations."""
-
-    def __init__(self, args, model_dir: Path, data, seed: int, run_dir: Path):
-        from hf_mixmatch.layers import list_prunable, weights_of
-        from hf_mixmatch.masks import WeightStash
-        from hf_mixmatch.models import load_model
-
-        self.args, self.data, self.seed, self.run_dir = args, data, seed, run_dir
-        self.loaded = load_model(str(model_dir))
-        self.model = self.loaded.model.eval()
-        self.layers = list_prunable(self.model, num_labels=self.loaded.num_labels)
-        self.weights = weights_of(self.model, self.layers)
-        self.stash = WeightStash(self.model, self.layers)
-        self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.scores = None
-        self.rd = None
-
-    def load_scores(self, path: Path) -> None:
-        from hf_mixmatch.signals import load_scores
-
-        self.scores = load_scores(path)
-
-    def prepare_rd(self) -> float:
-        """RD/DP distortion curves on the first --rd-calib calibration images (cached in the run dir)."""
-        from hf_mixmatch.allocators import ALLOCATORS
-        from hf_mixmatch.rd import default_grid
-
-        t0 = time.perf_counter()
-        x = self.data.calib.tensors[0][: self.args.rd_calib]
-        self.rd = ALLOCATORS["rd"].prepare(self.model, x, grid=default_grid(self.args.rd_grid_step), reduction="mean",
-                                           cache_dir=self.run_dir, batch_size=self.args.batch_size, layers=self.layers)
-        return time.perf_counter() - t0
-
-    def recalibrate(self) -> None:
-        """--bn-recalibrate: the pruned model's BatchNorm statistics re-estimated on the calibration images, as the
-        M&M run does (the stash / state restore puts the dense ones back)."""
-        if self.args.bn_recalibrate:
-            from hf_mixmatch.bn_recalibrate import BatchNormRecalibrator
-
-            BatchNormRecalibrator(self.model, *self.data.calib.tensors, batch_size=self.args.batch_size)(self.model)
-
-    def allocate(self, method: str, target: float):
-        from hf_mixmatch.allocators import ALLOCATORS
-
-        fn = self.rd if method == "rd" else ALLOCATORS[method]
-        return fn(weights=self.weights, layers=self.layers, target=target, scores=self.scores)
-
-    def measure(self, sparsities: dict, rank_by: str) -> dict:
-        from hf_mixmatch.evaluate import evaluate
-        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
-
-        apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
-        self.recalibrate()
-        sp, per_layer = measure_sparsity(self.model, self.layers)
-        accuracy = evaluate(self.model, self.data.eval, batch_size=self.args.batch_size)["accuracy"]
-        self.stash.restore()
-        return {"sparsity": sp, "accuracy": accuracy, "layers": per_layer}
-
-    def finetune(self, sparsities: dict, rank_by: str) -> dict:
-        """Fine-tune one allocation (masks exact), evaluate, put every parameter back."""
-        from torch.utils.data import Subset
-
-        from hf_mixmatch.evaluate import evaluate
-        from hf_mixmatch.finetune import finetune
-        from hf_mixmatch.masks import apply_sparsities, measure_sparsity
-
-        train = self.data.train  # memory-mapped decoded cache; the subsets read it batch by batch
-        n_val = max(1, len(train) // 10)
-        apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
-        self.recalibrate()
-        sp0, _ = measure_sparsity(self.model, self.layers)
-        res = finetune(self.model, self.layers, Subset(train, range(n_val, len(train))), Subset(train, range(n_val)),
-                       steps=self.args.finetune_steps, lr=self.args.finetune_lr, patience=3,
-                       batch_size=self.args.finetune_batch_size, seed=self.seed, progress=False)
-        sp1, _ = measure_sparsity(self.model, self.layers)
-        accuracy = evaluate(self.model, self.data.eval, batch_size=self.args.batch_size)["accuracy"]
-        self.model.load_state_dict(self.state)
-        return {"accuracy": accuracy, "sparsity": sp1, "sparsity_before": sp0, "steps": res.steps,
-                "best_step": res.best_step}
-
-
-def _run(args, model_dir: Path, data, seed: int, ranges: str, *, out: Path, acc) -> dict:
-    import hf_mixmatch.pipeline as pipeline
-    from hf_mixmatch.pipeline import PruneConfig, run_mixmatch
-
-    pipeline._write_report = lambda out, results: None  # the benchmark reads results, not the per-run report
-    cfg = PruneConfig(
-        model=str(model_dir), dataset=args.dataset, output_dir=str(out), ranges=ranges,
-        range_targets=args.range_targets, strategies=args.strategies, rd_grid_step=args.rd_grid_step,
-        calib_samples=args.calib_samples, eval_samples=args.eval_samples,
-        batch_size=args.batch_size, seed=seed, save="none", overwrite=True, progress=False,
-        baselines=tuple(b for b in args.baselines if b != "rd"), baseline_match=args.baseline_match,
-        reconstruct=args.reconstruct, bn_recalibrate=args.bn_recalibrate,
-    )
-    t0 = time.perf_counter()
-    res = run_mixmatch(cfg, data=data, accelerator=acc).results
-    wall = time.perf_counter() - t0
-    variants = [v for v in res["variants"] if "same_as" not in v]
-    for v in variants:
-        v["ranges"] = ranges
-    return {"ranges": ranges, "pareto": res["pareto"], "variants": variants, "baselines": res.get("baselines", []),
-            "timings": res["timings"], "wall_s": wall, "range_table": res["ranges"]}
-
-
 def _parse_bands(spec: str, models: list[str]) -> dict:
     """"0.4-0.5" (every model) or "swin:0.4-0.5,resnet:0.6-0.7"."""
     out = {}
@@ -271,7 +161,7 @@ def run_all(args) -> dict:
             for ranges in args.ranges:
                 tag = ranges.replace(":", "_").replace("/", "_")
                 out = runs_dir / name / f"s{seed}" / tag
-                r = _run(args, model_dir, data, seed, ranges, out=out, acc=acc)
+                r = run_one(args, model_dir, data, seed, ranges, out=out, acc=acc)
                 bench = Bench(args, model_dir, data, seed, out)
                 bench.load_scores(out / "scores.safetensors")
                 if m["dense"] is None:
@@ -333,11 +223,11 @@ def run_all(args) -> dict:
                                                           "matched_to": best["id"], "rank_by": alloc.rank_by,
                                                           "target_layers": alloc.sparsities, **row})
                     res = bench.finetune(best["target_layers"], best["signal"])
-                    ft["variants"].append({**_slim(best), "oneshot": {"accuracy": best["accuracy"]}, **res})
+                    ft["variants"].append({**slim(best), "oneshot": {"accuracy": best["accuracy"]}, **res})
                     for b in best_run["baselines"]:
                         if b["matched_to"] == best["id"]:
                             res = bench.finetune(b["target_layers"], b["rank_by"])
-                            ft["baselines"].append({**_slim(b), "oneshot": {"accuracy": b["accuracy"]}, **res})
+                            ft["baselines"].append({**slim(b), "oneshot": {"accuracy": b["accuracy"]}, **res})
                     s["finetuned"].append(ft)
                 s["timings"]["finetune_s"] = time.perf_counter() - t0
                 print(f"[{name} seed {seed}] fine-tuned {sum(1 + len(f['baselines']) for f in s['finetuned'])} models "
@@ -370,8 +260,8 @@ def run_all(args) -> dict:
             s["timings"]["seed_s"] = time.perf_counter() - t_seed
             # keep the summary small: drop per-layer dicts of the runs
             for r in s["oneshot"]:
-                r["variants"] = [{**_slim(v), "ranges": r["ranges"], "target_layers": v["target_layers"]} for v in r["variants"]]
-                r["baselines"] = [_slim(b) for b in r["baselines"]]
+                r["variants"] = [{**slim(v), "ranges": r["ranges"], "target_layers": v["target_layers"]} for v in r["variants"]]
+                r["baselines"] = [slim(b) for b in r["baselines"]]
             print(f"[{name} seed {seed}] fixed targets {s['timings']['fixed_s']:.0f}s; seed total "
                   f"{s['timings']['seed_s']:.0f}s", flush=True)
             m["seeds"][str(seed)] = s
@@ -387,8 +277,8 @@ def _from_results(path: Path) -> dict:
     res = json.loads(path.read_text())
     cfg = res["config"]
     variants = [v for v in res["variants"] if "same_as" not in v]
-    run = {"ranges": cfg["ranges"], "pareto": res["pareto"], "variants": [{**_slim(v), "ranges": cfg["ranges"]} for v in variants],
-           "baselines": [_slim(b) for b in res.get("baselines", [])], "timings": res.get("timings", {}),
+    run = {"ranges": cfg["ranges"], "pareto": res["pareto"], "variants": [{**slim(v), "ranges": cfg["ranges"]} for v in variants],
+           "baselines": [slim(b) for b in res.get("baselines", [])], "timings": res.get("timings", {}),
            "layer_info": {}}
     return {"path": cfg["model"], "dense": res["dense"]["accuracy"], "train_log": _train_log(Path(cfg["model"])),
             "command": f"(partial: {path})", "ranges": [cfg["ranges"]], "range_targets": cfg["range_targets"],

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from benchmark_quality import Bench
+    from quality_bench import Bench
 
     from hf_mixmatch.allocators import ALLOCATORS
     from hf_mixmatch.data import load_data
