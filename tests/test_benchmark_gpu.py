@@ -1,17 +1,14 @@
 """scripts/benchmark_gpu.py runs end to end (on CPU here) and reports every run it times."""
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from _scripts import load_script
 
 
 def test_benchmark_gpu_times_every_run_and_compares_fronts(monkeypatch):
     monkeypatch.setenv("HF_MIXMATCH_NO_PROGRESS", "1")
-    import benchmark_gpu
+    benchmark_gpu = load_script("benchmark_gpu")
 
     from hf_mixmatch.data import load_data
     from hf_mixmatch.models import load_model

@@ -1,30 +1,14 @@
 """scripts/benchmark_reconstruct.py and its report (scripts/recon_report.py): the generated doc section (verdicts,
 markers), its place in the page, and the merging of summaries from separate invocations."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load(name):
-    """``scripts/<name>.py`` as a module (once); the scripts import each other as top-level modules."""
-    if str(REPO / "scripts") not in sys.path:
-        sys.path.insert(0, str(REPO / "scripts"))
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from _scripts import load_script
 
 
 def _script():
-    return _load("recon_report")
+    return load_script("recon_report")
 
 
 def _run(rows):
@@ -64,7 +48,7 @@ def test_section_is_replaced_in_place_and_hand_text_kept(tmp_path):
 
 
 def _bench_script():
-    return _load("benchmark_reconstruct")
+    return load_script("benchmark_reconstruct")
 
 
 def _entry(**acc):
@@ -184,7 +168,7 @@ def test_extra_test_pool_never_overlaps_training_calibration_or_selection(monkey
     from training images 20000..end-N only (the label of each fake image is its index, so overlaps show)."""
     import numpy as np
 
-    bench = _load("recon_bench")
+    bench = load_script("recon_bench")
     n_train, n_test = 20400, 30
 
     def fake_read_split(split, root, samples=None):
@@ -211,7 +195,7 @@ def _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch):
     import numpy as np
     from conftest import save_tiny_transformers
 
-    bench = _load("recon_bench")
+    bench = load_script("recon_bench")
     rng = np.random.default_rng(0)
 
     def fake_read_split(split, root, samples=None):
@@ -226,7 +210,7 @@ def test_benchmark_bn_prints_every_method_and_size_with_dense_statistics_untouch
     """scripts/benchmark_bn.py on a tiny ResNet and fake Fashion-MNIST: one row per method and target; with the
     dense statistics and no pruning (target 0) the accuracy is the dense model's."""
     _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch)
-    bn = _load("benchmark_bn")
+    bn = load_script("benchmark_bn")
     assert bn.main(["--model", str(tmp_path / "m"), "--targets", "0,0.9", "--methods", "lamp,rd+sgpt",
                     "--calib-sizes", "0,16", "--guard-size", "16", "--rd-grid-step", "0.25",
                     "--rd-cache", str(tmp_path / "rd")]) == 0
@@ -258,7 +242,7 @@ def test_baselines_reconstruct_with_their_target_and_the_front_with_the_runs(mon
     re-measured with the target their run recorded; the report's header says which was which."""
     import hf_mixmatch.reconstruct as rec
 
-    bench_mod, br = _load("recon_bench"), _bench_script()
+    bench_mod, br = load_script("recon_bench"), _bench_script()
     seen = []
     monkeypatch.setattr(rec, "reconstruct", lambda model, layers, sp, x, settings, **kw: seen.append(settings.target))
     bench = bench_mod.Bench.__new__(bench_mod.Bench)
@@ -281,7 +265,7 @@ def test_benchmark_target_measures_both_targets_per_allocation(tmp_path, monkeyp
     """scripts/benchmark_target.py on a tiny ResNet and fake Fashion-MNIST: one row per sparsity, both targets per
     allocation; with nothing pruned both are the dense model; the gain column is their difference."""
     _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch)
-    bt = _load("benchmark_target")
+    bt = load_script("benchmark_target")
     rows = bt.main(["--model", str(tmp_path / "m"), "--targets", "0,0.8", "--methods", "lamp,rd",
                     "--calib-samples", "16", "--select-samples", "16", "--rd-grid-step", "0.25", "--bn-recalibrate"])
     out = capsys.readouterr().out

@@ -2,27 +2,11 @@
 win / tie / loss check against the noise band, the best-in-band table, and ``--report-only`` rebuilding the doc
 from a summary without losing the hand-written analysis below the marker."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load(name):
-    if str(REPO / "scripts") not in sys.path:
-        sys.path.insert(0, str(REPO / "scripts"))
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
+from _scripts import load_script
 
 N = 1000  # evaluation images: noise 2*sqrt(2)*SE = 3.58 points at 80%, 4.10 at 70%
 
@@ -50,7 +34,7 @@ def _model():
 
 
 def test_front_check_counts_wins_ties_and_losses_against_the_noise_band():
-    qr = _load("quality_report")
+    qr = load_script("quality_report")
     assert 2 * math.sqrt(2) * qr.binom_se(0.8, N) == pytest.approx(3.58, abs=0.01)
     fc = qr.front_check(_model(), "oneshot", ("lamp", "snip"), N)
     # only front members are checked (v3 beats both baselines by 55 points and must not count)
@@ -62,7 +46,7 @@ def test_front_check_counts_wins_ties_and_losses_against_the_noise_band():
 
 
 def test_band_table_takes_the_most_accurate_variant_of_each_band_per_seed():
-    qr = _load("quality_report")
+    qr = load_script("quality_report")
     tab = qr.band_table(_model(), "oneshot", ("lamp", "snip"))
     assert list(tab) == [(0.8, 0.9), (0.9, 1.0)]
     band = tab[(0.8, 0.9)]
@@ -75,8 +59,8 @@ def test_band_table_takes_the_most_accurate_variant_of_each_band_per_seed():
 
 
 def test_report_only_rebuilds_the_doc_and_keeps_the_hand_written_analysis(tmp_path):
-    bq = _load("benchmark_quality")
-    qd = _load("quality_doc")
+    bq = load_script("benchmark_quality")
+    qd = load_script("quality_doc")
     model = {**_model(), "train_log": None, "ranges": ["observed"], "range_targets": [0.7, 0.8, 0.9]}
     summary = {"args": {"baselines": ["lamp", "snip"], "eval_samples": N, "calib_samples": 128, "strategies": None,
                         "ranges": ["observed"], "range_targets": [0.7, 0.8, 0.9], "baseline_match": "pareto",

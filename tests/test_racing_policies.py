@@ -1,17 +1,14 @@
 """scripts/racing_policies.py's lower bounds on a constructed population."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
+from _scripts import load_script
+
 from hf_mixmatch import racing
 
-_spec = importlib.util.spec_from_file_location("racing_policies",
-                                               Path(__file__).resolve().parent.parent / "scripts" / "racing_policies.py")
-policies = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(policies)
+policies = load_script("racing_policies")
 
 
 def test_oracle_stops_a_dominated_variant_at_its_first_significant_image():

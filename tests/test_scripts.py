@@ -4,33 +4,22 @@ model trainer (on synthetic idx files, so no download and a few seconds per arch
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import struct
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "hf_mixmatch" / "_default"
 
 
-def _load_script(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fm = _load_script("fashion_mnist")
-tr = _load_script("train_reference")
+fm = load_script("fashion_mnist")
+tr = load_script("train_reference")
 
 
 # ---------------------------------------------------------------- embedded default
@@ -251,7 +240,7 @@ def test_train_reference_rejects_bad_input(tmp_path):
 # ---------------------------------------------------------------- docs/BENCHMARKS.md assembly
 
 def test_assemble_benchmarks_replaces_included_pages_only(tmp_path):
-    ab = _load_script("assemble_benchmarks")
+    ab = load_script("assemble_benchmarks")
     (tmp_path / "PAGE.md").write_text("# Title\n\ntext\n\n## sub\n\n```\n# not a heading\n```\n")
     overview = ("# Benchmarks\n\n## 1. Own\n\nkept\n\n## 2. Included\n\n"
                 "*Written by `scripts/x.py` into `docs/PAGE.md`; included here verbatim.*\n\nstale copy\n### stale\n\n"
@@ -270,7 +259,7 @@ def test_assemble_benchmarks_replaces_included_pages_only(tmp_path):
 def test_layout_benchmark_times_both_layouts_on_the_models_own_input():
     """The embedded model is timed at the shape its own preprocessing produces, and a timm name at ``--size``;
     both layouts give the same predictions (the benchmark compares like with like)."""
-    bl = _load_script("benchmark_layout")
+    bl = load_script("benchmark_layout")
     model, shape, _ = bl._model_and_input("default", 0)
     from hf_mixmatch.models import load_model
     from PIL import Image

@@ -196,13 +196,9 @@ def test_cli_stops_with_one_line_and_saves_nothing_when_no_group_can_go(tmp_path
 
 
 def test_zoo_script_writes_the_table_and_the_reasons(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from _scripts import load_script
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "structured_zoo.py"
-    spec = importlib.util.spec_from_file_location("structured_zoo", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("structured_zoo")
     out = tmp_path / "zoo.md"
     assert script.main(["--only", "test_resnet", "hf_bit", "--out", str(out)]) == 0
     text = out.read_text()

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "zoo_table.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("zoo_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("zoo_table")
 
 
 def test_zoo_table_rows_page_and_rerender(tmp_path, capsys):
