@@ -70,18 +70,25 @@ class ReconstructSettings:
 
 
 def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of ``(H + lambda I)^-1`` per group; damping raised x10 until it factorizes."""
-    d = h.shape[-1]
-    eye = torch.eye(d, dtype=h.dtype)
+    """Upper Cholesky factor of ``(H + lambda I)^-1`` per group; damping raised x10 until it factorizes.
+
+    At most two ``H``-sized buffers besides ``h`` are alive at once (the damped copy and its factor, then the factor
+    and the inverse, then the inverse and ``U``): on a large layer (d = 4608 for a 3x3 conv with 512 input
+    channels) each is 170 MB in float64."""
     mean_diag = h.diagonal(dim1=-2, dim2=-1).mean(-1)
     base = torch.where(mean_diag > 0, mean_diag, torch.ones_like(mean_diag))
     factor = damp
     for _ in range(8):
         lam = (factor * base).clamp(min=torch.finfo(h.dtype).tiny)
-        chol, info = torch.linalg.cholesky_ex(h + lam[:, None, None] * eye)
+        damped = h.clone()
+        damped.diagonal(dim1=-2, dim2=-1).add_(lam[:, None])
+        chol, info = torch.linalg.cholesky_ex(damped)
+        del damped
         if int(info.max()) == 0:
             hinv = torch.cholesky_inverse(chol)
+            del chol
             u, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            del hinv
             if int(info.max()) == 0:
                 return u
         factor = max(factor * 10, 1e-6)
