@@ -34,7 +34,7 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int) 
     import timm
     import torch
 
-    from hf_mixmatch.activations import forward_groups, groups_of, weight_matrix
+    from hf_mixmatch.activations import _geometry, forward_groups, groups_of, weight_matrix
     from hf_mixmatch.layers import list_prunable
     from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
 
@@ -50,7 +50,9 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int) 
         d = weight_matrix(module.weight, layer, g).shape[-1]
         return g * d * d * 8
 
-    per_group = [sum({hessian_bytes(layer) for layer in group}) for group in groups]  # same geometry: one Hessian
+    # layers of a group with the same geometry share one Hessian (as accumulate_hessians does)
+    per_group = [sum({_geometry(model.get_submodule(layer.name), layer): hessian_bytes(layer) for layer in group}.values())
+                 for group in groups]
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     before = rss_anon_kb(os.getpid())
     t0 = time.perf_counter()
