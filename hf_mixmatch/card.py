@@ -142,6 +142,8 @@ def _reproduce_command(recipe: dict) -> str:
         parts.append("--reconstruct sparsegpt")
         # recipes written before the target existed reconstructed towards the pruned model's own outputs
         parts.append(f"--reconstruct-target {(recipe.get('reconstruct') or {}).get('target', 'pruned')}")
+        # recipes written before the refit existed kept SparseGPT's weights as they were
+        parts.append(f"--reconstruct-refit {(recipe.get('reconstruct') or {}).get('refit', 0)}")
     if recipe.get("bn_recalibrate") is False:
         parts.append("--no-bn-recalibrate")
     parts.append("--save all --output-dir reproduce")

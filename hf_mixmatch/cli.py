@@ -36,6 +36,7 @@ def _strategy_names(text: str) -> tuple[str, ...] | None:
 
 def add_prune_parser(subparsers) -> None:
     from .ranges import available_presets
+    from .reconstruct import REFIT_DEFAULT
     from .signals import SELECTABLE_SIGNALS, SIGNALS
     from .strategies import CURVE_STRATEGIES, DEFAULT_STRATEGIES, STRATEGIES
 
@@ -132,6 +133,9 @@ def add_prune_parser(subparsers) -> None:
                    help="what each reconstructed layer's outputs are fitted to: dense = the dense model's outputs "
                         "(corrects the error of the layers pruned before it; default), pruned = the layer's own dense "
                         "weights on the pruned model's inputs (SparseGPT's paper)")
+    p.add_argument("--reconstruct-refit", type=non_negative_int, default=REFIT_DEFAULT, metavar="STEPS",
+                   help="after SparseGPT, refit each layer's kept weights towards the least-squares optimum for "
+                        "their mask with this many conjugate-gradient steps (0: SparseGPT's weights as they are)")
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate the BatchNorm statistics of every pruned variant and baseline on the calibration "
                         "images (only buffers change; no effect on models without BatchNorm). Default: on")
@@ -183,7 +187,7 @@ def cmd_prune(args) -> int:
         eval=args.eval, eval_batch_size=args.eval_batch_size, eval_resident=args.eval_resident,
         precision=args.precision,
         reconstruct=args.reconstruct, reconstruct_depth=args.reconstruct_depth, bn_recalibrate=args.bn_recalibrate,
-        reconstruct_target=args.reconstruct_target,
+        reconstruct_target=args.reconstruct_target, reconstruct_refit=args.reconstruct_refit,
     )
     run = run_mixmatch(config)
     from accelerate import PartialState

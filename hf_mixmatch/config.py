@@ -8,6 +8,7 @@ from .errors import ConfigError
 from .precision import PRECISIONS
 from .racing import EVAL_MODES
 from .ranges import DEFAULT_TARGETS
+from .reconstruct import REFIT_DEFAULT
 from .signals import SELECTABLE_SIGNALS, SIGNALS
 from .strategies import CURVE_STRATEGIES, STRATEGIES, default_strategies
 
@@ -62,6 +63,7 @@ class PruneConfig:
     reconstruct: str = "none"  # "none" | "sparsegpt": layer-wise reconstruction (hf_mixmatch.reconstruct)
     reconstruct_depth: int = 2  # candidates: one-shot variants on the first N non-dominated layers
     reconstruct_target: str = "dense"  # "dense": each layer fits the dense model's outputs | "pruned": W X (the paper)
+    reconstruct_refit: int = REFIT_DEFAULT  # CG steps refitting the kept weights to their mask's optimum (0: off)
     bn_recalibrate: bool = True  # re-estimate BatchNorm statistics of every variant on the calibration images
 
     @property
@@ -115,6 +117,8 @@ class PruneConfig:
         if self.reconstruct_target not in RECONSTRUCT_TARGETS:
             raise ConfigError(f"--reconstruct-target must be one of {list(RECONSTRUCT_TARGETS)}, "
                               f"got {self.reconstruct_target!r}")
+        if self.reconstruct_refit < 0:
+            raise ConfigError(f"--reconstruct-refit must be >= 0 (0 turns the refit off), got {self.reconstruct_refit}")
         if self.finetune_samples <= 0 or (self.finetune_steps or 0) < 0 or (self.finetune_epochs or 0) < 0:
             raise ConfigError("--finetune-steps/--finetune-epochs must be >= 0 and --finetune-samples > 0")
         if self.decode_workers < 1:

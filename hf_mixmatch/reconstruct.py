@@ -13,7 +13,10 @@ grouped / depthwise convolutions):
    ``k = floor(rho * n)`` — the measured sparsity equals masking's;
 3. column by column, the pruned weight's error ``(w - q) / U_jj`` is compensated on the not-yet-processed columns
    of the same row (``- err * U[j, j+1:]``), then the block's errors are propagated to the later blocks;
-4. safeguard: a row whose calibration output error ``e H e^T`` (undamped) would be larger than masking the same
+4. refit (``refit`` > 0 steps, :func:`refit_kept`): the kept weights move towards the least-squares optimum for
+   the mask SparseGPT chose (conjugate gradients on each row's kept coordinates), which its sequential updates do
+   not reach because they also compensate on weights pruned later;
+5. safeguard: a row whose calibration output error ``e H e^T`` (undamped) would be larger than masking the same
    weights without any update keeps the masked original row, so per row the result is never worse than masking.
 
 The mask is checked afterwards (pruned entries zero, count exact). Deterministic given the calibration set,
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 RECONSTRUCT_CHOICES = ("none", "sparsegpt")
 RECONSTRUCT_TARGETS = ("pruned", "dense")
+REFIT_DEFAULT = 20  # conjugate-gradient steps of the kept-weight refit (docs/BENCHMARKS_quality.md)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ReconstructSettings:
     damp: float = 0.01
     batch_size: int = 64
     target: str = "dense"  # "dense": the dense model's outputs W X_dense; "pruned": W X (SparseGPT's paper)
+    refit: int = REFIT_DEFAULT  # conjugate-gradient steps refitting the kept weights to their mask's optimum (0: SparseGPT's)
 
     def __post_init__(self) -> None:
         if self.method not in RECONSTRUCT_CHOICES[1:]:
@@ -59,8 +64,8 @@ class ReconstructSettings:
                               f"got {self.method!r}")
         if self.target not in RECONSTRUCT_TARGETS:
             raise ConfigError(f"reconstruction target must be one of {list(RECONSTRUCT_TARGETS)}, got {self.target!r}")
-        if self.blocksize <= 0 or not (0.0 <= self.damp < 1.0) or self.batch_size <= 0:
-            raise ConfigError("reconstruction needs blocksize > 0, 0 <= damp < 1 and batch_size > 0")
+        if self.blocksize <= 0 or not (0.0 <= self.damp < 1.0) or self.batch_size <= 0 or self.refit < 0:
+            raise ConfigError("reconstruction needs blocksize > 0, 0 <= damp < 1, batch_size > 0 and refit >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,8 +74,9 @@ class ReconstructSettings:
 # --------------------------------------------------------------------------------------------- one layer
 
 
-def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+def inverse_cholesky(h: torch.Tensor, damp: float, *, with_lambda: bool = False):
     """Upper Cholesky factor of ``(H + lambda I)^-1`` per group; damping raised x10 until it factorizes.
+    ``with_lambda``: return ``(U, lambda)`` (``lambda`` per group, the damping actually used).
 
     At most two ``H``-sized buffers besides ``h`` are alive at once (the damped copy and its factor, then the factor
     and the inverse, then the inverse and ``U``): on a large layer (d = 4608 for a 3x3 conv with 512 input
@@ -90,7 +96,7 @@ def inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
             u, info = torch.linalg.cholesky_ex(hinv, upper=True)
             del hinv
             if int(info.max()) == 0:
-                return u
+                return (u, lam) if with_lambda else u
         factor = max(factor * 10, 1e-6)
     raise ConfigError("the calibration Hessian of a layer is not positive definite even with 1e2 x damping; "
                       "use more calibration samples")
@@ -103,7 +109,7 @@ def _block_quotas(k: int, d: int, blocksize: int) -> list[tuple[int, int, int]]:
 
 def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int = 128, damp: float = 0.01,
                      prune: torch.Tensor | None = None, u: torch.Tensor | None = None,
-                     cross: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                     cross: torch.Tensor | None = None, refit: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Prune exactly ``k`` of ``w`` ``(G, R, d)`` given ``h`` ``(G, d, d)`` (float64 both).
 
     Returns ``(new weights, pruned mask, rows reset to plain masking by the safeguard)``. With ``prune`` given
@@ -120,12 +126,16 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
         k = int(prune.sum())
     if not 0 <= k <= w.numel():
         raise ConfigError(f"cannot prune {k} of {w.numel()} weights")
-    u = inverse_cholesky(h, damp) if u is None else u
+    if u is None:
+        u, lam = inverse_cholesky(h, damp, with_lambda=True)
+    else:
+        lam = damp * h.diagonal(dim1=-2, dim2=-1).mean(-1)
     # linear term of the output error: sum ||target - V x||^2 = V H V^T - 2 V . lin + const, per row
     lin = w @ h if cross is None else w @ cross
     work = w.clone()
     if cross is not None:  # W* = W + (lin - W H) (H + lambda I)^-1, with (H + lambda I)^-1 = U^T U
         work += ((lin - w @ h) @ u.transpose(1, 2)) @ u
+    target = work.clone() if refit > 0 else None  # the unconstrained optimum the masked weights approach
     pruned = torch.zeros_like(w, dtype=torch.bool) if prune is None else prune.clone()
     for s, e, quota in _block_quotas(k, d, blocksize):
         blk = work[:, :, s:e]  # a view: updates below land in ``work``
@@ -146,11 +156,60 @@ def sparsegpt_matrix(w: torch.Tensor, h: torch.Tensor, k: int, *, blocksize: int
         if e < d:
             work[:, :, e:] -= errs @ u[:, s:e, e:]
     work[pruned] = 0.0
+    if target is not None:
+        work = refit_kept(work, ~pruned, h, lam, target, iters=refit)
     # safeguard, per row: never worse than masking the same weights without an update (undamped H)
     masked = torch.where(pruned, torch.zeros_like(w), w)
     worse = _output_error(work, h, lin) > _output_error(masked, h, lin)
     work = torch.where(worse[:, :, None], masked, work)
     return work, pruned, int(worse.sum())
+
+
+_CG_RTOL = 1e-7  # relative residual at which a row's refit is done
+
+
+def refit_kept(v: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, lam: torch.Tensor, target: torch.Tensor, *,
+               iters: int) -> torch.Tensor:
+    """Refit the kept weights of ``v`` ``(G, R, d)`` to the least-squares optimum for their mask.
+
+    SparseGPT's column-by-column updates compensate each pruned weight on every later column, including the ones
+    pruned after it, so its result is not the optimum of the damped output error
+    ``(V - T)(H + lambda I)(V - T)^T`` over the weights the mask keeps (``T``: the unconstrained optimum, ``W`` or
+    the refit of the dense outputs). Here every row runs ``iters`` steps of conjugate gradients (Jacobi
+    preconditioned) on its kept coordinates, started from SparseGPT's weights: each step lowers the error, pruned
+    entries stay exactly zero, and ``iters`` at least the row's kept count reaches the exact optimum (in exact
+    arithmetic). One batched ``(G, R, d) x (G, d, d)`` product per step, all rows at once; besides ``H`` it holds
+    a few weight-sized buffers only."""
+    lam = lam[:, None, None]
+
+    def damped(m: torch.Tensor) -> torch.Tensor:  # m (H + lambda I), without an H-sized copy
+        return m @ h + lam * m
+
+    keep = keep.to(v.dtype)
+    diag = h.diagonal(dim1=-2, dim2=-1)[:, None, :] + lam  # (G, 1, d), > 0
+    x = v * keep
+    res = keep * damped(target - x)  # minus the gradient, on the kept coordinates
+    z = res / diag
+    p = z.clone()
+    rz = (res * z).sum(-1, keepdim=True)
+    # a row stops once its residual is down to rounding (steps past that would only fit float noise)
+    floor = rz * _CG_RTOL ** 2
+    tiny = torch.finfo(v.dtype).tiny
+    for _ in range(iters):
+        ap = keep * damped(p)
+        pap = (p * ap).sum(-1, keepdim=True)
+        live = (pap > tiny) & (rz > floor)
+        alpha = torch.where(live, rz / pap.clamp(min=tiny), torch.zeros_like(pap))
+        x += alpha * p
+        res -= alpha * ap
+        z = res / diag
+        rz_new = (res * z).sum(-1, keepdim=True)
+        beta = torch.where(rz > tiny, rz_new / rz.clamp(min=tiny), torch.zeros_like(rz))
+        p = z + beta * p
+        rz = rz_new
+        if not bool(live.any()):
+            break
+    return x
 
 
 def _output_error(v: torch.Tensor, h: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
@@ -208,7 +267,8 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
             mat = weight_matrix(weight.detach(), layer, groups_of(model.get_submodule(layer.name), layer))
             new, pruned, reset = sparsegpt_matrix(mat.double().cpu(), hessians[layer.name], k,
                                                   blocksize=settings.blocksize, damp=settings.damp,
-                                                  cross=None if cross is None else cross[layer.name])
+                                                  cross=None if cross is None else cross[layer.name],
+                                                  refit=settings.refit)
             reset_rows += reset
             weight.copy_(weight_from_matrix(new, layer, tuple(weight.shape)).to(weight.dtype))
             keep = ~weight_from_matrix(pruned, layer, tuple(weight.shape)).to(weight.device)

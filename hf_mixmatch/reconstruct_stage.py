@@ -7,12 +7,19 @@ from .pareto import pareto_front
 from .variant_eval import Measurer
 
 
+def settings_of(config):
+    """The run's :class:`~hf_mixmatch.reconstruct.ReconstructSettings`."""
+    from .reconstruct import ReconstructSettings
+
+    return ReconstructSettings(batch_size=config.batch_size, target=config.reconstruct_target,
+                               refit=config.reconstruct_refit)
+
+
 def reconstructor(config, data, acc):
     """``apply(model, layers, sparsities, score=None)``: SparseGPT on the run's calibration images."""
-    from .reconstruct import ReconstructSettings, make_reconstructor
+    from .reconstruct import make_reconstructor
 
-    settings = ReconstructSettings(batch_size=config.batch_size, target=config.reconstruct_target)
-    return make_reconstructor(settings, data.calib.tensors[0], accelerator=acc)
+    return make_reconstructor(settings_of(config), data.calib.tensors[0], accelerator=acc)
 
 
 def allocation_key(v: dict, layers) -> tuple:
@@ -62,8 +69,6 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
     measured on the whole evaluation split (its selection numbers kept under ``"select"``)."""
     from tqdm.auto import tqdm
 
-    from .reconstruct import ReconstructSettings
-
     acc = measurer.accelerator
     select = getattr(data, "select", None)
     chooser = select if select is not None else data.eval
@@ -105,8 +110,7 @@ def reconstruct_candidates(config, measurer: Measurer, layers, scores, variants,
             v.update({k: src[k] for k in keys if k in src})
             for k in set(keys) - set(src):
                 v.pop(k, None)
-    info = {"method": config.reconstruct, "settings": ReconstructSettings(batch_size=config.batch_size,
-                                                                       target=config.reconstruct_target).to_dict(),
+    info = {"method": config.reconstruct, "settings": settings_of(config).to_dict(),
             "rule": f"one-shot variants on the first {config.reconstruct_depth} non-dominated layers "
                     f"(chosen on `{chooser_split}`)" + (", the curve strategies' variants" if _curves_reconstructed(config)
                                                         else "") + ", and every variant with the allocation of one",

@@ -10,6 +10,8 @@ largest layer group's ``X^T X`` (float64; the dense target also accumulates ``X_
 the sum of every layer's Hessian (what the stage would hold if it kept them all).
 
     OMP_NUM_THREADS=2 python scripts/benchmark_recon_memory.py --models resnet50,vit_small_patch16_224 --calib 32
+
+``--refits 0,20`` adds the kept-weight refit (``--reconstruct-refit``): its memory and its time.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from benchmark_memory import PeakSampler, rss_anon_kb  # noqa: E402
 MB = 2 ** 20
 
 
-def child(name: str, target: str, calib: int, sparsity: float, batch_size: int) -> dict:
+def child(name: str, target: str, calib: int, sparsity: float, batch_size: int, refit: int) -> dict:
     import timm
     import torch
 
@@ -61,8 +63,8 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int) 
             model(inputs[:batch_size])
         else:
             reconstruct(model, layers, {layer.name: sparsity for layer in layers}, inputs,
-                        settings=ReconstructSettings(target=target, batch_size=batch_size))
-    return {"model": name, "target": target, "params_mb": params / MB, "layers": len(layers),
+                        settings=ReconstructSettings(target=target, batch_size=batch_size, refit=refit))
+    return {"model": name, "target": target, "refit": refit, "params_mb": params / MB, "layers": len(layers),
             "max_group_hessian_mb": max(per_group) / MB, "all_hessians_mb": sum(per_group) / MB,
             "peak_growth_mb": (sampler.peak - before) / 1024, "seconds": time.perf_counter() - t0}
 
@@ -75,20 +77,23 @@ def main(argv=None) -> int:
     p.add_argument("--calib", default="32", help="calibration images (random, 224 px); a comma list compares sizes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--refits", default="0", help="conjugate-gradient steps of the kept-weight refit "
+                   "(--reconstruct-refit); a comma list compares them")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "TARGET"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child, int(args.calib), args.sparsity, args.batch_size)))
+        print(json.dumps(child(*args.child, int(args.calib), args.sparsity, args.batch_size, int(args.refits))))
         return 0
     rows = []
     for name in args.models.split(","):
         for calib in args.calib.split(","):
-            for target in args.targets.split(","):
-                if target == "forward" and calib != args.calib.split(",")[0]:
+            for target, refit in ((t, r) for t in args.targets.split(",") for r in args.refits.split(",")):
+                first = calib == args.calib.split(",")[0] and refit == args.refits.split(",")[0]
+                if target == "forward" and not first:
                     continue
                 out = subprocess.run([sys.executable, __file__, "--child", name, target, "--calib", calib,
-                                      "--batch-size", str(args.batch_size), "--sparsity", str(args.sparsity)],
-                                     capture_output=True, text=True)
+                                      "--batch-size", str(args.batch_size), "--sparsity", str(args.sparsity),
+                                      "--refits", refit], capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"{name} / {target} failed:\n{out.stderr[-2000:]}")
                 rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "calib": int(calib)})
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
           "images | peak growth (MB) | time (s) |")
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
-        step = "one forward" if r["target"] == "forward" else f"reconstruct, target {r['target']}"
+        step = "one forward" if r["target"] == "forward" else f"reconstruct, target {r['target']}" + (
+            f", refit {r['refit']}" if r["refit"] else "")
         print(f"| {r['model']} | {r['layers']} | {r['params_mb']:.0f} | {r['max_group_hessian_mb']:.0f} | "
               f"{r['all_hessians_mb']:.0f} | {step} | {'–' if r['target'] == 'forward' else r['calib']} | "
               f"{r['peak_growth_mb']:.0f} | {r['seconds']:.0f} |")

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 from fashion_mnist import DEFAULT_ROOT  # noqa: E402
+from hf_mixmatch.reconstruct import REFIT_DEFAULT  # noqa: E402
 from recon_bench import Bench, splits  # noqa: E402
 from recon_report import merge_summaries, update_doc, write_section  # noqa: E402
 
@@ -96,6 +97,10 @@ def parse_args(argv=None):
     p.add_argument("--baseline-target", choices=("dense", "pruned"), default="pruned",
                    help="the reconstruction target of every '+SGPT' baseline: pruned = SparseGPT as its paper runs "
                         "it (default), dense = the same dense-output target as the M&M run")
+    p.add_argument("--reconstruct-refit", type=int, default=REFIT_DEFAULT,
+                   help="the M&M run's --reconstruct-refit (conjugate-gradient steps refitting the kept weights)")
+    p.add_argument("--baseline-refit", type=int, default=0,
+                   help="the same refit for every +SGPT baseline (default 0: SparseGPT as its paper runs it)")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--finetune-min", type=float, default=0.8, help="fine-tune front members at >= this sparsity")
@@ -122,6 +127,7 @@ def run_model(name: str, seed: int, args) -> dict:
     sizes = {"dense": dense, "n_test": n_test} if "fronts" in stages else {"fixed_dense": dense, "fixed_n_test": n_test}
     summary = {"model": name, "seed": seed, **sizes, "extra_test": args.extra_test, "batch_size": args.batch_size,
                "bn_recalibrate": args.bn_recalibrate, "baseline_target": args.baseline_target,
+               "baseline_refit": args.baseline_refit,
                "n_select": len(select), "rows": [], "fixed": {},
                "train_log": {k: log.get(k) for k in ("epochs", "train_samples", "test_accuracy")}}
     if "fronts" in stages:
@@ -158,7 +164,8 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
                           range_targets=tuple(float(t) for t in args.range_targets.split(",")), ranges=args.ranges,
                           calib_samples=args.calib_samples, batch_size=args.batch_size, seed=seed,
                           reconstruct="sparsegpt", reconstruct_depth=args.depth, rd_distortion=args.rd_distortion,
-                          bn_recalibrate=args.bn_recalibrate, reconstruct_target=args.reconstruct_target)
+                          bn_recalibrate=args.bn_recalibrate, reconstruct_target=args.reconstruct_target,
+                          reconstruct_refit=args.reconstruct_refit)
         res = run_mixmatch(cfg, loaded=bench.loaded, data=data).results
     mm_s = res["timings"]["total_s"] if args.reuse else time.perf_counter() - t0
     bench.scores = load_scores(out / "scores.safetensors")

@@ -74,7 +74,8 @@ class Bench:
         if reconstruct:
             target = target or getattr(self.args, "baseline_target", "pruned")
             run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
-                            settings=ReconstructSettings(batch_size=self.args.batch_size, target=target))
+                            settings=ReconstructSettings(batch_size=self.args.batch_size, target=target,
+                                                         refit=getattr(self.args, "baseline_refit", 0)))
         else:
             apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
         if getattr(self.args, "bn_recalibrate", False):  # as the M&M run does with --bn-recalibrate (guard included)

@@ -276,4 +276,17 @@ def test_benchmark_target_measures_both_targets_per_allocation(tmp_path, monkeyp
     for r in table:
         assert float(r[5]) == pytest.approx(float(r[2]) - float(r[1]), abs=0.011)
         assert float(r[6]) == pytest.approx(float(r[4]) - float(r[3]), abs=0.011)
-    assert rows[1][("lamp", "dense")] >= 0 and set(rows[1]) >= {("rd", "pruned"), ("rd", "dense")}
+    assert rows[1][("lamp", "dense", 0)] >= 0 and set(rows[1]) >= {("rd", "pruned", 0), ("rd", "dense", 0)}
+
+
+def test_benchmark_target_compares_refits(tmp_path, monkeypatch, capsys):
+    """--recon-targets dense --refits 0,8: one column per refit; the gain is the refit's."""
+    _tiny_resnet_on_fake_fashion(tmp_path, monkeypatch)
+    bt = load_script("benchmark_target")
+    rows = bt.main(["--model", str(tmp_path / "m"), "--targets", "0.8", "--methods", "lamp", "--recon-targets",
+                    "dense", "--refits", "0,8", "--calib-samples", "16", "--select-samples", "16"])
+    out = capsys.readouterr().out
+    assert "| sparsity | lamp dense | lamp dense refit 8 | lamp gain |" in out
+    row = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| 0.8")).split("|")[1:-1]]
+    assert float(row[3]) == pytest.approx(float(row[2]) - float(row[1]), abs=0.011)
+    assert set(rows[0]) >= {("lamp", "dense", 0), ("lamp", "dense", 8)}

@@ -223,8 +223,8 @@ def test_bad_reconstruct_settings_are_one_line_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["pruned", "dense"])
-def test_two_processes_reconstruct_like_one(tmp_path, target):
+@pytest.mark.parametrize("target,refit", [("pruned", 0), ("dense", 0), ("dense", 20)])
+def test_two_processes_reconstruct_like_one(tmp_path, target, refit):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     if not os.path.exists(torchrun):
         pytest.fail("torchrun is not installed next to this python: install torch in the test environment")
@@ -234,15 +234,19 @@ def test_two_processes_reconstruct_like_one(tmp_path, target):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RANK", None)
     for cmd, out in (([sys.executable], "one.pt"), ([torchrun, "--standalone", "--nproc_per_node", "2"], "two.pt")):
-        proc = subprocess.run(cmd + [worker, str(model_dir), str(tmp_path / out), target], env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(cmd + [worker, str(model_dir), str(tmp_path / out), target, str(refit)], env=env,
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one["processes"] == 1 and two["processes"] == 2
+    # Hessians summed over processes differ from one process's only in rounding (float32 forwards, summation order).
+    # SparseGPT's weights keep that to 1e-5. The refit solves each row's kept weights exactly, so along the Hessian's
+    # weakest directions it magnifies rounding ~1000x; those directions barely move the outputs, which stay equal.
     for name, w in one["weights"].items():
         assert torch.equal(w == 0, two["weights"][name] == 0), name  # same masks
-        torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-6 if refit == 0 else 5e-4)
         torch.testing.assert_close(two["activation"][name], one["activation"][name], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(two["logits"], one["logits"], rtol=1e-5, atol=1e-5)
 
 
 def test_layers_reading_one_input_share_one_hessian():
