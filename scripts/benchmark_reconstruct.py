@@ -184,6 +184,7 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
     masked_pts = [{"id": v["id"], "sparsity": v["sparsity"], "accuracy": (v.get("masked") or v)["accuracy"]}
                   for v in unique]
     by_id = {v["id"]: v for v in unique}
+    settings = res["reconstruct"]["settings"]
     fronts = {"oneshot": pareto_front(masked_pts), "recon": list(res["pareto"])}
     rows = []
     for kind, ids in fronts.items():
@@ -194,10 +195,12 @@ def _fronts(name: str, seed: int, bench: Bench, out: Path, data, args) -> dict:
             if v["sparsity"] < args.min_sparsity:
                 continue
             recon = kind == "recon" and bool(v.get("reconstructed"))
+            # the M&M run's own reconstruction (runs from before the refit: none)
+            mm_target, mm_refit = settings.get("target", "pruned"), settings.get("refit", 0)
             m = bench.measure(v["target_layers"], rank_by=v["signal"], reconstruct=recon, data=bench.test,
-                              target=res["reconstruct"]["settings"].get("target", "pruned"))
+                              target=mm_target, refit=mm_refit)
             row = {"front": kind, "id": vid, "reconstructed": recon,
-                   "target": res["reconstruct"]["settings"].get("target", "pruned") if recon else None, "select": v["accuracy"] if kind == "recon"
+                   "target": mm_target if recon else None, "refit": mm_refit if recon else None, "select": v["accuracy"] if kind == "recon"
                    else (v.get("masked") or v)["accuracy"], "test": m["accuracy"], "sparsity": m["sparsity"],
                    "baselines": {}}
             for method in (MASKED if kind == "oneshot" else MASKED_VS_RECON):
@@ -224,7 +227,7 @@ def _finetune_rows(name: str, seed: int, bench: Bench, by_id: dict, rows: list[d
         v = by_id[row["id"]]
         masked = max(MASKED_VS_RECON, key=lambda m: row["baselines"].get(m, -1.0))
         ft = {"mm": bench.finetuned(v["target_layers"], rank_by=v["signal"], reconstruct=row["reconstructed"],
-                                    target=row.get("target"))}
+                                    target=row.get("target"), refit=row.get("refit"))}
         for key, method, recon in (("lamp+sgpt", "lamp", True), ("erk+sgpt", "erk", True), (masked, masked, False)):
             ft[key] = bench.baseline(method, row["sparsity"], reconstruct=recon, finetune=True)
         out.append({"id": row["id"], "sparsity": row["sparsity"], "steps": args.finetune_steps,

@@ -65,17 +65,19 @@ class Bench:
 
         return evaluate(self.model, data, batch_size=500)["accuracy"]
 
-    def prune(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None) -> None:
+    def prune(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None,
+              refit: int | None = None) -> None:
         """Apply an allocation in place: SparseGPT at its per-layer counts, or masks ranked by ``rank_by``.
-        ``target``: the reconstruction target (default: ``--baseline-target``, the baselines')."""
+        ``target``, ``refit``: the reconstruction's (default: ``--baseline-target``, ``--baseline-refit``, the
+        baselines')."""
         from hf_mixmatch.masks import apply_sparsities
         from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct as run_reconstruct
 
         if reconstruct:
             target = target or getattr(self.args, "baseline_target", "pruned")
+            refit = getattr(self.args, "baseline_refit", 0) if refit is None else refit
             run_reconstruct(self.model, self.layers, sparsities, self.calib.tensors[0],
-                            settings=ReconstructSettings(batch_size=self.args.batch_size, target=target,
-                                                         refit=getattr(self.args, "baseline_refit", 0)))
+                            settings=ReconstructSettings(batch_size=self.args.batch_size, target=target, refit=refit))
         else:
             apply_sparsities(self.model, self.layers, sparsities, self.scores[rank_by])
         if getattr(self.args, "bn_recalibrate", False):  # as the M&M run does with --bn-recalibrate (guard included)
@@ -84,12 +86,12 @@ class Bench:
             BatchNormRecalibrator(self.model, *self.calib.tensors, batch_size=self.args.batch_size)(self.model)
 
     def measure(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, data,
-                target: str | None = None) -> dict:
+                target: str | None = None, refit: int | None = None) -> dict:
         """Mask (by ``rank_by``) or reconstruct, measure sparsity and accuracy on ``data``, restore."""
         from hf_mixmatch.masks import measure_sparsity
 
         t0 = time.perf_counter()
-        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target)
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target, refit=refit)
         t_apply = time.perf_counter() - t0
         overall, _ = measure_sparsity(self.model, self.layers)
         acc = self.evaluate(data)
@@ -127,7 +129,8 @@ class Bench:
             self.scores["rdsgpt"] = prepare(self.model, self.calib.tensors[0], layers=self.layers, grid=grid,
                                             cache_dir=out, batch_size=self.args.batch_size, method="sparsegpt").curves
 
-    def finetuned(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None) -> dict:
+    def finetuned(self, sparsities: dict, *, rank_by: str | None, reconstruct: bool, target: str | None = None,
+                  refit: int | None = None) -> dict:
         """Mask (or reconstruct), fine-tune ``--finetune-steps`` steps keeping the mask (the project's
         ``finetune``: AdamW, early stopping on the selection split), measure on test, restore every weight."""
         from hf_mixmatch.finetune import finetune
@@ -137,7 +140,7 @@ class Bench:
             x_u8, y = read_split("train", self.args.fmnist_root, samples=20000)
             self.train = TensorDataset(preprocess(x_u8), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         t0 = time.perf_counter()
-        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target)
+        self.prune(sparsities, rank_by=rank_by, reconstruct=reconstruct, target=target, refit=refit)
         oneshot = self.evaluate(self.test)
         steps = self.args.finetune_steps
         ft = finetune(self.model, self.layers, self.train, self.select, steps=steps, lr=self.args.finetune_lr,

@@ -27,12 +27,18 @@ def _pct(x: float) -> str:
 
 def _targets(run: dict) -> str:
     """The reconstruction targets of the run (summaries written before the option: SparseGPT's own, both)."""
-    mm = (run.get("reconstruct") or {}).get("settings", {}).get("target", "pruned")
-    base = run.get("baseline_target", "pruned")
-    if mm == base == "pruned":
+    settings = (run.get("reconstruct") or {}).get("settings", {})
+    mm, base = settings.get("target", "pruned"), run.get("baseline_target", "pruned")
+    mm_refit, base_refit = settings.get("refit", 0), run.get("baseline_refit", 0)
+    if mm == base == "pruned" and mm_refit == base_refit == 0:
         return ""
     name = {"dense": "the dense model's outputs", "pruned": "SparseGPT's own (W·X on the pruned model's inputs)"}
-    return f"; reconstruction target: M&M {name[mm]}, `+SGPT` baselines {name[base]}"
+
+    def refit(steps: int) -> str:
+        return f" + kept-weight refit ({steps} steps)" if steps else ""
+
+    return (f"; reconstruction target: M&M {name[mm]}{refit(mm_refit)}, `+SGPT` baselines "
+            f"{name[base]}{refit(base_refit)}")
 
 
 def write_section(summary: dict) -> str:

@@ -253,12 +253,22 @@ def test_baselines_reconstruct_with_their_target_and_the_front_with_the_runs(mon
         bench.prune({}, rank_by=None, reconstruct=True, target="dense" if expected == "pruned" else "pruned")
         assert seen[-2:] == [expected, "dense" if expected == "pruned" else "pruned"]
     assert br.parse_args([]).reconstruct_target == "dense"
+    refits = []
+    monkeypatch.setattr(rec, "reconstruct", lambda model, layers, sp, x, settings, **kw: refits.append(settings.refit))
+    for argv, expected in (([], 0), (["--baseline-refit", "20"], 20)):  # default: SparseGPT as its paper runs it
+        bench.args = br.parse_args(argv)
+        bench.prune({}, rank_by=None, reconstruct=True)
+        bench.prune({}, rank_by=None, reconstruct=True, refit=5)
+        assert refits[-2:] == [expected, 5]
     rr = _script()
     run = {**_run([]), "baseline_target": "pruned", "n_variants": 3, "mixmatch_s": 1.0, "timings": {},
            "reconstruct": {"settings": {"target": "dense"}, "rule": "r", "candidates": []}}
     assert "reconstruction target: M&M the dense model's outputs, `+SGPT` baselines SparseGPT's own" in \
         rr.write_section({"runs": [run]})
     assert "reconstruction target" not in rr.write_section({"runs": [_run([])]})  # older summaries: both SparseGPT's
+    run["reconstruct"]["settings"]["refit"] = 20
+    assert "M&M the dense model's outputs + kept-weight refit (20 steps), `+SGPT` baselines SparseGPT's own" in \
+        rr.write_section({"runs": [run]})
 
 
 def test_benchmark_target_measures_both_targets_per_allocation(tmp_path, monkeypatch, capsys):
@@ -290,3 +300,38 @@ def test_benchmark_target_compares_refits(tmp_path, monkeypatch, capsys):
     row = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| 0.8")).split("|")[1:-1]]
     assert float(row[3]) == pytest.approx(float(row[2]) - float(row[1]), abs=0.011)
     assert set(rows[0]) >= {("lamp", "dense", 0), ("lamp", "dense", 8)}
+
+
+def test_front_rows_are_remeasured_with_the_runs_own_reconstruction(tmp_path, monkeypatch):
+    """The reconstructed front is re-measured on test with the target and refit the M&M run recorded; every '+SGPT'
+    baseline with the baselines' own (--baseline-target / --baseline-refit)."""
+    import hf_mixmatch.signals as signals
+
+    br = _bench_script()
+    out = tmp_path / "m" / "seed0"
+    out.mkdir(parents=True)
+    variant = {"id": "magnitude-rd_p70", "signal": "magnitude", "sparsity": 0.9, "accuracy": 0.8,
+               "reconstructed": True, "target_layers": {"a": 0.9}}
+    (out / "results.json").write_text(json.dumps({
+        "variants": [variant], "pareto": [variant["id"]], "timings": {"total_s": 1.0}, "dense": {"accuracy": 0.9},
+        "reconstruct": {"settings": {"target": "dense", "refit": 20}, "rule": "r", "candidates": []}}))
+    monkeypatch.setattr(signals, "load_scores", lambda path: {"snip": {}, "activation_row": {}})
+
+    class Bench(_FakeBench):
+        scores = None
+        measured = []
+
+        def measure(self, sparsities, *, rank_by, reconstruct, data, target=None, refit=None):
+            self.measured.append((reconstruct, target, refit))
+            return {"sparsity": 0.9, "accuracy": 0.85}
+
+        def add_rd_scores(self, out, *, rd, own):
+            pass
+
+    bench = Bench()
+    bench.test = None
+    args = br.parse_args(["--reuse", "--fronts", "recon", "--baseline-refit", "0"])
+    rows = br._fronts("m", 0, bench, out, None, args)["rows"]
+    assert bench.measured == [(True, "dense", 20)]
+    assert rows[0]["target"] == "dense" and rows[0]["refit"] == 20
+    assert {c[0] for c in bench.calls if c[2]} == set(br.RECON)  # the '+SGPT' baselines go through Bench.baseline
