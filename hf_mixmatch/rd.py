@@ -194,10 +194,12 @@ def _magnitude_levels(weight: torch.Tensor, original: torch.Tensor, counts: list
 
 def _sparsegpt_levels(model, layer: LayerInfo, weight: torch.Tensor, inputs: torch.Tensor, counts: list[int],
                       forward, batch_size: int):
-    """Put the layer's SparseGPT reconstruction at ``counts[i]`` zeros in place, one grid point after the other."""
+    """Put the layer's SparseGPT reconstruction at ``counts[i]`` zeros in place, one grid point after the other.
+    SparseGPT's update alone, without the kept-weight refit: the curves only rank layers against each other, and
+    the refit at every grid point of every layer would multiply their cost."""
     from .reconstruct import ReconstructSettings, layer_levels
 
-    settings = ReconstructSettings(batch_size=batch_size)
+    settings = ReconstructSettings(batch_size=batch_size, refit=0)
     for i, new in layer_levels(model, layer, inputs, counts, settings=settings, forward=forward):
         weight.data.copy_(new.to(weight.device))
         yield i
