@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ConfigError
 from .layers import LayerInfo
@@ -127,27 +128,62 @@ class _Stop(Exception):
     """Raised by a hook once every layer it waits for has seen its input: the rest of the forward is skipped."""
 
 
+class _FunctionalLinear(TorchFunctionMode):
+    """Sends ``F.linear(x, layer.weight, ...)`` calls made outside the layer's own forward to its hook, as if the
+    module had been called (timm's SwinV2 and EVA attention call ``F.linear(x, self.qkv.weight, qkv_bias)``: no
+    module hook sees that input)."""
+
+    def __init__(self, by_weight: dict[int, str], fire: Callable, inside: set[str]):
+        super().__init__()
+        self.by_weight, self.fire, self.inside = by_weight, fire, inside
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = self.by_weight.get(id(weight))
+            if name is not None and name not in self.inside:
+                self.fire(name, args[0] if args else kwargs["input"])
+        return func(*args, **kwargs)
+
+
 def _run_hooked(model, inputs: torch.Tensor, batches, forward, hooks: dict[str, Callable], stop_after: set[str] | None):
-    """Forward every batch with ``hooks[name](module, x)`` on each named module's input; optionally stop early."""
+    """Forward every batch with ``hooks[name](module, x)`` on each named module's input (its own forward, or a
+    functional ``F.linear`` on its weight from elsewhere); optionally stop early."""
     device = next(model.parameters()).device
     seen: set[str] = set()
+    inside: set[str] = set()  # modules whose own forward is running (their F.linear is already hooked)
+    modules = {name: model.get_submodule(name) for name in hooks}
 
-    def make(name, fn):
+    def fire(name, x):
+        hooks[name](modules[name], x)
+        seen.add(name)
+        if stop_after is not None and stop_after <= seen:
+            raise _Stop
+
+    def pre(name):
         def hook(module, args):
-            fn(module, args[0])
-            seen.add(name)
-            if stop_after is not None and stop_after <= seen:
-                raise _Stop
+            inside.add(name)
+            fire(name, args[0])
 
         return hook
 
-    handles = [model.get_submodule(name).register_forward_pre_hook(make(name, fn)) for name, fn in hooks.items()]
+    def post(name):
+        def hook(module, args, out):
+            inside.discard(name)
+
+        return hook
+
+    handles = [h for name, m in modules.items()
+               for h in (m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post(name)))]
+    by_weight = {id(m.weight): name for name, m in modules.items() if isinstance(getattr(m, "weight", None), torch.Tensor)}
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _FunctionalLinear(by_weight, fire, inside):
             for s, e in batches:
                 seen.clear()
+                inside.clear()
                 try:
                     forward(model, inputs[s:e].to(device))
                 except _Stop:

@@ -31,7 +31,7 @@ from .variant_eval import Measurer, evaluate_variants
 from .baselines import run_baselines
 from .config import PruneConfig
 from .finetune import Finetuner
-from .reconstruct_stage import reconstruct_candidates, reconstructor, statistics_key
+from .reconstruct_stage import check_memory, reconstruct_candidates, reconstructor, statistics_key
 from .bn_recalibrate import BatchNormRecalibrator, batchnorm_modules, check_calibration_size
 from .saving import save_variant, variant_recipe, write_json_atomic  # noqa: F401 - re-exported
 
@@ -131,6 +131,7 @@ def run_mixmatch(
         resolve_ranges(config.ranges, layers)
     if config.bn_recalibrate and batchnorm_modules(model):
         check_calibration_size(len(data.calib.tensors[0]))
+    check_memory(config, model, layers)  # reconstruction / SparseGPT curves: the largest layer's Hessians fit
     out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
     acc.wait_for_everyone()
 

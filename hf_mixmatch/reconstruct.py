@@ -26,7 +26,6 @@ same float64 solve, so all hold the same weights. Layers the forward never calls
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -38,6 +37,7 @@ from .activations import accumulate_cross, accumulate_hessians, forward_groups, 
 from .errors import ConfigError
 from .layers import LayerInfo, get_weight
 from .masks import apply_sparsities, keep_mask, prune_count
+from .adapters import copy_model
 from .models import logits as default_forward
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def reconstruct(model: nn.Module, layers: list[LayerInfo], sparsities: dict[str,
     if len(inputs) == 0:
         raise ConfigError("reconstruction needs calibration samples (--calib-samples > 0)")
     groups, uncalled = forward_groups(model, layers, inputs[:1], forward)
-    dense = copy.deepcopy(model) if settings.target == "dense" else None  # the outputs every layer aims at
+    dense = copy_model(model) if settings.target == "dense" else None  # the outputs every layer aims at
     masks: dict[str, torch.Tensor] = {}
     reset_rows = 0
     for group in groups:

@@ -3,8 +3,13 @@ measured where the front is chosen, and the front chosen again."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .errors import ConfigError
 from .pareto import pareto_front
 from .variant_eval import Measurer
+
+GIB = 1 << 30
 
 
 def settings_of(config):
@@ -20,6 +25,60 @@ def reconstructor(config, data, acc):
     from .reconstruct import make_reconstructor
 
     return make_reconstructor(settings_of(config), data.calib.tensors[0], accelerator=acc)
+
+
+def hessian_buffers(config) -> int:
+    """How many ``(G, d, d)`` float64 matrices of one layer are alive at once at the peak: the Hessian, with the
+    dense target also ``X_dense^T X``, and the two factorization buffers of ``inverse_cholesky`` (RD curves with
+    SparseGPT distortion: the Hessian and those two)."""
+    if config.reconstruct != "none":
+        return 4 if config.reconstruct_target == "dense" else 3
+    return 3 if config.ranges == "rd" and config.rd_distortion == "sparsegpt" else 0
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: Linux's MemAvailable, capped by a cgroup limit (containers);
+    None where neither can be read."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit).read_text().strip()
+            if cap != "max" and int(cap) < 1 << 60:
+                found.append(int(cap) - int(Path(usage).read_text().strip()))
+                break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def check_memory(config, model, layers) -> None:
+    """Fail before any work when the largest layer's Hessians cannot fit in memory (a one-line error naming the
+    layer and the way out), instead of being killed hours later half-way through reconstruction."""
+    from .activations import groups_of, weight_matrix
+
+    buffers = hessian_buffers(config)
+    if not buffers or not layers:
+        return
+    sizes = []
+    for layer in layers:
+        module = model.get_submodule(layer.name)
+        g = groups_of(module, layer)
+        d = weight_matrix(module.weight, layer, g).shape[-1]
+        sizes.append((g * d * d * 8 * buffers, d, g, layer.name))
+    need, d, g, name = max(sizes)
+    avail = available_memory()
+    if avail is not None and need > avail:
+        what = "--reconstruct none" + (" and --rd-distortion magnitude" if config.ranges == "rd" else "")
+        raise ConfigError(f"layer {name!r} has {d:,} input features{f' in {g} groups' if g > 1 else ''}: its "
+                          f"Hessians need about {need / GIB:.1f} GiB, {avail / GIB:.1f} GiB is available; run on a "
+                          f"machine with more memory, or use {what}")
 
 
 def allocation_key(v: dict, layers) -> tuple:

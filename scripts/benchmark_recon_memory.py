@@ -12,6 +12,12 @@ the sum of every layer's Hessian (what the stage would hold if it kept them all)
     OMP_NUM_THREADS=2 python scripts/benchmark_recon_memory.py --models resnet50,vit_small_patch16_224 --calib 32
 
 ``--refits 0,20`` adds the kept-weight refit (``--reconstruct-refit``): its memory and its time.
+
+``linear:D`` as a model is one ``Linear(D, 64)`` layer (and a 64 -> 3 head) on random D-dimensional inputs: its
+Hessians are nearly all the memory, so the peak shows how many ``D x D`` float64 matrices are alive at once, the
+figure the run's memory pre-flight (``reconstruct_stage.check_memory``) multiplies the largest layer's by:
+
+    OMP_NUM_THREADS=1 python scripts/benchmark_recon_memory.py --models linear:6144 --targets pruned,dense --calib 16
 """
 
 from __future__ import annotations
@@ -41,9 +47,13 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int, 
     from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
 
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
-    layers = list_prunable(model, num_labels=10)
-    inputs = torch.randn(calib, 3, 224, 224)
+    if name.startswith("linear:"):
+        d = int(name.split(":")[1])
+        model = torch.nn.Sequential(torch.nn.Linear(d, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)).eval()
+        layers, inputs = list_prunable(model), torch.randn(calib, d)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+        layers, inputs = list_prunable(model, num_labels=10), torch.randn(calib, 3, 224, 224)
     groups, _ = forward_groups(model, layers, inputs[:1])
 
     def hessian_bytes(layer) -> int:
@@ -56,6 +66,8 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int, 
     per_group = [sum({_geometry(model.get_submodule(layer.name), layer): hessian_bytes(layer) for layer in group}.values())
                  for group in groups]
     params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = {"dense": 4, "pruned": 3}.get(target, 0)  # reconstruct_stage.hessian_buffers
+    estimate = buffers * max(hessian_bytes(layer) for layer in layers)
     before = rss_anon_kb(os.getpid())
     t0 = time.perf_counter()
     with PeakSampler(interval=0.01) as sampler, torch.no_grad():
@@ -66,6 +78,7 @@ def child(name: str, target: str, calib: int, sparsity: float, batch_size: int, 
                         settings=ReconstructSettings(target=target, batch_size=batch_size, refit=refit))
     return {"model": name, "target": target, "refit": refit, "params_mb": params / MB, "layers": len(layers),
             "max_group_hessian_mb": max(per_group) / MB, "all_hessians_mb": sum(per_group) / MB,
+            "largest_hessian_mb": max(hessian_bytes(layer) for layer in layers) / MB, "preflight_mb": estimate / MB,
             "peak_growth_mb": (sampler.peak - before) / 1024, "seconds": time.perf_counter() - t0}
 
 
@@ -98,17 +111,18 @@ def main(argv=None) -> int:
                     raise SystemExit(f"{name} / {target} failed:\n{out.stderr[-2000:]}")
                 rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "calib": int(calib)})
                 print(rows[-1], flush=True)
-    print(f"\nRandom 224 px calibration images, batch {args.batch_size}, every prunable layer at {args.sparsity:.0%}; "
+    print(f"\nRandom calibration inputs (224 px images; linear:D: D-dim vectors), batch {args.batch_size}, every prunable layer at {args.sparsity:.0%}; "
           "peak RssAnon growth over the process before the step (MB)\n")
     print("| model | layers | parameters (MB) | largest group's X^T X (MB) | all Hessians (MB) | step | calibration "
-          "images | peak growth (MB) | time (s) |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+          "images | peak growth (MB) | = largest layer's X^T X x | pre-flight estimate (MB) | time (s) |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         step = "one forward" if r["target"] == "forward" else f"reconstruct, target {r['target']}" + (
             f", refit {r['refit']}" if r["refit"] else "")
         print(f"| {r['model']} | {r['layers']} | {r['params_mb']:.0f} | {r['max_group_hessian_mb']:.0f} | "
               f"{r['all_hessians_mb']:.0f} | {step} | {'–' if r['target'] == 'forward' else r['calib']} | "
-              f"{r['peak_growth_mb']:.0f} | {r['seconds']:.0f} |")
+              f"{r['peak_growth_mb']:.0f} | {r['peak_growth_mb'] / r['largest_hessian_mb']:.2f} | "
+              f"{r['preflight_mb']:.0f} | {r['seconds']:.0f} |")
     return 0
 
 

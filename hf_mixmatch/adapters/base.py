@@ -8,6 +8,7 @@ it and how to rebuild its dense architecture from a config. Everything downstrea
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
@@ -105,6 +106,30 @@ def extract_logits(out) -> torch.Tensor:
         return extract_logits(out[0])
     raise ModelLoadError(f"the model's forward returned {type(out).__name__} with no logits tensor: "
                          "wrap it in an nn.Module that returns the logits")
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``. ``copy.deepcopy`` refuses tensors computed with gradients that a module keeps
+    between calls (LeViT's attention-bias cache, filled by any forward with gradients in eval mode); those
+    are copied detached."""
+    memo: dict[int, object] = {}
+
+    def visit(value) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if key not in ("_parameters", "_modules", "_forward_hooks", "_forward_pre_hooks"):
+                visit(value)
+    return copy.deepcopy(model, memo)
 
 
 def contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 
 import torch
 from torch import nn
+
+from ..adapters import copy_model
 
 
 def _gen() -> torch.Generator:
@@ -86,7 +87,7 @@ def _channels_last(models: dict[str, nn.Module], input_shape) -> dict[str, nn.Mo
     """Copies of ``models`` with 4-D weights in channels-last layout (the originals are left as they are)."""
     if len(input_shape) != 4:
         return models
-    return {name: copy.deepcopy(m).to(memory_format=torch.channels_last) for name, m in models.items()}
+    return {name: copy_model(m).to(memory_format=torch.channels_last) for name, m in models.items()}
 
 
 def latency_interleaved(models: dict[str, nn.Module], input_shape: tuple[int, ...], *, batch: int, runs: int = 30,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..adapters import copy_model
 from ..errors import ConfigError, MetricFloorError, ModelLoadError
 from .attention import find_attention, prune_heads
 from .batchnorm import bn_aware, calibration_inputs, recalibrate_pruned
@@ -41,7 +41,7 @@ def prune_physical(model: nn.Module, plan: GroupPlan, removed: dict[int, list[in
     """A pruned deep copy of ``model`` and its recipe part (``history``: Torch-Pruning's replayable
     ``[root module, is_out, channel indices]`` list; ``heads``: kept heads per attention module; ``attributes``:
     head counts and widths set on those modules)."""
-    pruned = copy.deepcopy(model).eval()
+    pruned = copy_model(model).eval()
     by_index = {g.index: g for g in plan.groups}
     history = []
     channels = [gi for gi in sorted(removed) if removed[gi] and by_index[gi].kind == "channels"]

@@ -8,7 +8,6 @@ outputs differ from that reference, is never saved: :class:`~hf_mixmatch.errors.
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..adapters import copy_model
 from ..errors import HfMixmatchError, StructuredUnsupported
 from ..models import logits
 from .gates import GateHooks, masks_from_removed
@@ -53,7 +53,7 @@ def max_difference(ref: torch.Tensor, got: torch.Tensor, *, tight: bool = False)
 def _float64(model: nn.Module, example: torch.Tensor):
     """Float64 copies, so rounding noise cannot hide (or fake) a difference; None where a layer refuses."""
     try:
-        m = copy.deepcopy(model).double()
+        m = copy_model(model).double()
         with torch.no_grad():
             logits(m.eval(), example.double())
         return m, example.double()
