@@ -233,6 +233,7 @@ def variant_card(results: dict, variant: dict, recipe: dict, *, repo_id: str | N
         "reconstruct": recipe.get("reconstruct") if recipe.get("reconstructed") else None,
         "bn_recalibration": recipe.get("bn_recalibration"),
         "bn_recalibrated": recipe.get("bn_recalibrated"),
+        "not_applied_as_stored": results.get("not_applied_as_stored") or [],
     }
     return ModelCard.from_template(data, template_path=str(template_path(VARIANT_TEMPLATE)), **ctx)
 

@@ -256,3 +256,57 @@ def used_by_forward(model: nn.Module, layers: list[LayerInfo], x: torch.Tensor, 
             p.requires_grad_(r)
         model.train(was_training)
     return [layer for layer, g in zip(layers, grads) if g is not None]
+
+
+def _plain(module: nn.Module, layer: LayerInfo, x: torch.Tensor) -> torch.Tensor | None:
+    """What the layer would output if it applied its stored weight as it is (None: no plain form known)."""
+    w, b = module.weight, getattr(module, "bias", None)
+    if layer.kind == "linear":
+        return nn.functional.linear(x, w, b)
+    if layer.kind == "conv1d_t":
+        out = x @ w
+        return out if b is None else out + b
+    for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        if isinstance(module, base):
+            return base._conv_forward(module, x, w, b)
+    return None
+
+
+def not_applied_as_stored(model: nn.Module, layers: list[LayerInfo], x: torch.Tensor, forward=None) -> list[str]:
+    """Layers whose output is not their stored weight applied to their input: weight standardization (BiT's and
+    NFNet's convolutions), dynamic padding and the like. Zeros of such a stored weight are not zeros of the weight
+    the layer applies, so their sparsity is one of storage, not of compute."""
+    if forward is None:
+        from .models import logits as forward
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def hook_for(layer):
+        def fn(module, args, out):
+            if layer.name in seen or not args or not isinstance(args[0], torch.Tensor):
+                return
+            seen.add(layer.name)
+            try:
+                plain = _plain(module, layer, args[0])
+            except Exception:  # noqa: BLE001 - weights not materialized here (offloaded, quantized): no evidence
+                return
+            if plain is None or not isinstance(out, torch.Tensor) or plain.shape != out.shape:
+                found.append(layer.name)
+                return
+            tol = max(1e-4, 8 * torch.finfo(out.dtype).eps) * float(plain.abs().max()) + 1e-6
+            if float((out - plain).abs().max()) > tol:
+                found.append(layer.name)
+
+        return fn
+
+    handles = [model.get_submodule(layer.name).register_forward_hook(hook_for(layer)) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [layer.name for layer in layers if layer.name in set(found)]

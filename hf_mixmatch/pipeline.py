@@ -18,7 +18,7 @@ from .data import PreparedData, load_data
 from .errors import ConfigError
 from .evaluate import BatchSizeProbe, agree_batch_size, evaluate
 from .precision import layout_candidates, warn_if_emulated
-from .layers import LayerInfo, list_prunable, used_by_forward
+from .layers import LayerInfo, list_prunable, not_applied_as_stored, used_by_forward
 from .masks import WeightStash, apply_sparsities
 from .outdir import check_output_dir, prepare_output_dir, record, record_dir  # noqa: F401 - re-exported
 from .models import LoadedModel, load_model
@@ -127,6 +127,12 @@ def run_mixmatch(
     layers = used_by_forward(model, layers, data.calib.tensors[0][:2].to(acc.device)) if layers else layers
     if not layers:
         raise ConfigError("the model has no Conv/Linear weights to prune")
+    not_as_stored = not_applied_as_stored(model, layers, data.calib.tensors[0][:2].to(acc.device))
+    if not_as_stored and is_main:
+        logger.warning("%d layers do not apply their stored weight as a plain conv/linear map (weight "
+                       "standardization, padding computed in forward): where the weight is standardized, its zeros "
+                       "are zeros of the stored tensor, not of the weight the layer computes with: %s",
+                       len(not_as_stored), not_as_stored[:5] + (["..."] if len(not_as_stored) > 5 else []))
     if config.ranges not in ("observed", "rd"):  # preset / range file: wrong names or layers fail here, not later
         resolve_ranges(config.ranges, layers)
     if config.bn_recalibrate and batchnorm_modules(model):
@@ -250,6 +256,7 @@ def run_mixmatch(
         "dense": {"accuracy": dense["accuracy"], "top5": dense["top5"]},
         "ranges": ranges.to_dict(),
         "layer_roles": {layer.name: layer.role for layer in layers},
+        "not_applied_as_stored": not_as_stored,
         "variants": variants,
         "pareto": front,
         "pareto_basis": "finetuned" if finetuner is not None else "oneshot",

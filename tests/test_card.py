@@ -185,3 +185,15 @@ def test_report_markdown_baselines():
     res = {**F.results(), "baselines": [{"id": "lamp@gradient-aggressive", "method": "lamp", "matched_to": "gradient-aggressive",
                                          "sparsity": 0.75, "accuracy": 0.5, "top5": None}]}
     assert "| lamp@gradient-aggressive | lamp | gradient-aggressive | 75.00% | 50.00% | – |" in report_markdown(res)
+
+
+def test_card_says_when_layers_do_not_apply_their_stored_weight():
+    """A run whose layers standardize their weights in forward (BiT, NFNet) says so on every card: the zeros are
+    the stored tensor's; without such layers the card has no such line (the golden card above)."""
+    res = F.results()
+    v = res["variants"][0]
+    names = ["vit.embeddings.patch_embeddings.projection", "vit.encoder.layer.0.intermediate.dense", "a", "b"]
+    text = str(variant_card({**res, "not_applied_as_stored": names}, v, F.recipe(res, v), repo_id=REPO))
+    line = next(line for line in text.splitlines() if line.startswith("- **Stored zeros:**"))
+    assert "4 of the pruned layers" in line and "`vit.embeddings.patch_embeddings.projection`" in line and "…" in line
+    assert "Stored zeros" not in str(_golden_card())

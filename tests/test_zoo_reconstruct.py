@@ -15,12 +15,14 @@ from zoo_models import NUM_LABELS, ZOO, build
 
 from hf_mixmatch.activations import accumulate_hessians, feature_sq_norms, forward_groups
 from hf_mixmatch.adapters import copy_model, extract_logits
-from hf_mixmatch.layers import LayerInfo, get_weight, list_prunable, used_by_forward
+from hf_mixmatch.layers import LayerInfo, get_weight, list_prunable, not_applied_as_stored, used_by_forward
 from hf_mixmatch.masks import prune_count
 from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
 
 CASES = [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in ZOO]
 SPARSITY = 0.7
+# classes whose forward transforms the stored weight or pads on the fly: the expected findings of the zoo
+NOT_PLAIN = ("WeightStandardizedConv2d", "ScaledStdConv2d", "StdConv2d", "Conv2dSamePadding")
 MAX_COLUMNS = 8192  # layers with more input features stay dense here: vgg11's 7x7 conv over 512 channels has
 # 25,088, a 5 GB float64 Hessian and minutes of factorizing on one core (reconstruct() itself has no such limit)
 
@@ -64,6 +66,10 @@ def test_every_used_layer_gets_statistics_and_is_reconstructed(case):
     x = photo_batch(case.size, 6)
     _live_init(model, x)
     layers = used_by_forward(model, list_prunable(model, num_labels=NUM_LABELS), x[:2])
+    # found numerically (each layer's output against its stored weight applied plainly to its input), the layers
+    # that do not apply their weight as stored are exactly those of the weight-standardizing / self-padding classes
+    expected = [layer.name for layer in layers if type(model.get_submodule(layer.name)).__name__ in NOT_PLAIN]
+    assert not_applied_as_stored(model, layers, x[:2]) == expected
     norms = feature_sq_norms(model, layers, x, batch_size=3)
     assert [layer.name for layer in layers if not float(norms[layer.name].sum()) > 0] == []
 
@@ -164,3 +170,20 @@ def test_a_reconstructing_run_end_to_end_where_the_pitfalls_were(case_id, tmp_pa
     first = result.pareto[0]
     model = from_pretrained(str(tmp_path / "run" / first["path"]))
     assert model.mixmatch_recipe["sparsity"] == pytest.approx(first["sparsity"])
+
+
+class StandardizedConv(nn.Conv2d):
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_a_standardized_conv_is_found_and_plain_layers_are_not():
+    from transformers.pytorch_utils import Conv1D
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), StandardizedConv(4, 4, 3),
+                          nn.Flatten(), Conv1D(64, 4 * 6 * 6), nn.Linear(64, 3)).eval()
+    layers = list_prunable(model)
+    assert [layer.name for layer in layers] == ["0", "1", "3", "4"]
+    assert not_applied_as_stored(model, layers, torch.randn(2, 3, 8, 8)) == ["1"]
