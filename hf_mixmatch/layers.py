@@ -272,30 +272,56 @@ def _plain(module: nn.Module, layer: LayerInfo, x: torch.Tensor) -> torch.Tensor
     return None
 
 
+_COMPUTE_OPS = (nn.functional.linear, nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d, torch.addmm,
+                torch.matmul)
+
+
+class _RawWeights(torch.overrides.TorchFunctionMode):
+    """Records which tensors reach a conv / linear / matmul as an operand (by identity)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids: set[int] = set()
+        self.paused = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _COMPUTE_OPS and not self.paused:
+            self.ids.update(id(a) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        return func(*args, **kwargs)
+
+
 def not_applied_as_stored(model: nn.Module, layers: list[LayerInfo], x: torch.Tensor, forward=None) -> list[str]:
-    """Layers whose output is not their stored weight applied to their input: weight standardization (BiT's and
-    NFNet's convolutions), dynamic padding and the like. Zeros of such a stored weight are not zeros of the weight
-    the layer applies, so their sparsity is one of storage, not of compute."""
+    """Layers that compute with a transform of their stored weight (weight standardization: BiT's and NFNet's
+    convolutions; a parametrization), so that zeros of the stored weight are not zeros of the weight applied.
+
+    Found on ``x``: the layer's output differs from its stored weight applied plainly to its input, and the stored
+    weight itself never reaches a conv / linear op (a convolution that pads its input in forward, timm's
+    ``Conv2dSame``, differs from the plain op too, but computes with its stored weight: not listed)."""
     if forward is None:
         from .models import logits as forward
-    found: list[str] = []
+    differs: set[str] = set()
     seen: set[str] = set()
+    raw = _RawWeights()
 
     def hook_for(layer):
         def fn(module, args, out):
             if layer.name in seen or not args or not isinstance(args[0], torch.Tensor):
                 return
             seen.add(layer.name)
+            raw.paused = True  # the plain recomputation is not the model's own use of the weight
             try:
                 plain = _plain(module, layer, args[0])
             except Exception:  # noqa: BLE001 - weights not materialized here (offloaded, quantized): no evidence
                 return
+            finally:
+                raw.paused = False
             if plain is None or not isinstance(out, torch.Tensor) or plain.shape != out.shape:
-                found.append(layer.name)
+                differs.add(layer.name)
                 return
             tol = max(1e-4, 8 * torch.finfo(out.dtype).eps) * float(plain.abs().max()) + 1e-6
             if float((out - plain).abs().max()) > tol:
-                found.append(layer.name)
+                differs.add(layer.name)
 
         return fn
 
@@ -303,10 +329,11 @@ def not_applied_as_stored(model: nn.Module, layers: list[LayerInfo], x: torch.Te
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), raw:
             forward(model, x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return [layer.name for layer in layers if layer.name in set(found)]
+    return [layer.name for layer in layers
+            if layer.name in differs and id(get_weight(model, layer)) not in raw.ids]

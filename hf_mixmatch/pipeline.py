@@ -129,9 +129,8 @@ def run_mixmatch(
         raise ConfigError("the model has no Conv/Linear weights to prune")
     not_as_stored = not_applied_as_stored(model, layers, data.calib.tensors[0][:2].to(acc.device))
     if not_as_stored and is_main:
-        logger.warning("%d layers do not apply their stored weight as a plain conv/linear map (weight "
-                       "standardization, padding computed in forward): where the weight is standardized, its zeros "
-                       "are zeros of the stored tensor, not of the weight the layer computes with: %s",
+        logger.warning("%d layers compute with a transform of their stored weight (weight standardization): "
+                       "their zeros are zeros of the stored tensor, not of the weight they compute with: %s",
                        len(not_as_stored), not_as_stored[:5] + (["..."] if len(not_as_stored) > 5 else []))
     if config.ranges not in ("observed", "rd"):  # preset / range file: wrong names or layers fail here, not later
         resolve_ranges(config.ranges, layers)

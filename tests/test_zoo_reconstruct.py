@@ -21,8 +21,10 @@ from hf_mixmatch.reconstruct import ReconstructSettings, reconstruct
 
 CASES = [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in ZOO]
 SPARSITY = 0.7
-# classes whose forward transforms the stored weight or pads on the fly: the expected findings of the zoo
-NOT_PLAIN = ("WeightStandardizedConv2d", "ScaledStdConv2d", "StdConv2d", "Conv2dSamePadding")
+# classes that compute with a standardized copy of their stored weight: the expected findings of the zoo
+# (Perceiver's Conv2dSamePadding also differs from the plain op of its attributes, but pads, and computes with
+# the stored weight: not one of them)
+NOT_PLAIN = ("WeightStandardizedConv2d", "ScaledStdConv2d", "StdConv2d")
 MAX_COLUMNS = 8192  # layers with more input features stay dense here: vgg11's 7x7 conv over 512 channels has
 # 25,088, a 5 GB float64 Hessian and minutes of factorizing on one core (reconstruct() itself has no such limit)
 
@@ -66,8 +68,8 @@ def test_every_used_layer_gets_statistics_and_is_reconstructed(case):
     x = photo_batch(case.size, 6)
     _live_init(model, x)
     layers = used_by_forward(model, list_prunable(model, num_labels=NUM_LABELS), x[:2])
-    # found numerically (each layer's output against its stored weight applied plainly to its input), the layers
-    # that do not apply their weight as stored are exactly those of the weight-standardizing / self-padding classes
+    # found numerically (each layer's output against its stored weight applied plainly to its input, and the
+    # stored weight reaching a conv/linear op or not), exactly the weight-standardizing layers
     expected = [layer.name for layer in layers if type(model.get_submodule(layer.name)).__name__ in NOT_PLAIN]
     assert not_applied_as_stored(model, layers, x[:2]) == expected
     norms = feature_sq_norms(model, layers, x, batch_size=3)
@@ -179,11 +181,19 @@ class StandardizedConv(nn.Conv2d):
         return self._conv_forward(x, w, self.bias)
 
 
-def test_a_standardized_conv_is_found_and_plain_layers_are_not():
+def test_a_standardized_conv_is_found_and_plain_or_self_padding_layers_are_not():
+    """timm's Conv2dSame pads in forward (its output is not the plain conv of its attributes) but computes with
+    its stored weight, so its zeros are applied zeros: not listed."""
+    from timm.layers import Conv2dSame
     from transformers.pytorch_utils import Conv1D
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), StandardizedConv(4, 4, 3),
-                          nn.Flatten(), Conv1D(64, 4 * 6 * 6), nn.Linear(64, 3)).eval()
+                          Conv2dSame(4, 4, 3, stride=2), nn.Flatten(), Conv1D(64, 4 * 3 * 3), nn.Linear(64, 3)).eval()
     layers = list_prunable(model)
-    assert [layer.name for layer in layers] == ["0", "1", "3", "4"]
-    assert not_applied_as_stored(model, layers, torch.randn(2, 3, 8, 8)) == ["1"]
+    assert [layer.name for layer in layers] == ["0", "1", "2", "4", "5"]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():  # the self-padding conv does differ from its plain op
+        mid = model[1](model[0](x))
+        out, plain = model[2](mid), nn.Conv2d._conv_forward(model[2], mid, model[2].weight, model[2].bias)
+        assert out.shape != plain.shape or not torch.allclose(out, plain)
+    assert not_applied_as_stored(model, layers, x) == ["1"]
