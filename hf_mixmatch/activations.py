@@ -18,6 +18,7 @@ float summation order. Each process takes its share ``batches[rank::world]`` of 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import torch
@@ -128,35 +129,67 @@ class _Stop(Exception):
     """Raised by a hook once every layer it waits for has seen its input: the rest of the forward is skipped."""
 
 
-class _FunctionalLinear(TorchFunctionMode):
-    """Sends ``F.linear(x, layer.weight, ...)`` calls made outside the layer's own forward to its hook, as if the
-    module had been called (timm's SwinV2 and EVA attention call ``F.linear(x, self.qkv.weight, qkv_bias)``: no
-    module hook sees that input)."""
+_CONV_OPS = (F.conv1d, F.conv2d, F.conv3d)
+_CONV_ARGS = ("stride", "padding", "dilation", "groups")  # after (input, weight, bias), as F.conv*d takes them
 
-    def __init__(self, by_weight: dict[int, str], fire: Callable, inside: set[str]):
+
+def _op_geometry(weight: torch.Tensor, args: tuple, kwargs: dict) -> SimpleNamespace:
+    """The geometry a ``F.conv*d`` call really uses, with the attributes :func:`features` reads from a module."""
+    nd = weight.dim() - 2
+    given = dict(zip(_CONV_ARGS, args[3:]), **{k: v for k, v in kwargs.items() if k in _CONV_ARGS})
+
+    def tup(v, default):
+        v = default if v is None else v
+        return v if isinstance(v, str) else tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * nd
+
+    return SimpleNamespace(kernel_size=tuple(weight.shape[2:]), stride=tup(given.get("stride"), 1),
+                           padding=tup(given.get("padding"), 0), dilation=tup(given.get("dilation"), 1),
+                           groups=int(given.get("groups") or 1), padding_mode="zeros")
+
+
+class _OpInputs(TorchFunctionMode):
+    """Takes each hooked layer's input where its weight is really applied.
+
+    - ``F.linear(x, layer.weight, ...)`` outside the layer's own forward reaches its hook as if the module had been
+      called (timm's SwinV2 and EVA attention call ``F.linear(x, self.qkv.weight, qkv_bias)``: no module hook sees
+      that input);
+    - a convolution's input is the one its ``F.conv*d`` call receives with the stored weight, with that call's
+      geometry: a module that pads in forward (timm's ``Conv2dSame``, Perceiver's) passes the padded input there.
+      A convolution that never passes its stored weight (weight standardization) keeps its module input."""
+
+    def __init__(self, by_weight: dict[int, str], fire: Callable, inside: set[str], convs: set[str], op_fired: set[str]):
         super().__init__()
-        self.by_weight, self.fire, self.inside = by_weight, fire, inside
+        self.by_weight, self.fire, self.inside, self.convs, self.op_fired = by_weight, fire, inside, convs, op_fired
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear:
+        if func is F.linear or func in _CONV_OPS:
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             name = self.by_weight.get(id(weight))
-            if name is not None and name not in self.inside:
-                self.fire(name, args[0] if args else kwargs["input"])
+            x = args[0] if args else kwargs.get("input")
+            if name is None:
+                pass
+            elif func is F.linear and name not in self.inside and name not in self.convs:
+                self.fire(name, x)
+            elif func in _CONV_OPS and name in self.convs and name in self.inside and name not in self.op_fired:
+                self.op_fired.add(name)
+                self.fire(name, x, _op_geometry(weight, args, kwargs))
         return func(*args, **kwargs)
 
 
 def _run_hooked(model, inputs: torch.Tensor, batches, forward, hooks: dict[str, Callable], stop_after: set[str] | None):
-    """Forward every batch with ``hooks[name](module, x)`` on each named module's input (its own forward, or a
-    functional ``F.linear`` on its weight from elsewhere); optionally stop early."""
+    """Forward every batch with ``hooks[name](module, x)`` on each named layer's input, taken where its weight is
+    applied (:class:`_OpInputs`; for a convolution ``module`` is then the call's geometry); optionally stop early."""
     device = next(model.parameters()).device
     seen: set[str] = set()
-    inside: set[str] = set()  # modules whose own forward is running (their F.linear is already hooked)
+    inside: set[str] = set()  # layers whose own forward is running
+    op_fired: set[str] = set()  # convolutions whose input came from their F.conv*d call in this forward
+    pending: dict[str, torch.Tensor] = {}  # a convolution's module input, used if no such call comes
     modules = {name: model.get_submodule(name) for name in hooks}
+    convs = {name for name, m in modules.items() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
 
-    def fire(name, x):
-        hooks[name](modules[name], x)
+    def fire(name, x, geometry=None):
+        hooks[name](modules[name] if geometry is None else geometry, x)
         seen.add(name)
         if stop_after is not None and stop_after <= seen:
             raise _Stop
@@ -164,13 +197,20 @@ def _run_hooked(model, inputs: torch.Tensor, batches, forward, hooks: dict[str, 
     def pre(name):
         def hook(module, args):
             inside.add(name)
-            fire(name, args[0])
+            if name in convs:
+                pending[name] = args[0]
+            else:
+                fire(name, args[0])
 
         return hook
 
     def post(name):
         def hook(module, args, out):
             inside.discard(name)
+            x = pending.pop(name, None)
+            if name in convs and name not in op_fired and x is not None:
+                fire(name, x)
+            op_fired.discard(name)
 
         return hook
 
@@ -180,10 +220,12 @@ def _run_hooked(model, inputs: torch.Tensor, batches, forward, hooks: dict[str, 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _FunctionalLinear(by_weight, fire, inside):
+        with torch.no_grad(), _OpInputs(by_weight, fire, inside, convs, op_fired):
             for s, e in batches:
                 seen.clear()
                 inside.clear()
+                op_fired.clear()
+                pending.clear()
                 try:
                     forward(model, inputs[s:e].to(device))
                 except _Stop:

@@ -1,6 +1,8 @@
-"""Calibration statistics and reconstruction on every architecture of the zoo, and the two pitfalls found there:
-weights used through ``F.linear`` outside their module (timm's SwinV2 and EVA attention) and modules that cache
-tensors computed with gradients (LeViT's attention biases), which ``copy.deepcopy`` refuses."""
+"""Calibration statistics and reconstruction on every architecture of the zoo, and the pitfalls found there:
+weights used through ``F.linear`` outside their module (timm's SwinV2 and EVA attention), convolutions that pad
+their input in forward (timm's ``Conv2dSame`` of the ``tf_*`` models, Perceiver), modules that cache tensors
+computed with gradients (LeViT's attention biases), which ``copy.deepcopy`` refuses, and weight-standardized
+convolutions, whose stored zeros are not zeros of the weight they compute with."""
 
 from __future__ import annotations
 
@@ -119,6 +121,41 @@ def test_a_weight_used_through_f_linear_gets_its_input_once():
     torch.testing.assert_close(hs["qkv"][0], flat.T @ flat)
     mid = torch.tanh(F.linear(x, model.qkv.weight, model.qkv_bias)).reshape(-1, 6).double()
     torch.testing.assert_close(hs["proj"][0], mid.T @ mid)
+
+
+@pytest.mark.parametrize("size, stride", [(7, 2), (14, 1), (9, 3)])
+def test_a_self_padding_conv_gets_the_statistics_of_its_padded_input(size, stride):
+    """timm's Conv2dSame pads in forward and convolves with padding 0: the Hessian and Wanda's norms are those of
+    the padded input's patches (from the module's own attributes, 54% off on a 7x7 map at stride 2)."""
+    from timm.layers import Conv2dSame
+    from timm.layers.padding import pad_same
+
+    from hf_mixmatch.activations import feature_sq_norms
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv2dSame(4, 6, 3, stride=stride))
+    x = torch.randn(3, 4, size, size) + 1.0
+    layers = list_prunable(model)
+    padded = pad_same(x, (3, 3), (stride, stride), (1, 1))
+    cols = F.unfold(padded, 3, stride=stride).transpose(1, 2).reshape(-1, 36).double()
+    torch.testing.assert_close(accumulate_hessians(model, layers, x, batch_size=2)["0"][0], cols.T @ cols)
+    torch.testing.assert_close(feature_sq_norms(model, layers, x, batch_size=2)["0"][0], cols.pow(2).sum(0))
+
+
+def test_a_reflect_padded_and_a_grouped_conv_still_get_their_exact_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(4, 6, 3, groups=2))
+    x = torch.randn(2, 4, 6, 6)
+    layers = list_prunable(model)
+    groups, _ = forward_groups(model, layers, x[:1])
+    hs = {n: h for g in groups for n, h in accumulate_hessians(model, g, x, batch_size=1).items()}
+    cols = F.unfold(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3).transpose(1, 2).reshape(-1, 36).double()
+    torch.testing.assert_close(hs["0"][0], cols.T @ cols)
+    with torch.no_grad():
+        mid = model[0](x)
+    for g in range(2):
+        c = F.unfold(mid[:, 2 * g:2 * g + 2], 3).transpose(1, 2).reshape(-1, 18).double()
+        torch.testing.assert_close(hs["1"][g], c.T @ c, rtol=1e-4, atol=1e-5)  # float32 features
 
 
 class CachesBias(nn.Module):
