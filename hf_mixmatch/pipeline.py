@@ -136,7 +136,7 @@ def run_mixmatch(
         resolve_ranges(config.ranges, layers)
     if config.bn_recalibrate and batchnorm_modules(model):
         check_calibration_size(len(data.calib.tensors[0]))
-    check_memory(config, model, layers)  # reconstruction / SparseGPT curves: the largest layer's Hessians fit
+    check_memory(config, model, layers, acc)  # reconstruction / SparseGPT curves: the largest layer's Hessians fit
     out = prepare_output_dir(config.output_dir, overwrite=config.overwrite) if is_main else Path(config.output_dir)
     acc.wait_for_everyone()
 

@@ -3,7 +3,10 @@ measured where the front is chosen, and the front chosen again."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
 
 from .errors import ConfigError
 from .pareto import pareto_front
@@ -58,27 +61,46 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def check_memory(config, model, layers) -> None:
+def memory_budget(device) -> tuple[int | None, int, str]:
+    """``(bytes free, processes sharing them, what)`` where a layer's Hessians live: on a GPU its free memory, which
+    its process has to itself (one process per GPU); on CPU the host's available memory, shared by every process
+    this host runs (``LOCAL_WORLD_SIZE``: each builds and factors its own copy of the layer's Hessians)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free, 1, f"GPU memory ({device})"
+    return available_memory(), max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))), "memory"
+
+
+def check_memory(config, model, layers, accelerator=None) -> None:
     """Fail before any work when the largest layer's Hessians cannot fit in memory (a one-line error naming the
-    layer and the way out), instead of being killed hours later half-way through reconstruction."""
+    layer and the way out), instead of being killed hours later half-way through reconstruction. Under several
+    processes every one of them stops when any does (no process is left waiting for the others)."""
     from .activations import groups_of, weight_matrix
 
     buffers = hessian_buffers(config)
-    if not buffers or not layers:
-        return
-    sizes = []
-    for layer in layers:
-        module = model.get_submodule(layer.name)
-        g = groups_of(module, layer)
-        d = weight_matrix(module.weight, layer, g).shape[-1]
-        sizes.append((g * d * d * 8 * buffers, d, g, layer.name))
-    need, d, g, name = max(sizes)
-    avail = available_memory()
-    if avail is not None and need > avail:
-        what = "--reconstruct none" + (" and --rd-distortion magnitude" if config.ranges == "rd" else "")
-        raise ConfigError(f"layer {name!r} has {d:,} input features{f' in {g} groups' if g > 1 else ''}: its "
-                          f"Hessians need about {need / GIB:.1f} GiB, {avail / GIB:.1f} GiB is available; run on a "
-                          f"machine with more memory, or use {what}")
+    message = None
+    if buffers and layers:
+        sizes = []
+        for layer in layers:
+            module = model.get_submodule(layer.name)
+            g = groups_of(module, layer)
+            d = weight_matrix(module.weight, layer, g).shape[-1]
+            sizes.append((g * d * d * 8 * buffers, d, g, layer.name))
+        one, d, g, name = max(sizes)
+        avail, procs, where = memory_budget(next(model.parameters()).device)
+        if avail is not None and one * procs > avail:
+            what = "--reconstruct none" + (" and --rd-distortion magnitude" if _curves_reconstructed(config) else "")
+            each = f" ({procs} processes on this machine, {one / GIB:.1f} GiB each)" if procs > 1 else ""
+            fewer = ", fewer processes per machine" if procs > 1 else ""
+            message = (f"layer {name!r} has {d:,} input features{f' in {g} groups' if g > 1 else ''}: its Hessians "
+                       f"need about {one * procs / GIB:.1f} GiB{each}, {avail / GIB:.1f} GiB of {where} is "
+                       f"available; run on a machine with more memory{fewer}, or use {what}")
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        message = next((m for m in gather_object([message]) if m), None)
+    if message:
+        raise ConfigError(message)
 
 
 def allocation_key(v: dict, layers) -> tuple:
