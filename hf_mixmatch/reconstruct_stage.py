@@ -78,23 +78,24 @@ def check_memory(config, model, layers, accelerator=None) -> None:
     from .activations import groups_of, weight_matrix
 
     buffers = hessian_buffers(config)
+    if not buffers or not layers:  # the same on every process: no collective needed
+        return
+    sizes = []
+    for layer in layers:
+        module = model.get_submodule(layer.name)
+        g = groups_of(module, layer)
+        d = weight_matrix(module.weight, layer, g).shape[-1]
+        sizes.append((g * d * d * 8 * buffers, d, g, layer.name))
+    one, d, g, name = max(sizes)
+    avail, procs, where = memory_budget(next(model.parameters()).device)
     message = None
-    if buffers and layers:
-        sizes = []
-        for layer in layers:
-            module = model.get_submodule(layer.name)
-            g = groups_of(module, layer)
-            d = weight_matrix(module.weight, layer, g).shape[-1]
-            sizes.append((g * d * d * 8 * buffers, d, g, layer.name))
-        one, d, g, name = max(sizes)
-        avail, procs, where = memory_budget(next(model.parameters()).device)
-        if avail is not None and one * procs > avail:
-            what = "--reconstruct none" + (" and --rd-distortion magnitude" if _curves_reconstructed(config) else "")
-            each = f" ({procs} processes on this machine, {one / GIB:.1f} GiB each)" if procs > 1 else ""
-            fewer = ", fewer processes per machine" if procs > 1 else ""
-            message = (f"layer {name!r} has {d:,} input features{f' in {g} groups' if g > 1 else ''}: its Hessians "
-                       f"need about {one * procs / GIB:.1f} GiB{each}, {avail / GIB:.1f} GiB of {where} is "
-                       f"available; run on a machine with more memory{fewer}, or use {what}")
+    if avail is not None and one * procs > avail:
+        what = "--reconstruct none" + (" and --rd-distortion magnitude" if _curves_reconstructed(config) else "")
+        each = f" ({procs} processes on this machine, {one / GIB:.1f} GiB each)" if procs > 1 else ""
+        fewer = ", fewer processes per machine" if procs > 1 else ""
+        message = (f"layer {name!r} has {d:,} input features{f' in {g} groups' if g > 1 else ''}: its Hessians "
+                   f"need about {one * procs / GIB:.1f} GiB{each}, {avail / GIB:.1f} GiB of {where} is "
+                   f"available; run on a machine with more memory{fewer}, or use {what}")
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
